@@ -1,0 +1,271 @@
+import { readFile } from "node:fs/promises";
+import type pg from "pg";
+import { z } from "zod";
+import { ConfigError } from "../pipeline/errors.js";
+
+// The site file: the only source of facility metadata. Ids are explicit so that
+// every sync gives the same ids and a renamed sensor keeps its history.
+const id = z.number().int().positive();
+const name = z.string().trim().min(1);
+
+export const sensorSchema = z.strictObject({
+  id,
+  name: z.string().regex(/^[a-z][a-z0-9_]*$/, "lower-case letters, digits and _ only"),
+  unit: z.string(),
+  data_type: z.enum(["float", "integer", "boolean"]).default("float"),
+  channel: z.number().int().min(0),
+  /** Added to the decoded value before it is stored (stored = decoded + offset). */
+  calibration_offset: z.number().finite().default(0),
+  /** The CAN database signal that carries it, "Message.Signal". */
+  signal: z.string().regex(/^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$/, 'expected "Message.Signal"'),
+});
+
+export const deviceSchema = z.strictObject({
+  id,
+  name,
+  type: name,
+  node_id: z.number().int().min(0),
+  room_id: id,
+  rack_id: id.optional(),
+  ip_address: z.union([z.ipv4(), z.ipv6()]).optional(),
+  serial_number: name.optional(),
+  sensors: z.array(sensorSchema).min(1),
+});
+
+export const siteSchema = z
+  .strictObject({
+    facility: z.strictObject({ id, name, timezone: z.string().default("UTC") }),
+    zones: z.array(z.strictObject({ id, name })).default([]),
+    rooms: z
+      .array(
+        z.strictObject({
+          id,
+          name,
+          zone_id: id.optional(),
+          target_vpd: z.number().positive().optional(),
+          target_temp: z.number().finite().optional(),
+          racks: z.array(z.strictObject({ id, name })).default([]),
+        }),
+      )
+      .min(1),
+    devices: z.array(deviceSchema).min(1),
+  })
+  .superRefine((site, ctx) => {
+    const unique = <T>(items: T[], key: (t: T) => unknown, path: (i: number) => (string | number)[], what: string) => {
+      const seen = new Map<unknown, number>();
+      items.forEach((item, i) => {
+        const k = key(item);
+        const first = seen.get(k);
+        if (first !== undefined)
+          ctx.addIssue({ code: "custom", path: path(i), message: `duplicate ${what} ${String(k)}` });
+        else seen.set(k, i);
+      });
+    };
+    const zoneIds = new Set(site.zones.map((z) => z.id));
+    unique(
+      site.zones,
+      (z) => z.id,
+      (i) => ["zones", i, "id"],
+      "zone id",
+    );
+    unique(
+      site.rooms,
+      (r) => r.id,
+      (i) => ["rooms", i, "id"],
+      "room id",
+    );
+    unique(
+      site.rooms,
+      (r) => r.name,
+      (i) => ["rooms", i, "name"],
+      "room name",
+    );
+    const racks = site.rooms.flatMap((r, ri) => r.racks.map((k, ki) => ({ ...k, room: r.id, ri, ki })));
+    unique(
+      racks,
+      (k) => k.id,
+      (i) => ["rooms", racks[i]!.ri, "racks", racks[i]!.ki, "id"],
+      "rack id",
+    );
+    site.rooms.forEach((r, i) => {
+      if (r.zone_id !== undefined && !zoneIds.has(r.zone_id))
+        ctx.addIssue({ code: "custom", path: ["rooms", i, "zone_id"], message: `no zone with id ${r.zone_id}` });
+    });
+    const roomIds = new Set(site.rooms.map((r) => r.id));
+    unique(
+      site.devices,
+      (d) => d.id,
+      (i) => ["devices", i, "id"],
+      "device id",
+    );
+    unique(
+      site.devices,
+      (d) => d.name,
+      (i) => ["devices", i, "name"],
+      "device name",
+    );
+    unique(
+      site.devices,
+      (d) => d.node_id,
+      (i) => ["devices", i, "node_id"],
+      "node_id",
+    );
+    site.devices.forEach((d, i) => {
+      if (!roomIds.has(d.room_id))
+        ctx.addIssue({ code: "custom", path: ["devices", i, "room_id"], message: `no room with id ${d.room_id}` });
+      if (d.rack_id !== undefined && !racks.some((k) => k.id === d.rack_id && k.room === d.room_id))
+        ctx.addIssue({
+          code: "custom",
+          path: ["devices", i, "rack_id"],
+          message: `no rack with id ${d.rack_id} in room ${d.room_id}`,
+        });
+      unique(
+        d.sensors,
+        (s) => s.channel,
+        (j) => ["devices", i, "sensors", j, "channel"],
+        "channel",
+      );
+    });
+    const sensors = site.devices.flatMap((d, di) => d.sensors.map((s, si) => ({ ...s, di, si })));
+    const at = (i: number) => ["devices", sensors[i]!.di, "sensors", sensors[i]!.si];
+    unique(
+      sensors,
+      (s) => s.id,
+      (i) => [...at(i), "id"],
+      "sensor id",
+    );
+    unique(
+      sensors,
+      (s) => s.name,
+      (i) => [...at(i), "name"],
+      "sensor name",
+    );
+    unique(
+      sensors,
+      (s) => s.signal,
+      (i) => [...at(i), "signal"],
+      "signal",
+    );
+  });
+
+export type Site = z.infer<typeof siteSchema>;
+export type SiteSensor = z.infer<typeof sensorSchema>;
+export type SiteDevice = z.infer<typeof deviceSchema>;
+
+/** Format zod issues as "file: path.to.field: message" lines. */
+export function describeIssues(file: string, issues: readonly z.core.$ZodIssue[]): string {
+  return issues.map((i) => `${file}: ${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`).join("\n");
+}
+
+export function parseSite(text: string, file: string): Site {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = siteSchema.safeParse(json);
+  if (!parsed.success) throw new ConfigError(`invalid site file\n${describeIssues(file, parsed.error.issues)}`);
+  return parsed.data;
+}
+
+export async function loadSite(file: string): Promise<Site> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(`${file}: cannot read site file: ${(err as Error).message}`);
+  }
+  return parseSite(text, file);
+}
+
+export interface SyncReport {
+  facility: number;
+  zones: number;
+  rooms: number;
+  racks: number;
+  devices: number;
+  sensors: number;
+  /** Sensors in the database that the site file no longer names (kept: they have history). */
+  unlisted_sensors: string[];
+}
+
+/**
+ * Upsert the site into the metadata tables by id, in one transaction. Never
+ * creates anything the file does not name and never deletes (history stays).
+ */
+export async function syncSite(db: pg.ClientBase, site: Site): Promise<SyncReport> {
+  const f = site.facility;
+  await db.query("BEGIN");
+  try {
+    await db.query(
+      `INSERT INTO facility (facility_id, name, timezone) VALUES ($1, $2, $3)
+       ON CONFLICT (facility_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone`,
+      [f.id, f.name, f.timezone],
+    );
+    for (const z of site.zones) {
+      await db.query(
+        `INSERT INTO zone (zone_id, facility_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT (zone_id) DO UPDATE SET facility_id = EXCLUDED.facility_id, name = EXCLUDED.name`,
+        [z.id, f.id, z.name],
+      );
+    }
+    let racks = 0;
+    for (const r of site.rooms) {
+      await db.query(
+        `INSERT INTO room (room_id, facility_id, zone_id, name, target_vpd, target_temp) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (room_id) DO UPDATE SET facility_id = EXCLUDED.facility_id, zone_id = EXCLUDED.zone_id,
+           name = EXCLUDED.name, target_vpd = EXCLUDED.target_vpd, target_temp = EXCLUDED.target_temp`,
+        [r.id, f.id, r.zone_id ?? null, r.name, r.target_vpd ?? null, r.target_temp ?? null],
+      );
+      for (const k of r.racks) {
+        racks++;
+        await db.query(
+          `INSERT INTO rack (rack_id, room_id, name) VALUES ($1, $2, $3)
+           ON CONFLICT (rack_id) DO UPDATE SET room_id = EXCLUDED.room_id, name = EXCLUDED.name`,
+          [k.id, r.id, k.name],
+        );
+      }
+    }
+    let sensors = 0;
+    for (const d of site.devices) {
+      await db.query(
+        `INSERT INTO device (device_id, room_id, rack_id, name, device_type, node_id, ip_address, serial_number)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (device_id) DO UPDATE SET room_id = EXCLUDED.room_id, rack_id = EXCLUDED.rack_id,
+           name = EXCLUDED.name, device_type = EXCLUDED.device_type, node_id = EXCLUDED.node_id,
+           ip_address = EXCLUDED.ip_address, serial_number = EXCLUDED.serial_number`,
+        [d.id, d.room_id, d.rack_id ?? null, d.name, d.type, d.node_id, d.ip_address ?? null, d.serial_number ?? null],
+      );
+      for (const s of d.sensors) {
+        sensors++;
+        await db.query(
+          `INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel, calibration_offset)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (sensor_id) DO UPDATE SET device_id = EXCLUDED.device_id, name = EXCLUDED.name,
+             unit = EXCLUDED.unit, data_type = EXCLUDED.data_type, channel = EXCLUDED.channel,
+             calibration_offset = EXCLUDED.calibration_offset`,
+          [s.id, d.id, s.name, s.unit, s.data_type, s.channel, s.calibration_offset],
+        );
+      }
+    }
+    const listed = site.devices.flatMap((d) => d.sensors.map((s) => s.id));
+    const { rows } = await db.query<{ name: string }>(
+      "SELECT name FROM sensor WHERE NOT (sensor_id = ANY($1::int[])) ORDER BY sensor_id",
+      [listed],
+    );
+    await db.query("COMMIT");
+    return {
+      facility: 1,
+      zones: site.zones.length,
+      rooms: site.rooms.length,
+      racks,
+      devices: site.devices.length,
+      sensors,
+      unlisted_sensors: rows.map((r) => r.name),
+    };
+  } catch (err) {
+    await db.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { createPool } from "../db/pool.js";
+import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
+import { loadSite, syncSite } from "../db/site.js";
+import { loadConfig } from "./config.js";
+import { projectPath } from "./paths.js";
+import { runMain } from "./shutdown.js";
+
+const USAGE = `usage: cea <command>
+  schema apply            apply db/cea_schema.sql (idempotent), then verify
+  schema verify [--json]  check every table, key, index, hypertable, aggregate and policy; exit 1 if anything is missing
+  site check              validate the site file
+  site sync               upsert the site file into the metadata tables
+  aggregates refresh      recompute aggregate buckets touched since the last refresh (Apache edition)`;
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { json: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } },
+  });
+  const [group, action] = positionals;
+  if (values.help || !group) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exitCode = values.help ? 0 : 2;
+    return;
+  }
+  const config = loadConfig();
+  const siteFile = projectPath(config.CEA_SITE_FILE);
+
+  if (group === "site" && action === "check") {
+    const site = await loadSite(siteFile);
+    const sensors = site.devices.reduce((n, d) => n + d.sensors.length, 0);
+    process.stdout.write(
+      `${siteFile}: OK (${site.rooms.length} rooms, ${site.devices.length} devices, ${sensors} sensors)\n`,
+    );
+    return;
+  }
+
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-cli" });
+  try {
+    const key = `${group} ${action ?? ""}`.trim();
+    switch (key) {
+      case "schema apply": {
+        await applySchema(pool);
+        const report = await verifySchema(pool);
+        process.stdout.write(`${formatVerifyReport(report)}\n`);
+        if (!report.ok) process.exitCode = 1;
+        break;
+      }
+      case "schema verify": {
+        const report = await verifySchema(pool);
+        process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatVerifyReport(report)}\n`);
+        if (!report.ok) process.exitCode = 1;
+        break;
+      }
+      case "site sync": {
+        const site = await loadSite(siteFile);
+        const client = await pool.connect();
+        try {
+          const r = await syncSite(client, site);
+          process.stdout.write(
+            `site synced from ${siteFile}: ${r.rooms} rooms, ${r.racks} racks, ${r.devices} devices, ${r.sensors} sensors\n`,
+          );
+          if (r.unlisted_sensors.length)
+            process.stdout.write(`kept (not in the site file, have history): ${r.unlisted_sensors.join(", ")}\n`);
+        } finally {
+          client.release();
+        }
+        break;
+      }
+      case "aggregates refresh": {
+        const { rows } = await pool.query<{ n: number }>("SELECT cea_refresh_aggregates() AS n");
+        process.stdout.write(`aggregates: ${rows[0]?.n ?? 0} hourly buckets recomputed\n`);
+        break;
+      }
+      default:
+        process.stderr.write(`unknown command: ${key}\n${USAGE}\n`);
+        process.exitCode = 2;
+    }
+  } finally {
+    await pool.end();
+  }
+}
+
+runMain(main);

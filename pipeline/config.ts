@@ -1,0 +1,75 @@
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
+
+// Every setting of every service: CEA_* environment variables parsed by this one
+// schema. Defaults are the appliance's embedded defaults (the demo runs on them).
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const bool = (def: boolean) =>
+  z
+    .enum(["1", "0", "true", "false", "yes", "no", "on", "off"])
+    .default(def ? "true" : "false")
+    .transform((v) => ["1", "true", "yes", "on"].includes(v));
+
+export const configSchema = z.object({
+  CEA_DATABASE_URL: z.string().url().default("postgresql://postgres@127.0.0.1:5432/cea"),
+  CEA_REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
+  /** Prefix for every Redis key the platform uses; tests give each file its own. */
+  CEA_REDIS_PREFIX: z.string().default(""),
+  CEA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** The facility layout (rooms, nodes, devices, sensors). */
+  CEA_SITE_FILE: z.string().default("ops/site.json"),
+  /** The frame layouts, in KCD. */
+  CEA_CAN_DB_FILE: z.string().default("ops/cea.kcd"),
+
+  // stream contract
+  CEA_STREAM: z.string().default("can:raw"),
+  CEA_GROUP: z.string().default("can-worker-group"),
+  CEA_CONSUMER: z.string().default("can-worker-1"),
+  CEA_DEAD_STREAM: z.string().default("can:dead"),
+  CEA_STREAM_WARN_LENGTH: int(5_000, 1),
+  /** Acknowledged entries are trimmed to about this many. */
+  CEA_STREAM_TRIM_ACKED: int(10_000, 1),
+  /** Unacknowledged entries kept up to this many (about 37 h of nominal traffic). */
+  CEA_STREAM_HARD_LIMIT: int(2_000_000, 1),
+
+  // can-scanner
+  CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("auto"),
+  CEA_CAN_INTERFACE: z.string().default("can0"),
+  CEA_REPLAY_FILE: z.string().optional(),
+  /** Replay speed: 0 = as fast as possible, 1 = real time. */
+  CEA_REPLAY_SPEED: z.coerce.number().min(0).default(1),
+  CEA_SCANNER_BUFFER: int(100_000, 1),
+
+  // can-worker
+  CEA_BATCH_SIZE: int(5_000, 1),
+  CEA_FLUSH_MS: int(200, 1),
+  CEA_CLAIM_IDLE_MS: int(60_000, 1),
+  CEA_MAX_DELIVERIES: int(5, 1),
+  CEA_DECODE_THREADS: int(2, 0),
+  CEA_AGG_REFRESH_MS: int(60_000, 1_000),
+  CEA_HEALTH_TTL_S: int(30, 1),
+
+  // cea-backend
+  CEA_HTTP_HOST: z.string().default("127.0.0.1"),
+  CEA_HTTP_PORT: int(8080, 0),
+  CEA_API_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  CEA_DEMO: bool(false),
+  CEA_BODY_LIMIT: int(1_048_576, 1024),
+  CEA_BATCH_MAX: int(5_000, 1),
+  CEA_TIME_FLOOR: z.string().datetime({ offset: true }).default("2000-01-01T00:00:00Z"),
+  CEA_FUTURE_TOLERANCE_S: int(300, 0),
+  CEA_HISTORY_POINT_BUDGET: int(2_000, 10),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Parse the environment; an invalid variable stops start-up naming it. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith("CEA_") && v !== ""));
+  const parsed = configSchema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration in the environment:\n${lines.join("\n")}`);
+  }
+  return parsed.data;
+}

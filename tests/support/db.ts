@@ -1,0 +1,55 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { inject } from "vitest";
+import { TEMPLATE_DB, withDatabase } from "./global-setup.js";
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  pool: pg.Pool;
+  drop(): Promise<void>;
+}
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: withDatabase(inject("databaseUrl"), "postgres") });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A database of this test file's own: cloned from the template (schema applied,
+ * site synced) or empty. Names are random so files can run in parallel.
+ */
+export async function createTestDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+  const name = `cea_t_${randomBytes(5).toString("hex")}`;
+  await admin(async (c) => {
+    // CREATE DATABASE ... TEMPLATE fails if another session is connected to the
+    // template; parallel files clone at the same time, so retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await c.query(opts.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+        return;
+      } catch (err) {
+        if (attempt > 50 || (err as { code?: string }).code !== "55006") throw err;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 100));
+      }
+    }
+  });
+  const url = withDatabase(inject("databaseUrl"), name);
+  const pool = new pg.Pool({ connectionString: url, max: 5 });
+  return {
+    name,
+    url,
+    pool,
+    async drop() {
+      await pool.end();
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    },
+  };
+}
+
+export const isCommunity = () => inject("edition") === "community";
