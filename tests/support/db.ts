@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { inject } from "vitest";
-import { TEMPLATE_DB, withDatabase } from "./global-setup.js";
+import { withDatabase } from "./global-setup.js";
 
 export interface TestDatabase {
   name: string;
@@ -31,7 +31,9 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
     // template; parallel files clone at the same time, so retry briefly.
     for (let attempt = 0; ; attempt++) {
       try {
-        await c.query(opts.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+        await c.query(
+          opts.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${inject("templateDb")}`,
+        );
         return;
       } catch (err) {
         if (attempt > 50 || (err as { code?: string }).code !== "55006") throw err;
@@ -53,3 +55,8 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
 }
 
 export const isCommunity = () => inject("edition") === "community";
+
+/** A Redis key prefix of this test's own, so tests never see each other's streams. */
+export function testPrefix(): string {
+  return `t:${randomBytes(4).toString("hex")}:`;
+}

@@ -5,7 +5,8 @@ import { loadSite, syncSite } from "../../db/site.js";
 import { projectPath } from "../../pipeline/paths.js";
 import { withStackEnv } from "../../pipeline/stack-env.js";
 
-export const TEMPLATE_DB = "cea_test_template";
+// One template per test run: runs started side by side must not drop each other's.
+const TEMPLATE_DB = `cea_test_template_${process.pid}`;
 
 /** The stack's URLs: the caller's CEA_* variables win, else ops/stack.sh's stack.env. */
 export function stackEnv(): { databaseUrl: string; redisUrl: string; pgBindir: string } {
@@ -27,7 +28,7 @@ export function withDatabase(url: string, db: string): string {
  * Build the template database once per run (schema applied, site synced); every
  * test file clones it, which is much faster than applying the schema per file.
  */
-export default async function setup(project: TestProject): Promise<void> {
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const env = stackEnv();
   const admin = new pg.Client({ connectionString: withDatabase(env.databaseUrl, "postgres") });
   await admin.connect();
@@ -54,10 +55,21 @@ export default async function setup(project: TestProject): Promise<void> {
         "[cea] To run them, point CEA_PG_BINDIR at PostgreSQL binaries with the Community edition installed.\n\n",
     );
   }
+  const teardown = async () => {
+    const c = new pg.Client({ connectionString: withDatabase(env.databaseUrl, "postgres") });
+    await c.connect();
+    try {
+      await c.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DB} WITH (FORCE)`);
+    } finally {
+      await c.end();
+    }
+  };
+  project.provide("templateDb", TEMPLATE_DB);
   project.provide("databaseUrl", env.databaseUrl);
   project.provide("redisUrl", env.redisUrl);
   project.provide("pgBindir", env.pgBindir);
   project.provide("edition", ed);
+  return teardown;
 }
 
 declare module "vitest" {
@@ -66,5 +78,6 @@ declare module "vitest" {
     redisUrl: string;
     pgBindir: string;
     edition: string;
+    templateDb: string;
   }
 }

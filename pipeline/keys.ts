@@ -1,0 +1,27 @@
+import type { Config } from "./config.js";
+
+/**
+ * Every Redis key the platform uses, in one place. Contract (also in
+ * ops/IMPLEMENTATION_SUMMARY.md):
+ * - raw:     stream, one entry per CAN frame: fields ts (receive time, ISO 8601 UTC
+ *            with microseconds), id (arbitration id, decimal), data (hex), iface
+ * - dead:    stream of dead letters: fields orig_id, reason, deliveries, and the
+ *            original entry's fields
+ * - live:    hash, field = sensor_id, value = JSON {"value": number, "time": ISO,
+ *            "name": sensor name}; kept current by can-scanner
+ * - health:  string with an expiry per service instance, JSON status
+ * - stats:   hash per service with counters (e.g. can-scanner: dropped_hard_limit,
+ *            dropped_buffer, appended)
+ */
+export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM">) {
+  const p = config.CEA_REDIS_PREFIX;
+  return {
+    raw: p + config.CEA_STREAM,
+    dead: p + config.CEA_DEAD_STREAM,
+    live: `${p}live:values`,
+    health: (service: string) => `${p}health:${service}`,
+    stats: (service: string) => `${p}stats:${service}`,
+  };
+}
+
+export type RedisKeys = ReturnType<typeof redisKeys>;
