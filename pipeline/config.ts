@@ -39,6 +39,12 @@ export const configSchema = z.object({
   /** Replay speed: 0 = as fast as possible, 1 = real time. */
   CEA_REPLAY_SPEED: z.coerce.number().min(0).default(1),
   CEA_SCANNER_BUFFER: int(100_000, 1),
+  /** Simulator: time acceleration (1 = real time; 3600 = one simulated hour per second). */
+  CEA_SIM_SPEED: z.coerce.number().positive().default(1),
+  /** Simulator: first simulated instant (default: now). */
+  CEA_SIM_START: z.string().datetime({ offset: true }).optional(),
+  /** Simulator: stop after this many simulated seconds (default: run until stopped). */
+  CEA_SIM_DURATION_S: z.coerce.number().positive().optional(),
 
   // can-worker
   CEA_BATCH_SIZE: int(5_000, 1),
@@ -48,6 +54,13 @@ export const configSchema = z.object({
   CEA_DECODE_THREADS: int(2, 0),
   CEA_AGG_REFRESH_MS: int(60_000, 1_000),
   CEA_HEALTH_TTL_S: int(30, 1),
+  /**
+   * Fault injection for the crash tests only: the worker SIGKILLs itself after
+   * the COPY of its N-th batch (before COMMIT), or after the COMMIT of its N-th
+   * batch (before XACK). Unset in production.
+   */
+  CEA_FAULT_KILL_MID_BATCH: z.coerce.number().int().positive().optional(),
+  CEA_FAULT_KILL_AFTER_COMMIT: z.coerce.number().int().positive().optional(),
 
   // cea-backend
   CEA_HTTP_HOST: z.string().default("127.0.0.1"),
