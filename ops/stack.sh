@@ -14,8 +14,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${CEA_STATE_DIR:-$ROOT/.state}"
-PG_PORT="${CEA_STACK_PG_PORT:-55432}"
-REDIS_PORT="${CEA_STACK_REDIS_PORT:-56379}"
 PG_MAJOR="${CEA_PG_MAJOR:-15}"
 PG_BINDIR="${CEA_PG_BINDIR:-/usr/lib/postgresql/$PG_MAJOR/bin}"
 DB_NAME="${CEA_STACK_DB:-cea}"
@@ -39,6 +37,29 @@ else
 fi
 PG_DATA="$PG_BASE/pg"
 PG_SOCK="$PG_BASE/pgsock"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p=$1
+  while port_busy "$p"; do p=$((p + 1)); done
+  echo "$p"
+}
+# Ports: the caller's choice, else the one this stack used before, else the
+# first free one from the default up (another checkout's stack may hold it).
+if [ -n "${CEA_STACK_PG_PORT:-}" ]; then
+  PG_PORT="$CEA_STACK_PG_PORT"
+elif [ -f "$PG_DATA/postgresql.conf" ] && [ -n "$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$PG_DATA/postgresql.conf" | tail -n1)" ]; then
+  PG_PORT="$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$PG_DATA/postgresql.conf" | tail -n1)"
+else
+  PG_PORT="$(free_port 55432)"
+fi
+if [ -n "${CEA_STACK_REDIS_PORT:-}" ]; then
+  REDIS_PORT="$CEA_STACK_REDIS_PORT"
+elif [ -f "$STATE/redis/port" ]; then
+  REDIS_PORT="$(cat "$STATE/redis/port")"
+else
+  REDIS_PORT="$(free_port 56379)"
+fi
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi; }
 
 need_cmd() { command -v "$1" >/dev/null 2>&1; }
@@ -150,6 +171,11 @@ EOF
   mkdir -p "$PG_SOCK"
   [ "$(id -u)" -ne 0 ] || chown "$PG_USER" "$PG_SOCK"
   if ! as_pg "$PG_BINDIR/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    if port_busy "$PG_PORT"; then
+      [ -z "${CEA_STACK_PG_PORT:-}" ] || die "port $PG_PORT (CEA_STACK_PG_PORT) is taken by another process"
+      PG_PORT="$(free_port "$PG_PORT")"
+      echo "port = $PG_PORT" >>"$PG_DATA/postgresql.conf"
+    fi
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     as_pg "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -l "$PG_BASE/postgres.log" -w -t 60 start >/dev/null ||
       die "pg_ctl start failed; see $PG_BASE/postgres.log"
@@ -160,11 +186,21 @@ EOF
   fi
 }
 
+# The Redis on our port is ours if it keeps its files in our state folder.
+our_redis() {
+  [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get dir 2>/dev/null | sed -n 2p)" = "$STATE/redis" ]
+}
+
 ensure_redis() {
   step="private Redis"
   mkdir -p "$STATE/redis"
-  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then return; fi
+  if our_redis; then return; fi
   need_cmd redis-server || apt_install redis-server
+  if port_busy "$REDIS_PORT"; then
+    [ -z "${CEA_STACK_REDIS_PORT:-}" ] || die "port $REDIS_PORT (CEA_STACK_REDIS_PORT) is taken by another process"
+    REDIS_PORT="$(free_port "$REDIS_PORT")"
+  fi
+  echo "$REDIS_PORT" >"$STATE/redis/port"
   say "starting Redis on 127.0.0.1:$REDIS_PORT (append-only)"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --appendonly yes --appendfsync everysec \
     --save "" --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" ||
@@ -205,7 +241,7 @@ cmd_down() {
     as_pg "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
     say "PostgreSQL stopped"
   fi
-  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+  if our_redis; then
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
     say "Redis stopped"
   fi
