@@ -72,6 +72,12 @@ export const configSchema = z.object({
   CEA_TIME_FLOOR: z.string().datetime({ offset: true }).default("2000-01-01T00:00:00Z"),
   CEA_FUTURE_TOLERANCE_S: int(300, 0),
   CEA_HISTORY_POINT_BUDGET: int(2_000, 10),
+  /** Read routes without a token (true) or behind the same bearer token as the writes (false, the default). */
+  CEA_API_OPEN_READS: bool(false),
+  /** A live value older than this many seconds is flagged stale. */
+  CEA_LIVE_STALE_S: z.coerce.number().positive().default(10),
+  /** Most raw points one history answer may hold; past it the API asks for an aggregate. */
+  CEA_HISTORY_RAW_MAX: int(100_000, 10),
 });
 
 export type Config = z.infer<typeof configSchema>;
