@@ -1,0 +1,188 @@
+import type { Redis } from "ioredis";
+import type pg from "pg";
+
+// Entry-by-entry reconciliation of what was sent to the raw stream with what
+// the measurement table holds: lost, duplicated, unexpected and wrong values,
+// plus the consumer group's leftovers (pending, undelivered).
+
+/** One raw-stream entry as the scanner appends it (see pipeline/keys.ts). */
+export interface SentFrame {
+  entryId?: string;
+  ts: string;
+  id: number;
+  data: string;
+  iface?: string;
+}
+
+export interface ExpectedRow {
+  sensor_id: number;
+  /** ISO 8601 with offset; normalized to UTC microseconds before comparing. */
+  time: string;
+  value: number;
+}
+
+export interface RowSample {
+  sensor_id: number;
+  time: string;
+  value?: number;
+  stored?: number;
+}
+
+export interface ReconcileReport {
+  /** distinct (sensor_id, time) keys the sent frames should produce */
+  expected: number;
+  /** rows in the table */
+  stored: number;
+  lost: number;
+  /** keys held by more than one row (impossible with the unique index; checked anyway) */
+  duplicated: number;
+  unexpected: number;
+  valueMismatches: number;
+  /** keys that more than one sent frame produced (a sender-side duplicate, not a pipeline fault) */
+  sentTwice: number;
+  samples: { lost: RowSample[]; unexpected: RowSample[]; mismatches: RowSample[] };
+}
+
+const SAMPLES = 5;
+
+/** `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, from any ISO 8601 instant with up to 6 fractional digits. */
+export function canonicalTime(iso: string): string {
+  const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})$/.exec(iso);
+  if (!m) throw new Error(`not an ISO 8601 instant with at most microseconds: ${iso}`);
+  const whole = Date.parse(`${m[1]}${m[3]}`);
+  if (Number.isNaN(whole)) throw new Error(`not a valid instant: ${iso}`);
+  const frac = (m[2] ?? "").padEnd(6, "0");
+  return `${new Date(whole).toISOString().slice(0, 19)}.${frac}Z`;
+}
+
+const key = (sensor: number, time: string) => `${sensor}|${time}`;
+
+/** Every entry of a raw stream, oldest first (read in pages so a long stream is fine). */
+export async function readRawStream(redis: Redis, stream: string, page = 10_000): Promise<SentFrame[]> {
+  const out: SentFrame[] = [];
+  let start = "-";
+  for (;;) {
+    const entries = await redis.xrange(stream, start, "+", "COUNT", page);
+    for (const [entryId, fields] of entries) {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+      if (f.ts === undefined || f.id === undefined || f.data === undefined)
+        throw new Error(`raw entry ${entryId} lacks ts/id/data: ${JSON.stringify(f)}`);
+      out.push({ entryId, ts: f.ts, id: Number(f.id), data: f.data, ...(f.iface ? { iface: f.iface } : {}) });
+    }
+    if (entries.length < page) return out;
+    start = `(${entries[entries.length - 1]![0]}`;
+  }
+}
+
+/**
+ * Compare the rows the frames should give with the measurement table of `db`
+ * (the whole table: each test has its own database).
+ */
+export async function reconcile(
+  db: pg.Pool | pg.Client,
+  expectedRows: Iterable<ExpectedRow>,
+): Promise<ReconcileReport> {
+  const want = new Map<string, number>();
+  let sentTwice = 0;
+  for (const r of expectedRows) {
+    const k = key(r.sensor_id, canonicalTime(r.time));
+    if (want.has(k)) sentTwice++;
+    else want.set(k, r.value);
+  }
+  const { rows } = await db.query<{ sensor_id: number; time: string; value: number; n: number }>(
+    `SELECT sensor_id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
+            min(value) AS value, count(*)::int AS n
+     FROM measurement GROUP BY sensor_id, time`,
+  );
+  const report: ReconcileReport = {
+    expected: want.size,
+    stored: 0,
+    lost: 0,
+    duplicated: 0,
+    unexpected: 0,
+    valueMismatches: 0,
+    sentTwice,
+    samples: { lost: [], unexpected: [], mismatches: [] },
+  };
+  const seen = new Set<string>();
+  for (const r of rows) {
+    report.stored += r.n;
+    if (r.n > 1) report.duplicated += r.n - 1;
+    const k = key(r.sensor_id, r.time);
+    const v = want.get(k);
+    if (v === undefined) {
+      report.unexpected++;
+      if (report.samples.unexpected.length < SAMPLES)
+        report.samples.unexpected.push({ sensor_id: r.sensor_id, time: r.time, stored: r.value });
+      continue;
+    }
+    seen.add(k);
+    if (r.value !== v) {
+      report.valueMismatches++;
+      if (report.samples.mismatches.length < SAMPLES)
+        report.samples.mismatches.push({ sensor_id: r.sensor_id, time: r.time, value: v, stored: r.value });
+    }
+  }
+  for (const [k, v] of want) {
+    if (seen.has(k)) continue;
+    report.lost++;
+    if (report.samples.lost.length < SAMPLES) {
+      const [s, t] = k.split("|") as [string, string];
+      report.samples.lost.push({ sensor_id: Number(s), time: t, value: v });
+    }
+  }
+  return report;
+}
+
+export interface GroupState {
+  exists: boolean;
+  /** entries delivered to a consumer and not acknowledged (XPENDING summary) */
+  pending: number;
+  /** entries not yet delivered to the group (XINFO GROUPS lag; null when Redis cannot tell) */
+  lag: number | null;
+  entriesRead: number | null;
+  lastDeliveredId: string | null;
+  streamLength: number;
+}
+
+/** The consumer group's view of the stream: what is still pending or undelivered. */
+export async function groupState(redis: Redis, stream: string, group: string): Promise<GroupState> {
+  const none: GroupState = {
+    exists: false,
+    pending: 0,
+    lag: null,
+    entriesRead: null,
+    lastDeliveredId: null,
+    streamLength: 0,
+  };
+  if ((await redis.exists(stream)) === 0) return none;
+  const streamLength = await redis.xlen(stream);
+  const groups = (await redis.xinfo("GROUPS", stream)) as unknown[][];
+  for (const g of groups) {
+    const f = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
+    if (f.get("name") !== group) continue;
+    const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
+    const summary = (await redis.xpending(stream, group)) as [number, ...unknown[]];
+    return {
+      exists: true,
+      pending: Number(summary[0]),
+      lag: num(f.get("lag")),
+      entriesRead: num(f.get("entries-read")),
+      lastDeliveredId: f.get("last-delivered-id") === undefined ? null : String(f.get("last-delivered-id")),
+      streamLength,
+    };
+  }
+  return { ...none, streamLength };
+}
+
+/** Fields of every dead letter (for asserting none were written, or which). */
+export async function deadLetters(redis: Redis, stream: string): Promise<Record<string, string>[]> {
+  const entries = await redis.xrange(stream, "-", "+");
+  return entries.map(([, fields]) => {
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+    return f;
+  });
+}
