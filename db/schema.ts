@@ -266,3 +266,16 @@ export function formatVerifyReport(r: VerifyReport): string {
   );
   return out.join("\n");
 }
+
+/**
+ * Set raw-data retention (NULL = keep forever, the default). Community edition:
+ * a retention policy; Apache edition: the setting that cea_apply_retention()
+ * reads when the platform's maintenance loop calls it.
+ */
+export async function setRetention(db: Queryable, keep: string | null): Promise<void> {
+  await db.query("UPDATE cea_setting SET value = $1::interval::text WHERE key = 'raw_retention'", [keep]);
+  if ((await edition(db)) === "community") {
+    await db.query("SELECT remove_retention_policy('measurement', if_exists => true)");
+    if (keep !== null) await db.query("SELECT add_retention_policy('measurement', $1::interval)", [keep]);
+  }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { createPool } from "../db/pool.js";
-import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
+import { applySchema, formatVerifyReport, setRetention, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { loadConfig } from "./config.js";
 import { projectPath } from "./paths.js";
@@ -12,7 +12,9 @@ const USAGE = `usage: cea <command>
   schema verify [--json]  check every table, key, index, hypertable, aggregate and policy; exit 1 if anything is missing
   site check              validate the site file
   site sync               upsert the site file into the metadata tables
-  aggregates refresh      recompute aggregate buckets touched since the last refresh (Apache edition)`;
+  aggregates refresh      recompute aggregate buckets touched since the last refresh (Apache edition)
+  retention set <interval>  drop raw measurements older than <interval> (e.g. "400 days"); aggregates stay
+  retention off           keep raw measurements forever (the default)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -72,6 +74,14 @@ async function main(): Promise<void> {
       case "aggregates refresh": {
         const { rows } = await pool.query<{ n: number }>("SELECT cea_refresh_aggregates() AS n");
         process.stdout.write(`aggregates: ${rows[0]?.n ?? 0} hourly buckets recomputed\n`);
+        break;
+      }
+      case "retention set":
+      case "retention off": {
+        const keep = action === "off" ? null : positionals.slice(2).join(" ");
+        if (keep === "") throw new Error('retention set needs an interval, e.g. cea retention set "400 days"');
+        await setRetention(pool, keep);
+        process.stdout.write(keep ? `raw-data retention: drop after ${keep}\n` : "raw-data retention: off\n");
         break;
       }
       default:

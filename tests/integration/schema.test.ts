@@ -318,3 +318,36 @@ describe.runIf(isCommunity())("Community edition features", () => {
     expect(rows[0].d).toBe(rows[0].raw);
   });
 });
+
+describe("raw-data retention", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(() => db?.drop());
+
+  it("is off by default, and when set drops only chunks older than the interval", async () => {
+    const { setRetention } = await import("../../db/schema.js");
+    const old = new Date(Date.now() - 40 * 86_400_000).toISOString();
+    const recent = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    await db.pool.query("INSERT INTO measurement (time, sensor_id, value) VALUES ($1, 101, 1), ($2, 101, 2)", [
+      old,
+      recent,
+    ]);
+    expect((await db.pool.query("SELECT cea_apply_retention() AS n")).rows[0].n).toBe(0);
+    await setRetention(db.pool, "30 days");
+    if (isCommunity()) {
+      const { rows } = await db.pool.query(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'",
+      );
+      expect(rows).toHaveLength(1);
+      await db.pool.query(`CALL run_job(${Number(rows[0].job_id)})`);
+    } else {
+      expect((await db.pool.query("SELECT cea_apply_retention() AS n")).rows[0].n).toBe(1);
+    }
+    const left = await db.pool.query("SELECT value FROM measurement ORDER BY time");
+    expect(left.rows).toEqual([{ value: 2 }]);
+    await setRetention(db.pool, null);
+    expect((await db.pool.query("SELECT value FROM cea_setting WHERE key = 'raw_retention'")).rows[0].value).toBeNull();
+  });
+});
