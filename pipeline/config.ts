@@ -35,6 +35,8 @@ export const configSchema = z.object({
   // can-scanner
   CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("auto"),
   CEA_CAN_INTERFACE: z.string().default("can0"),
+  /** Bus bitrate; read by can-setup.service (ip link), listed here so the one schema names every setting. */
+  CEA_CAN_BITRATE: int(125_000, 1),
   CEA_REPLAY_FILE: z.string().optional(),
   /** Replay speed: 0 = as fast as possible, 1 = real time. */
   CEA_REPLAY_SPEED: z.coerce.number().min(0).default(1),
