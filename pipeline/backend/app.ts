@@ -1,0 +1,82 @@
+import { randomUUID } from "node:crypto";
+import fastifySwagger from "@fastify/swagger";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import type { Config } from "../config.js";
+import { redisKeys } from "../keys.js";
+import type { Logger } from "../log.js";
+import { bearerChecker } from "./auth.js";
+import type { ApiContext } from "./context.js";
+import { Directory } from "./directory.js";
+import { HttpError, installErrorHandling } from "./http-errors.js";
+import { registerRoutes } from "./routes/index.js";
+import { API_PREFIX } from "./schemas.js";
+
+export interface AppDeps {
+  config: Config;
+  pool: pg.Pool;
+  redis: Redis;
+  log: Logger;
+  /** the bearer token of the write routes (resolveToken) */
+  token: string;
+}
+
+/**
+ * The API as a Fastify instance, not listening: the entry point listens, tests
+ * drive it with inject(). Nothing here builds a pool or a client.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config } = deps;
+  const app = Fastify({
+    loggerInstance: deps.log,
+    bodyLimit: config.CEA_BODY_LIMIT,
+    genReqId: () => randomUUID(),
+    // the body is never echoed back, and proto pollution keys are refused outright
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    return503OnClosing: true,
+  }) as unknown as FastifyInstance;
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandling(app, config.CEA_BODY_LIMIT);
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", req.id);
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: {
+        title: "CEA Telemetry Platform API",
+        version: "1",
+        description: "Ingestion and history of the facility's sensor readings. Routes under /api/v1 keep their shape.",
+      },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+    },
+    transform: jsonSchemaTransform,
+  });
+
+  const check = bearerChecker(deps.token);
+  const ctx: ApiContext = {
+    config,
+    pool: deps.pool,
+    redis: deps.redis,
+    keys: redisKeys(config),
+    directory: new Directory(deps.pool),
+    requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
+      if (check(req.headers.authorization)) return;
+      reply.header("www-authenticate", 'Bearer realm="cea"');
+      throw new HttpError(
+        401,
+        "unauthorized",
+        req.headers.authorization === undefined
+          ? "this route needs Authorization: Bearer <token>"
+          : "the bearer token is wrong",
+      );
+    },
+  };
+  await app.register((api) => registerRoutes(api, ctx), { prefix: API_PREFIX });
+  return app;
+}

@@ -1,0 +1,17 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import type { Config } from "../config.js";
+import type { RedisKeys } from "../keys.js";
+import type { Directory } from "./directory.js";
+
+/** What every router gets: built once at start-up and handed in, never imported. */
+export interface ApiContext {
+  config: Config;
+  pool: pg.Pool;
+  redis: Redis;
+  keys: RedisKeys;
+  directory: Directory;
+  /** onRequest hook: 401 unless the request carries the bearer token */
+  requireToken: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+}

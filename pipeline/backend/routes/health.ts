@@ -1,0 +1,115 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { dbHealth } from "../../../db/queries/health.js";
+import { lastMeasurementTime } from "../../../db/queries/measurement.js";
+import { verifySchema } from "../../../db/schema.js";
+import { TransientError } from "../../errors.js";
+import type { ApiContext } from "../context.js";
+import { isDependencyDown, redisCall } from "../http-errors.js";
+import { type Health, health } from "../schemas.js";
+
+const FEATURES_TTL_MS = 5 * 60_000;
+
+async function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TransientError(`${what} did not answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Flat [k, v, k, v] reply of XINFO GROUPS → one object per group. */
+function groupsOf(reply: unknown): Record<string, unknown>[] {
+  if (!Array.isArray(reply)) return [];
+  return reply.map((g) => {
+    const o: Record<string, unknown> = {};
+    if (Array.isArray(g)) for (let i = 0; i + 1 < g.length; i += 2) o[String(g[i])] = g[i + 1];
+    return o;
+  });
+}
+const intOrNull = (v: unknown) => (v === null || v === undefined || Number.isNaN(Number(v)) ? null : Number(v));
+
+/**
+ * GET /health: PostgreSQL (edition, features, newest reading) and Redis (raw
+ * stream length, consumer group pending and lag). 503 naming what is down.
+ * Open without a token, so monitoring needs no secret; it reveals no data.
+ */
+export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
+  // verifySchema is a dozen catalog queries: its feature summary is cached
+  let features: { at: number; value: Record<string, string> } | undefined;
+
+  const postgres = async (): Promise<Health["postgres"]> => {
+    try {
+      return await deadline(
+        (async () => {
+          const h = await dbHealth(ctx.pool);
+          if (!features || Date.now() - features.at > FEATURES_TTL_MS)
+            features = { at: Date.now(), value: (await verifySchema(ctx.pool)).features };
+          return {
+            ok: true,
+            ...h,
+            features: features.value,
+            last_measurement_time: await lastMeasurementTime(ctx.pool),
+          };
+        })(),
+        3_000,
+        "postgres",
+      );
+    } catch (err) {
+      app.log.warn({ err }, "health: postgres check failed");
+      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "query failed (see the service log)" };
+    }
+  };
+
+  const redis = async (): Promise<Health["redis"]> => {
+    const key = ctx.keys.raw;
+    const group = ctx.config.CEA_GROUP;
+    try {
+      const [length, groups] = await redisCall(ctx.redis.status, async () => {
+        const len = await ctx.redis.xlen(key);
+        if (len === 0 && (await ctx.redis.exists(key)) === 0) return [0, []] as const;
+        return [len, groupsOf(await ctx.redis.xinfo("GROUPS", key))] as const;
+      });
+      const g = groups.find((x) => x.name === group);
+      return {
+        ok: true,
+        stream: { key, length },
+        group: {
+          name: group,
+          exists: g !== undefined,
+          pending: intOrNull(g?.pending),
+          lag: intOrNull(g?.lag),
+          consumers: intOrNull(g?.consumers),
+        },
+      };
+    } catch (err) {
+      app.log.warn({ err }, "health: redis check failed");
+      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "command failed (see the service log)" };
+    }
+  };
+
+  app.get(
+    "/health",
+    {
+      schema: {
+        tags: ["health"],
+        summary: "Dependencies and pipeline backlog; 503 when PostgreSQL or Redis is down",
+        response: { 200: health, 503: health },
+      },
+    },
+    async (_req, reply) => {
+      const [pg, rd] = await Promise.all([postgres(), redis()]);
+      const down: Health["down"] = [];
+      if (!pg.ok) down.push("postgres");
+      if (!rd.ok) down.push("redis");
+      return reply
+        .code(down.length ? 503 : 200)
+        .send({ status: down.length ? "unavailable" : "ok", down, postgres: pg, redis: rd });
+    },
+  );
+};

@@ -1,0 +1,55 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { getRoom, listSensors } from "../../../db/queries/metadata.js";
+import type { ApiContext } from "../context.js";
+import { historyCsv, loadHistory, wantsCsv } from "../history.js";
+import { HttpError } from "../http-errors.js";
+import { errorBody, historyQuery, historyResponse, idParams, roomHistory } from "../schemas.js";
+
+export const roomRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
+  app.get(
+    "/rooms/:id/history",
+    {
+      schema: {
+        tags: ["history"],
+        summary: "History of every sensor of a room over [start, end)",
+        description:
+          "Same parameters as /sensors/{id}/history; the point budget of resolution=auto applies to the room's total.",
+        params: idParams,
+        querystring: historyQuery,
+        response: {
+          200: historyResponse(roomHistory),
+          400: errorBody,
+          401: errorBody,
+          404: errorBody,
+          422: errorBody,
+          503: errorBody,
+        },
+      },
+    },
+    async (req, reply) => {
+      const room = await getRoom(ctx.pool, req.params.id);
+      if (!room) throw new HttpError(404, "not_found", `no room with id ${req.params.id}`);
+      const sensors = await listSensors(ctx.pool, { room_id: room.id });
+      const h = await loadHistory(
+        ctx.pool,
+        ctx.config,
+        sensors.map((s) => s.id),
+        req.query,
+      );
+      const timezone = await ctx.directory.timezone();
+      if (wantsCsv(req.query.format, req.headers.accept)) {
+        return reply
+          .type("text/csv; charset=utf-8")
+          .header("x-facility-timezone", timezone)
+          .send(historyCsv(h, timezone, new Map(sensors.map((s) => [s.id, s.name]))));
+      }
+      const { bySensor, ...meta } = h;
+      return {
+        ...meta,
+        timezone,
+        room,
+        series: sensors.map((s) => ({ sensor_id: s.id, name: s.name, unit: s.unit, points: bySensor.get(s.id) ?? [] })),
+      };
+    },
+  );
+};

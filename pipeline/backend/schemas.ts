@@ -1,0 +1,231 @@
+import { z } from "zod";
+import type { Config } from "../config.js";
+
+// Every request and response shape of the API, in zod. The same schemas
+// validate requests, serialize responses and generate the OpenAPI document, so
+// they cannot drift apart. The published shapes are documented in
+// ops/IMPLEMENTATION_SUMMARY.md; a breaking change goes under a new prefix.
+
+export const API_PREFIX = "/api/v1";
+export const STATUS_MAX = 64;
+const INT4_MAX = 2_147_483_647;
+
+const id = z.number().int().positive().max(INT4_MAX);
+const idParam = z.coerce.number().int().positive().max(INT4_MAX);
+
+// ISO 8601 with seconds and an offset ("Z" or ±hh:mm); at most microseconds,
+// the database's precision, so nothing is rounded silently.
+const isoTime = z.iso
+  .datetime({ offset: true })
+  .refine((s) => (/\.(\d+)/.exec(s)?.[1]?.length ?? 0) <= 6, "at most 6 fractional digits (microseconds)");
+
+/** Body schemas of the write routes; the time bounds come from the configuration. */
+export function writeSchemas(config: Pick<Config, "CEA_TIME_FLOOR" | "CEA_FUTURE_TOLERANCE_S" | "CEA_BATCH_MAX">) {
+  const floor = Date.parse(config.CEA_TIME_FLOOR);
+  const toleranceMs = config.CEA_FUTURE_TOLERANCE_S * 1000;
+  const time = isoTime.superRefine((s, ctx) => {
+    const t = Date.parse(s);
+    if (t < floor) ctx.addIssue({ code: "custom", message: `before the time floor ${config.CEA_TIME_FLOOR}` });
+    else if (t > Date.now() + toleranceMs)
+      ctx.addIssue({
+        code: "custom",
+        message: `more than ${config.CEA_FUTURE_TOLERANCE_S} s in the future`,
+      });
+  });
+  const measurementIn = z
+    .strictObject({
+      time: time.describe("ISO 8601 with an offset, e.g. 2024-01-15T10:30:00Z"),
+      sensor_id: id.describe("an existing sensor's id"),
+      value: z.number().describe("a finite number"),
+      status: z
+        .string()
+        .max(STATUS_MAX)
+        // NUL cannot be stored in text; other control characters have no business in a status
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to reject them
+        .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), "control characters are not allowed")
+        .nullable()
+        .optional(),
+    })
+    .describe("one reading");
+  const batchIn = z.array(measurementIn).min(1).describe(`1 to ${config.CEA_BATCH_MAX} readings`);
+  return { measurementIn, batchIn };
+}
+
+export type MeasurementIn = z.infer<ReturnType<typeof writeSchemas>["measurementIn"]>;
+
+export const storedMeasurement = z.object({
+  time: z.string().describe("UTC, ISO 8601 with microseconds"),
+  sensor_id: z.number().int(),
+  value: z.number(),
+  status: z.string().nullable(),
+});
+
+export const batchResult = z.object({
+  received: z.number().int(),
+  inserted: z.number().int(),
+  already_present: z.number().int(),
+});
+
+export const issue = z.object({
+  path: z.string().describe('the field, e.g. "value"; "" for the body as a whole'),
+  message: z.string(),
+  index: z.number().int().optional().describe("batch route: position of the item in the array"),
+});
+
+/** Every error response: a stable code, a sentence, and (validation) the fields at fault. */
+export const errorBody = z.looseObject({
+  error: z.string(),
+  message: z.string(),
+  issues: z.array(issue).optional(),
+  request_id: z.string().optional(),
+  existing: storedMeasurement.optional(),
+  conflicts: z.array(storedMeasurement).optional(),
+});
+export type ErrorBody = z.infer<typeof errorBody>;
+
+export const idParams = z.strictObject({ id: idParam });
+
+export const sensorQuery = z.strictObject({
+  room_id: idParam.optional(),
+  device_id: idParam.optional(),
+  unit: z.string().max(32).optional(),
+});
+
+export const sensor = z.object({
+  id: z.number().int(),
+  name: z.string(),
+  unit: z.string(),
+  data_type: z.string(),
+  channel: z.number().int(),
+  calibration_offset: z.number(),
+  device_id: z.number().int(),
+  device_name: z.string(),
+  room_id: z.number().int(),
+  room_name: z.string(),
+  rack_id: z.number().int().nullable(),
+});
+
+export const sensorList = z.object({ sensors: z.array(sensor) });
+
+export const facilityTree = z.object({
+  facility: z.object({ id: z.number().int(), name: z.string(), timezone: z.string() }),
+  rooms: z.array(
+    z.object({
+      id: z.number().int(),
+      name: z.string(),
+      zone_id: z.number().int().nullable(),
+      target_vpd: z.number().nullable(),
+      target_temp: z.number().nullable(),
+      racks: z.array(z.object({ id: z.number().int(), name: z.string() })),
+      devices: z.array(
+        z.object({
+          id: z.number().int(),
+          name: z.string(),
+          type: z.string(),
+          node_id: z.number().int().nullable(),
+          rack_id: z.number().int().nullable(),
+          sensors: z.array(
+            z.object({ id: z.number().int(), name: z.string(), unit: z.string(), data_type: z.string() }),
+          ),
+        }),
+      ),
+    }),
+  ),
+});
+
+export const RESOLUTIONS = ["raw", "hourly", "daily"] as const;
+
+export const historyQuery = z.strictObject({
+  start: isoTime.optional().describe("window start (inclusive); default end - 24 h"),
+  end: isoTime.optional().describe("window end (exclusive); default now"),
+  resolution: z.enum([...RESOLUTIONS, "auto"]).default("auto"),
+  format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
+});
+export type HistoryQuery = z.infer<typeof historyQuery>;
+
+export const rawPoint = z.object({ time: z.string(), value: z.number(), status: z.string().nullable() });
+export const aggPoint = z.object({
+  time: z.string().describe("bucket start, UTC"),
+  min: z.number(),
+  max: z.number(),
+  avg: z.number(),
+  count: z.number().int(),
+});
+const points = z
+  .array(z.union([rawPoint, aggPoint]))
+  .describe("raw: time, value, status; hourly/daily: time, min, max, avg, count");
+
+const historyMeta = {
+  resolution: z.enum(RESOLUTIONS).describe("the resolution used"),
+  requested_resolution: z.enum([...RESOLUTIONS, "auto"]),
+  start: z.string(),
+  end: z.string(),
+  timezone: z.string().describe("the facility's time zone; times are UTC"),
+  point_budget: z.number().int(),
+};
+
+export const sensorHistory = z.object({
+  ...historyMeta,
+  sensor: z.object({ id: z.number().int(), name: z.string(), unit: z.string() }),
+  points,
+});
+
+export const roomHistory = z.object({
+  ...historyMeta,
+  room: z.object({ id: z.number().int(), name: z.string() }),
+  series: z.array(z.object({ sensor_id: z.number().int(), name: z.string(), unit: z.string(), points })),
+});
+
+export const liveValues = z.object({
+  stale_after_s: z.number(),
+  values: z.array(
+    z.object({
+      sensor_id: z.number().int(),
+      name: z.string(),
+      value: z.number(),
+      time: z.string(),
+      age_s: z.number(),
+      stale: z.boolean(),
+    }),
+  ),
+  unreadable: z.array(z.string()).describe("live-hash fields that did not hold a valid value"),
+});
+
+export const liveEntry = z.object({ value: z.number(), time: z.string(), name: z.string() });
+
+export const health = z.object({
+  status: z.enum(["ok", "unavailable"]),
+  down: z.array(z.enum(["postgres", "redis"])),
+  postgres: z.object({
+    ok: z.boolean(),
+    error: z.string().optional(),
+    edition: z.enum(["community", "apache"]).optional(),
+    timescaledb_version: z.string().nullable().optional(),
+    features: z.record(z.string(), z.string()).optional(),
+    last_measurement_time: z.string().nullable().optional(),
+  }),
+  redis: z.object({
+    ok: z.boolean(),
+    error: z.string().optional(),
+    stream: z.object({ key: z.string(), length: z.number().int() }).optional(),
+    group: z
+      .object({
+        name: z.string(),
+        exists: z.boolean(),
+        pending: z.number().int().nullable(),
+        lag: z.number().int().nullable(),
+        consumers: z.number().int().nullable(),
+      })
+      .optional(),
+  }),
+});
+export type Health = z.infer<typeof health>;
+
+/** A history answer: JSON by default, CSV text when asked for. */
+export const historyResponse = <T extends z.ZodType>(json: T) => ({
+  description: "the history (JSON), or CSV with Accept: text/csv / format=csv",
+  content: {
+    "application/json": { schema: json },
+    "text/csv": { schema: z.string().describe("UTC times; '#' comment lines name the facility time zone") },
+  },
+});

@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+import { createPool } from "../db/pool.js";
+import { buildApp } from "./backend/app.js";
+import { resolveToken } from "./backend/auth.js";
+import { createBackendLogger } from "./backend/logger.js";
+import { loadConfig } from "./config.js";
+import { createRedis } from "./redis.js";
+import { onShutdown, runMain } from "./shutdown.js";
+
+// cea-backend: configuration → pool + Redis client → app → listen. SIGTERM
+// stops accepting, lets requests in flight finish, then closes the clients.
+async function main(): Promise<void> {
+  const config = loadConfig(process.env);
+  const { token, generated } = resolveToken(config);
+  const log = createBackendLogger(config.CEA_LOG_LEVEL);
+  if (generated) {
+    // demo mode only: printed once, on stdout, never through the logger
+    process.stdout.write(`cea-backend demo mode: generated API token (write routes): ${token}\n`);
+  }
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 10, application: "cea-backend" });
+  pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
+  const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
+  const app = await buildApp({ config, pool, redis, log, token });
+  onShutdown(log, async () => {
+    try {
+      await app.close();
+    } finally {
+      await Promise.allSettled([pool.end(), redis.quit()]);
+    }
+  });
+  await app.listen({ host: config.CEA_HTTP_HOST, port: config.CEA_HTTP_PORT });
+}
+
+runMain(main);
