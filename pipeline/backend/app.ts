@@ -38,6 +38,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     onConstructorPoisoning: "error",
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
+  // JSON only: a text/plain body would otherwise reach validation as a string
+  app.removeContentTypeParser("text/plain");
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, config.CEA_BODY_LIMIT);

@@ -1,0 +1,92 @@
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import type { FastifyInstance } from "fastify";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import { inject } from "vitest";
+import { createPool } from "../../db/pool.js";
+import { buildApp } from "../../pipeline/backend/app.js";
+import { createBackendLogger } from "../../pipeline/backend/logger.js";
+import { type Config, loadConfig } from "../../pipeline/config.js";
+import { createRedis } from "../../pipeline/redis.js";
+import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
+
+// Shared by the api-*.test.ts files: the app on a database and Redis prefix of
+// the test file's own, driven with inject(), with its log lines captured.
+
+export interface Api {
+  app: FastifyInstance;
+  db: TestDatabase;
+  pool: pg.Pool;
+  redis: Redis;
+  config: Config;
+  token: string;
+  prefix: string;
+  logs: string[];
+  auth: { authorization: string };
+  close(): Promise<void>;
+}
+
+export async function startApi(
+  env: Record<string, string> = {},
+  opts: { db?: TestDatabase; databaseUrl?: string; redisUrl?: string } = {},
+): Promise<Api> {
+  const db = opts.db ?? (await createTestDatabase());
+  const token = randomBytes(18).toString("base64url");
+  const prefix = testPrefix();
+  const config = loadConfig({
+    CEA_DATABASE_URL: opts.databaseUrl ?? db.url,
+    CEA_REDIS_URL: opts.redisUrl ?? inject("redisUrl"),
+    CEA_REDIS_PREFIX: prefix,
+    CEA_API_TOKEN: token,
+    CEA_LOG_LEVEL: "debug",
+    ...env,
+  });
+  const logs: string[] = [];
+  const log = createBackendLogger(config.CEA_LOG_LEVEL, { write: (s: string) => void logs.push(s) });
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 4, application: "cea-backend-test" });
+  pool.on("error", () => undefined);
+  const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-backend-test");
+  const app = await buildApp({ config, pool, redis, log, token });
+  await app.ready();
+  return {
+    app,
+    db,
+    pool,
+    redis,
+    config,
+    token,
+    prefix,
+    logs,
+    auth: { authorization: `Bearer ${token}` },
+    async close() {
+      await app.close();
+      await pool.end();
+      redis.disconnect();
+      if (!opts.db) await db.drop();
+    },
+  };
+}
+
+export async function measurementCount(db: TestDatabase): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM measurement");
+  return rows[0]!.n;
+}
+
+/** A TCP port nothing listens on (bound, then released). */
+export async function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const port = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** An ISO time `secondsAgo` before now, on a whole second. */
+export function ago(secondsAgo: number): string {
+  return new Date(Math.floor(Date.now() / 1000) * 1000 - secondsAgo * 1000).toISOString();
+}
