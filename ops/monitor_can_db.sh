@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# CAN pipeline and database monitor: the newest measurements with their room,
+# sensor and device; the consumer group (XPENDING, unacked count, lag); the
+# Redis live values with their age; the measurement ingestion rate; the
+# dead-letter count.
+#
+#   ops/monitor_can_db.sh [--once] [--interval N] [--sample N]
+#
+#   --once        print once and exit: 0, or 2 when PostgreSQL or Redis is down
+#   --interval N  refresh every N seconds (default 5) until Ctrl-C
+#   --sample N    with --once: seconds over which the insert rate is sampled
+#                 (default 2; 0 = skip); in the loop it is sampled between refreshes
+#
+# Needs only psql and redis-cli. Settings: CEA_DATABASE_URL, CEA_REDIS_URL,
+# CEA_REDIS_PREFIX, CEA_STREAM, CEA_GROUP, CEA_DEAD_STREAM from the environment,
+# else /etc/cea/cea.env (CEA_ENV_FILE), else the checkout's .state/stack.env.
+# Colours only on a terminal; NO_COLOR turns them off.
+set -u -o pipefail
+USAGE=$(sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//')
+# shellcheck source=ops/monitor_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/monitor_common.sh"
+
+# The plan's query: newest measurements joined to sensor, device and room.
+SQL_RECENT="SELECT r.name AS room, s.name AS sensor, d.name AS device, m.value, m.status,
+       to_char(m.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS timestamp
+FROM measurement m
+JOIN sensor s ON m.sensor_id = s.sensor_id
+JOIN device d ON s.device_id = d.device_id
+JOIN room r ON d.room_id = r.room_id
+ORDER BY m.time DESC
+LIMIT 10"
+
+render() {
+  mon_header "CEA CAN + database monitor"
+  mon_probe
+
+  mon_section "recent measurements (measurement + sensor + device + room)"
+  if ((PG_UP)); then
+    local out
+    if out=$(PGCONNECT_TIMEOUT=5 timeout 30 "$PSQL" -X -q -v ON_ERROR_STOP=1 -P pager=off -P footer=off -d "$DB_URL" -c "$SQL_RECENT" 2>&1); then
+      if [[ $(wc -l <<<"$out") -le 2 ]]; then echo "(no measurements yet)"; else echo "$out"; fi
+    else
+      echo "${C_RED}query failed${C_OFF}: $out"
+    fi
+  else
+    echo "(skipped: PostgreSQL is down)"
+  fi
+
+  mon_section "consumer group status"
+  if ((REDIS_UP)); then mon_group_status summary; else echo "(skipped: Redis is down)"; fi
+
+  mon_section "live values ($K_LIVE)"
+  if ((REDIS_UP)); then mon_live_values; else echo "(skipped: Redis is down)"; fi
+
+  mon_section "measurement ingestion rate"
+  if ((PG_UP)); then mon_ingestion_rate; else echo "(skipped: PostgreSQL is down)"; fi
+
+  mon_section "dead letters"
+  if ((REDIS_UP)); then mon_dead_letters; else echo "(skipped: Redis is down)"; fi
+}
+
+mon_parse_args "$@"
+mon_setup
+mon_run render
