@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import pg from "pg";
+import { z } from "zod";
+import { migrateOptionsSchema, runMigration } from "../db/migrate/migrate.js";
+import { createProgress } from "../db/migrate/progress.js";
+import { formatReport, writeReport } from "../db/migrate/report.js";
+import { loadSite } from "../db/site.js";
+import { loadConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
+import { projectPath } from "./paths.js";
+import { runMain } from "./shutdown.js";
+
+const USAGE = `usage: migrate_to_normalized_schema [options]
+Moves every numeric reading of the legacy can_messages table into measurement,
+in time-range batches with a checkpoint (an interrupted run resumes), then
+verifies per sensor per day. The legacy table is only read.
+
+  --table NAME            legacy table, "table" or "schema.table" (default can_messages)
+  --time-column NAME      default: the first of timestamp, created_at, time
+  --node-column NAME      default node_id
+  --data-column NAME      default decoded_data
+  --type-column NAME      default message_type (if present)
+  --legacy-time-zone TZ   zone of a time column without time zone (default UTC)
+  --batch DURATION        time range per batch: 6h, 1d, ... (default 1d)
+  --max-batches N         stop after N batches (run again to resume)
+  --dry-run               print what would be created and moved; write nothing
+  --verify-only           only compare legacy and measurement per sensor per day
+  --no-verify             skip the verification after migrating
+  --skip-unmapped         leave out rows of node ids the site file does not map (reported)
+  --skip-unknown-keys     leave out keys the site file does not name (reported)
+  --ignore-checkpoint     run every batch again (writes nothing twice)
+  --work-mem SIZE         work_mem per batch (default 128MB)
+  --report PATH           report file (JSON; a .txt summary beside it)
+                          default: $CEA_STATE_DIR or .state/, migration-report.json
+  --database-url URL      default $CEA_DATABASE_URL
+  --site FILE             default $CEA_SITE_FILE
+
+exit status: 0 done and verified; 1 error or stopped (unmapped nodes, unknown
+keys, dry run that would stop); 2 verification mismatch.`;
+
+const argsSchema = z.object({
+  "max-batches": z.coerce.number().int().positive().optional(),
+});
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      table: { type: "string" },
+      "time-column": { type: "string" },
+      "node-column": { type: "string" },
+      "data-column": { type: "string" },
+      "type-column": { type: "string" },
+      "legacy-time-zone": { type: "string" },
+      batch: { type: "string" },
+      "max-batches": { type: "string" },
+      "dry-run": { type: "boolean", default: false },
+      "verify-only": { type: "boolean", default: false },
+      "no-verify": { type: "boolean", default: false },
+      "skip-unmapped": { type: "boolean", default: false },
+      "skip-unknown-keys": { type: "boolean", default: false },
+      "ignore-checkpoint": { type: "boolean", default: false },
+      "work-mem": { type: "string" },
+      report: { type: "string" },
+      "database-url": { type: "string" },
+      site: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const config = loadConfig();
+  const args = argsSchema.safeParse(values);
+  if (!args.success) throw new ConfigError(`--max-batches: ${args.error.issues[0]?.message}`);
+  const parsed = migrateOptionsSchema.safeParse({
+    table: values.table,
+    timeColumn: values["time-column"],
+    nodeColumn: values["node-column"],
+    dataColumn: values["data-column"],
+    typeColumn: values["type-column"],
+    legacyTimeZone: values["legacy-time-zone"],
+    batch: values.batch,
+    maxBatches: args.data["max-batches"],
+    dryRun: values["dry-run"],
+    verifyOnly: values["verify-only"],
+    verify: !values["no-verify"],
+    skipUnmapped: values["skip-unmapped"],
+    skipUnknownKeys: values["skip-unknown-keys"],
+    ignoreCheckpoint: values["ignore-checkpoint"],
+    workMem: values["work-mem"],
+  });
+  if (!parsed.success)
+    throw new ConfigError(parsed.error.issues.map((i) => `--${String(i.path[0])}: ${i.message}`).join("\n"));
+  if (parsed.data.dryRun && parsed.data.verifyOnly)
+    throw new ConfigError("--dry-run and --verify-only exclude each other");
+  const site = await loadSite(projectPath(values.site ?? config.CEA_SITE_FILE));
+  const reportPath = values.report ?? join(process.env.CEA_STATE_DIR ?? projectPath(".state"), "migration-report.json");
+
+  // One session: the migration's view, functions and mapping are session-local.
+  const client = new pg.Client({
+    connectionString: values["database-url"] ?? config.CEA_DATABASE_URL,
+    application_name: "cea-migrate",
+  });
+  await client.connect();
+  // First signal: finish the batch in hand (it commits with its checkpoint),
+  // then stop; a second one exits at once (the open batch rolls back).
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (abort.signal.aborted) process.exit(1);
+    process.stderr.write(`\n${signal}: stopping after the current batch (again to abort it)\n`);
+    abort.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const report = await runMigration(client, site, parsed.data, {
+      progress: createProgress(process.stderr),
+      signal: abort.signal,
+    });
+    const files = await writeReport(report, reportPath);
+    process.stdout.write(formatReport(report));
+    process.stdout.write(`report: ${files.json} and ${files.text}\n`);
+    if (report.verification && !report.verification.ok) process.exitCode = 2;
+    else if (report.mode === "dry-run" && report.problems.length) process.exitCode = 1;
+    else if (abort.signal.aborted) process.exitCode = 1;
+  } finally {
+    await client.end();
+  }
+}
+
+runMain(main);
