@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+import { createPool } from "../db/pool.js";
+import { ackStage } from "../stages/ack.js";
+import { batchCopyStage } from "../stages/batch-copy.js";
+import { decodeStage } from "../stages/decode.js";
+import { resolveSensorStage } from "../stages/resolve-sensor.js";
+import { loadConfig } from "./config.js";
+import { redisKeys } from "./keys.js";
+import { createLogger } from "./log.js";
+import { createRedis } from "./redis.js";
+import { checkHealth, startWorker } from "./runtime.js";
+import { onShutdown, runMain } from "./shutdown.js";
+import type { StageOptions, StageSpec } from "./stage.js";
+
+/** The worker's chain, in order. A new stage is one more entry here (and its module). */
+export const WORKER_STAGES = [
+  decodeStage,
+  resolveSensorStage,
+  batchCopyStage,
+  ackStage,
+] as unknown as StageSpec<StageOptions>[];
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(`can-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
+  const redis = createRedis(config.CEA_REDIS_URL, log, config.CEA_CONSUMER);
+  if (process.argv.includes("--check")) {
+    const r = await checkHealth(redis, redisKeys(config).health(config.CEA_CONSUMER));
+    process.stdout.write(`${r.body ?? "no health key"}\n`);
+    redis.disconnect();
+    process.exit(r.ok ? 0 : 1);
+  }
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 3, application: `can-worker:${config.CEA_CONSUMER}` });
+  // an idle client losing its connection must not crash the process; the next query reconnects
+  pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection lost"));
+  const worker = await startWorker({
+    config,
+    log,
+    redis,
+    pool,
+    stages: WORKER_STAGES,
+    options: { decode: { threads: config.CEA_DECODE_THREADS } },
+  });
+  const reload = worker.ctx.shared.get("reloadSensorMap") as (() => Promise<void>) | undefined;
+  if (reload) process.on("SIGHUP", () => void reload());
+  const close = async () => {
+    await pool.end();
+    redis.disconnect();
+  };
+  onShutdown(log, async () => {
+    await worker.stop();
+    await close();
+  });
+  await worker.done;
+}
+
+runMain(main);

@@ -1,0 +1,67 @@
+import { createRequire } from "node:module";
+import { type CanFrame, type FrameSource, isoMicros } from "./can-frame.js";
+
+// SocketCAN through the socketcan package: a raw channel with kernel receive
+// timestamps. This sandbox has no CAN support in its kernel, so this path is
+// not exercised by the tests (opening the channel fails and `auto` falls back
+// to the simulator).
+
+interface RawMessage {
+  ts_sec?: number;
+  ts_usec?: number;
+  id: number;
+  ext?: boolean;
+  rtr?: boolean;
+  err?: boolean;
+  data?: Buffer;
+}
+interface RawChannel {
+  addListener(ev: "onMessage", cb: (m: RawMessage) => void): void;
+  addListener(ev: "onStopped", cb: () => void): void;
+  start(): void;
+  stop(): void;
+}
+
+/** Open the interface now (throws when it cannot be opened). */
+export function socketcanSource(iface: string): FrameSource {
+  const require = createRequire(import.meta.url);
+  const can = require("socketcan") as { createRawChannel(i: string, ts: boolean): RawChannel };
+  const channel = can.createRawChannel(iface, true);
+  let queue: CanFrame[] = [];
+  let wake: (() => void) | null = null;
+  let stopped = false;
+  channel.addListener("onMessage", (m) => {
+    if (m.rtr || m.err) return;
+    const us = m.ts_sec !== undefined ? m.ts_sec * 1_000_000 + (m.ts_usec ?? 0) : Date.now() * 1000;
+    queue.push({ ts: isoMicros(us), id: m.id, data: m.data ?? Buffer.alloc(0), iface });
+    wake?.();
+  });
+  channel.addListener("onStopped", () => {
+    stopped = true;
+    wake?.();
+  });
+  channel.start();
+  return {
+    name: `socketcan:${iface}`,
+    pausable: false,
+    close() {
+      stopped = true;
+      channel.stop();
+      wake?.();
+    },
+    async *frames() {
+      while (!stopped || queue.length) {
+        if (queue.length === 0) {
+          await new Promise<void>((r) => {
+            wake = r;
+          });
+          wake = null;
+          continue;
+        }
+        const chunk = queue;
+        queue = [];
+        yield chunk;
+      }
+    },
+  };
+}

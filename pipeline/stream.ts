@@ -1,0 +1,111 @@
+import type { Redis } from "ioredis";
+
+// The consumer-group side of the raw stream: group creation, reads of own
+// pending entries and of new ones, claims, delivery counts. Replies are kept
+// as the flat field arrays Redis returns (no per-entry objects).
+
+export type StreamEntries = { ids: string[]; fields: (string[] | null)[] };
+
+/** XGROUP CREATE … 0 MKSTREAM: from the start of the stream, so entries appended before the group exist are read too. */
+export async function ensureGroup(redis: Redis, stream: string, group: string): Promise<boolean> {
+  try {
+    await redis.xgroup("CREATE", stream, group, "0", "MKSTREAM");
+    return true;
+  } catch (err) {
+    if ((err as Error).message.startsWith("BUSYGROUP")) return false;
+    throw err;
+  }
+}
+
+export function isNoGroup(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith("NOGROUP");
+}
+
+type RawEntry = [string, string[] | null];
+
+function split(entries: RawEntry[] | null | undefined): StreamEntries {
+  const ids: string[] = [];
+  const fields: (string[] | null)[] = [];
+  for (const [id, f] of entries ?? []) {
+    ids.push(id);
+    fields.push(f);
+  }
+  return { ids, fields };
+}
+
+/** XREADGROUP from `cursor` ("0"-style id = own pending after it, ">" = new). block = ms or null. */
+export async function readGroup(
+  redis: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  cursor: string,
+  count: number,
+  blockMs: number | null,
+): Promise<StreamEntries> {
+  const args: (string | number)[] = ["GROUP", group, consumer, "COUNT", count];
+  if (blockMs !== null) args.push("BLOCK", blockMs);
+  args.push("STREAMS", stream, cursor);
+  const reply = (await redis.call("XREADGROUP", ...args)) as [string, RawEntry[]][] | null;
+  return split(reply?.[0]?.[1]);
+}
+
+/** One XAUTOCLAIM step: entries idle > minIdleMs from any consumer; returns the next cursor ("0-0" = done). */
+export async function autoClaim(
+  redis: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  minIdleMs: number,
+  cursor: string,
+  count: number,
+): Promise<{ next: string; entries: StreamEntries; deleted: number }> {
+  const reply = (await redis.call("XAUTOCLAIM", stream, group, consumer, minIdleMs, cursor, "COUNT", count)) as [
+    string,
+    RawEntry[],
+    string[]?,
+  ];
+  return { next: reply[0], entries: split(reply[1]), deleted: reply[2]?.length ?? 0 };
+}
+
+/** Delivery counts of own pending entries between the batch's first and last id. */
+export async function deliveryCounts(
+  redis: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  ids: readonly string[],
+): Promise<number[]> {
+  if (ids.length === 0) return [];
+  const reply = (await redis.call("XPENDING", stream, group, ids[0]!, ids[ids.length - 1]!, ids.length, consumer)) as [
+    string,
+    string,
+    number,
+    number,
+  ][];
+  const byId = new Map(reply.map((r) => [r[0], Number(r[3])]));
+  return ids.map((id) => byId.get(id) ?? 1);
+}
+
+/** Reset the idle time of entries we still hold (no delivery-count increase), so no other worker claims them. */
+export async function touch(
+  redis: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  ids: readonly string[],
+): Promise<void> {
+  if (ids.length === 0) return;
+  await redis.call("XCLAIM", stream, group, consumer, 0, ...ids, "JUSTID");
+}
+
+/** Number of entries pending in the group (all consumers); 0 when the group does not exist. */
+export async function pendingCount(redis: Redis, stream: string, group: string): Promise<number> {
+  try {
+    const reply = (await redis.call("XPENDING", stream, group)) as [number, ...unknown[]];
+    return Number(reply[0]);
+  } catch (err) {
+    if (isNoGroup(err)) return 0;
+    throw err;
+  }
+}

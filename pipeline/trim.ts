@@ -1,0 +1,33 @@
+import { readFileSync } from "node:fs";
+import type { Redis } from "ioredis";
+import { projectPath } from "./paths.js";
+
+// Loader for pipeline/trim.lua (its contract is at the top of that file).
+
+export interface TrimResult {
+  length: number;
+  trimmedAcked: number;
+  droppedUnacked: number;
+  boundary: string;
+}
+
+const SCRIPT = "pipeline/trim.lua";
+
+export function loadTrimScript(): string {
+  return readFileSync(projectPath(SCRIPT), "utf8");
+}
+
+/** Run the trim script (EVALSHA, falling back to EVAL once per connection). */
+export async function trimStream(
+  redis: Redis,
+  lua: string,
+  stream: string,
+  statsKey: string,
+  keep: number,
+  hard: number,
+): Promise<TrimResult> {
+  const r = redis as Redis & { ceaTrim?: (...args: (string | number)[]) => Promise<[number, number, number, string]> };
+  if (!r.ceaTrim) redis.defineCommand("ceaTrim", { numberOfKeys: 2, lua });
+  const [length, trimmedAcked, droppedUnacked, boundary] = await r.ceaTrim!(stream, statsKey, keep, hard);
+  return { length, trimmedAcked, droppedUnacked, boundary };
+}

@@ -1,0 +1,431 @@
+import { Piscina } from "piscina";
+import { UnrecoverableError } from "../pipeline/errors.js";
+import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/kcd.js";
+import { projectPath } from "../pipeline/paths.js";
+import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/stage.js";
+
+// decode: raw stream entries → measurement rows (COPY text + columnar values).
+//
+// One piscina task per read batch. The main thread packs the batch into ONE
+// ArrayBuffer (ids, data bytes and timestamps in typed-array slots) that is
+// moved to the thread, not copied; the thread decodes every frame, applies the
+// sensor map the resolve-sensor stage owns (a small plain table sent with each
+// task) and builds the COPY text right there, so the main thread is left with
+// Redis and PostgreSQL I/O. CEA_DECODE_THREADS=0 runs the very same function
+// inline. A frame is all-or-nothing: if any of its signals cannot be decoded
+// or stored, the whole frame is dead-lettered and none of its rows written.
+
+/** Receive time as the scanner writes it: ISO 8601 UTC with exactly 6 fractional digits. */
+export const TS_LENGTH = 27;
+const ID_BAD = 0xffffffff;
+const LEN_BAD_DATA = 255;
+const LEN_BAD_TS = 254;
+const LEN_MISSING = 253;
+const MAX_DLC = 8;
+
+/** Decode one signal's physical value (before calibration) from frame bytes at `base`. */
+export function decodeSignal(data: Uint8Array, base: number, s: TableSignal): number {
+  let raw = 0;
+  if (s.littleEndian) {
+    let i = 0;
+    while (i < s.length) {
+      const bit = s.offset + i;
+      const shift = bit & 7;
+      const take = Math.min(8 - shift, s.length - i);
+      raw += ((data[base + (bit >> 3)]! >> shift) & ((1 << take) - 1)) * 2 ** i;
+      i += take;
+    }
+  } else {
+    // big endian: offset is the MSB position counted from the MSB of byte 0
+    for (let p = s.offset; p < s.offset + s.length; p++) {
+      raw = raw * 2 + ((data[base + (p >> 3)]! >> (7 - (p & 7))) & 1);
+    }
+  }
+  if (s.signed && raw >= 2 ** (s.length - 1)) raw -= 2 ** s.length;
+  const scaled = s.divisor ? raw / s.divisor : raw * s.slope;
+  return s.intercept ? scaled + s.intercept : scaled;
+}
+
+/** Encode a physical value into frame bytes (simulator, tests); the inverse of decodeSignal. */
+export function encodeSignal(data: Uint8Array, s: TableSignal, physical: number): void {
+  let raw = Math.round(s.divisor ? (physical - s.intercept) * s.divisor : (physical - s.intercept) / s.slope);
+  const lo = s.signed ? -(2 ** (s.length - 1)) : 0;
+  const hi = s.signed ? 2 ** (s.length - 1) - 1 : 2 ** s.length - 1;
+  raw = Math.min(hi, Math.max(lo, raw));
+  if (raw < 0) raw += 2 ** s.length;
+  if (s.littleEndian) {
+    for (let i = 0; i < s.length; i++) {
+      const bit = s.offset + i;
+      const v = Math.floor(raw / 2 ** i) % 2;
+      data[bit >> 3] = (data[bit >> 3]! & ~(1 << (bit & 7))) | (v << (bit & 7));
+    }
+  } else {
+    for (let k = 0; k < s.length; k++) {
+      const p = s.offset + s.length - 1 - k;
+      const v = Math.floor(raw / 2 ** k) % 2;
+      data[p >> 3] = (data[p >> 3]! & ~(1 << (7 - (p & 7)))) | (v << (7 - (p & 7)));
+    }
+  }
+}
+
+/** The message of a frame, or why the frame cannot be used. */
+function frameMessage(table: DecodeTable, id: number, dlc: number): TableMessage | string {
+  const m = table.messages[id];
+  if (!m) return `unknown arbitration id 0x${id.toString(16)}`;
+  if (dlc < m.length) return `data length ${dlc} < ${m.length} bytes of ${m.name}`;
+  if (m.mapped === 0) return `no sensor for any signal of ${m.name}`;
+  return m;
+}
+
+export interface SignalValue {
+  signal: TableSignal;
+  /** Stored value: decoded + calibration_offset. */
+  value: number;
+}
+
+/**
+ * Decode one frame into the values of its mapped signals (stored = decoded +
+ * calibration_offset). Throws UnrecoverableError with the dead-letter reason.
+ */
+export function decodeFrame(
+  table: DecodeTable,
+  id: number,
+  data: Uint8Array,
+): { message: TableMessage; values: SignalValue[] } {
+  const m = frameMessage(table, id, data.length);
+  if (typeof m === "string") throw new UnrecoverableError(m, m);
+  const values: SignalValue[] = [];
+  for (const s of m.signals) {
+    if (!s.sensorId) continue;
+    const v = decodeSignal(data, 0, s) + s.calibration;
+    if (!Number.isFinite(v)) {
+      const reason = `value of ${m.name}.${s.name} is not finite`;
+      throw new UnrecoverableError(reason, reason);
+    }
+    values.push({ signal: s, value: v });
+  }
+  return { message: m, values };
+}
+
+export interface ExpectedRow {
+  sensor_id: number;
+  /** The frame's ts, unchanged (ISO 8601 UTC, microseconds). */
+  time: string;
+  value: number;
+}
+
+/**
+ * The rows the worker stores for one raw-stream entry (fields ts, id, data as in
+ * pipeline/keys.ts), or an UnrecoverableError with the dead-letter reason. Pure:
+ * the reconciliation key for tests and benchmarks.
+ */
+export function expectedRows(
+  table: DecodeTable,
+  frame: { ts: string; id: string | number; data: string },
+): ExpectedRow[] {
+  const packed = packFrames([frame]);
+  const out = decodePacked({ buf: packed.buf, n: 1, table });
+  const dead = out.dead[0];
+  if (dead) throw new UnrecoverableError(dead[1], dead[1]);
+  const rows = unpackRows(out.rowsBuf, out.rowCount);
+  return Array.from({ length: rows.count }, (_, r) => ({
+    sensor_id: rows.sensor[r]!,
+    time: frame.ts,
+    value: rows.value[r]!,
+  }));
+}
+
+// ---- packing (main thread) -------------------------------------------------
+
+/** Layout of a packed batch of n frames in one ArrayBuffer. */
+function layout(n: number) {
+  const ids = 0;
+  const data = ids + 4 * n;
+  const ts = data + MAX_DLC * n;
+  const lens = ts + TS_LENGTH * n;
+  return { ids, data, ts, lens, size: lens + n };
+}
+
+export interface PackedFrames {
+  buf: ArrayBuffer;
+  n: number;
+}
+
+/** Pack frames given as stream fields (ts, id decimal, data hex) into one transferable buffer. */
+export function packFrames(
+  frames: readonly { ts?: string | undefined; id?: string | number | undefined; data?: string | undefined }[],
+): PackedFrames {
+  const n = frames.length;
+  const L = layout(n);
+  const buf = Buffer.allocUnsafeSlow(L.size);
+  const ids = new Uint32Array(buf.buffer, L.ids, n);
+  for (let i = 0; i < n; i++) {
+    const f = frames[i]!;
+    packOne(buf, ids, L, i, f.ts, f.id === undefined ? undefined : String(f.id), f.data);
+  }
+  return { buf: buf.buffer as ArrayBuffer, n };
+}
+
+/** Pack a batch straight from XREADGROUP field lists (no per-entry objects). */
+export function packBatch(batch: WorkBatch): PackedFrames {
+  const n = batch.ids.length;
+  const L = layout(n);
+  const buf = Buffer.allocUnsafeSlow(L.size);
+  const ids = new Uint32Array(buf.buffer, L.ids, n);
+  for (let i = 0; i < n; i++) {
+    const f = batch.fields[i];
+    let ts: string | undefined;
+    let id: string | undefined;
+    let data: string | undefined;
+    if (f) {
+      for (let k = 0; k + 1 < f.length; k += 2) {
+        const key = f[k];
+        if (key === "ts") ts = f[k + 1];
+        else if (key === "id") id = f[k + 1];
+        else if (key === "data") data = f[k + 1];
+      }
+    }
+    packOne(buf, ids, L, i, ts, id, data);
+  }
+  return { buf: buf.buffer as ArrayBuffer, n };
+}
+
+function packOne(
+  buf: Buffer,
+  ids: Uint32Array,
+  L: ReturnType<typeof layout>,
+  i: number,
+  ts: string | undefined,
+  id: string | undefined,
+  data: string | undefined,
+): void {
+  if (ts === undefined || id === undefined || data === undefined) {
+    ids[i] = ID_BAD;
+    buf[L.lens + i] = LEN_MISSING;
+    return;
+  }
+  const idNum = /^\d{1,10}$/.test(id) ? Number(id) : Number.NaN;
+  ids[i] = Number.isInteger(idNum) && idNum < ID_BAD ? idNum : ID_BAD;
+  if (ts.length !== TS_LENGTH || buf.write(ts, L.ts + TS_LENGTH * i, TS_LENGTH, "latin1") !== TS_LENGTH) {
+    buf[L.lens + i] = LEN_BAD_TS;
+    return;
+  }
+  const bytes = data.length >> 1;
+  if (
+    (data.length & 1) !== 0 ||
+    bytes > MAX_DLC ||
+    (bytes > 0 && buf.write(data, L.data + MAX_DLC * i, bytes, "hex") !== bytes)
+  ) {
+    buf[L.lens + i] = LEN_BAD_DATA;
+    return;
+  }
+  buf[L.lens + i] = bytes;
+}
+
+// ---- the decode task (thread or inline) -------------------------------------
+
+export interface DecodeTask {
+  buf: ArrayBuffer;
+  n: number;
+  table: DecodeTable;
+}
+
+export interface DecodeOutput {
+  copyText: string;
+  rowCount: number;
+  /** value f64 × rows, then entry u32 × rows, then sensor i32 × rows. */
+  rowsBuf: ArrayBuffer;
+  /** [entry index, reason] of frames that cannot be used. */
+  dead: [number, string][];
+}
+
+const D = 48; // '0'
+function tsValid(b: Uint8Array, o: number): boolean {
+  for (let k = 0; k < TS_LENGTH; k++) {
+    const c = b[o + k]!;
+    switch (k) {
+      case 4:
+      case 7:
+        if (c !== 45) return false; // -
+        break;
+      case 10:
+        if (c !== 84) return false; // T
+        break;
+      case 13:
+      case 16:
+        if (c !== 58) return false; // :
+        break;
+      case 19:
+        if (c !== 46) return false; // .
+        break;
+      case 26:
+        if (c !== 90) return false; // Z
+        break;
+      default:
+        if (c < D || c > D + 9) return false;
+    }
+  }
+  return true;
+}
+
+/** Decode a packed batch into COPY text + columnar rows. Pure; runs in a pool thread or inline. */
+export function decodePacked(task: DecodeTask): DecodeOutput {
+  const { buf, n, table } = task;
+  const L = layout(n);
+  const bytes = new Uint8Array(buf);
+  const ids = new Uint32Array(buf, L.ids, n);
+  const dead: [number, string][] = [];
+  // upper bound of rows: 8 signals per frame would be unusual; grow if needed
+  let cap = Math.max(16, n * 4);
+  let value = new Float64Array(cap);
+  let entry = new Uint32Array(cap);
+  let sensor = new Int32Array(cap);
+  let rows = 0;
+  let text = "";
+  const tsBuf = Buffer.from(buf, L.ts, TS_LENGTH * n);
+  for (let i = 0; i < n; i++) {
+    const dlc = bytes[L.lens + i]!;
+    if (dlc === LEN_MISSING) {
+      dead.push([i, "entry lacks ts, id or data"]);
+      continue;
+    }
+    if (dlc === LEN_BAD_TS || !tsValid(bytes, L.ts + TS_LENGTH * i)) {
+      dead.push([i, "ts is not ISO 8601 UTC with microseconds"]);
+      continue;
+    }
+    if (ids[i] === ID_BAD) {
+      dead.push([i, "id is not a decimal arbitration id"]);
+      continue;
+    }
+    if (dlc === LEN_BAD_DATA) {
+      dead.push([i, "data is not hex of at most 8 bytes"]);
+      continue;
+    }
+    const m = frameMessage(table, ids[i]!, dlc);
+    if (typeof m === "string") {
+      dead.push([i, m]);
+      continue;
+    }
+    const sigs = m.signals;
+    if (rows + sigs.length > cap) {
+      cap = Math.max(cap * 2, rows + sigs.length);
+      const v2 = new Float64Array(cap);
+      v2.set(value);
+      value = v2;
+      const e2 = new Uint32Array(cap);
+      e2.set(entry);
+      entry = e2;
+      const s2 = new Int32Array(cap);
+      s2.set(sensor);
+      sensor = s2;
+    }
+    const base = L.data + MAX_DLC * i;
+    const start = rows;
+    let bad: string | null = null;
+    for (const s of sigs) {
+      if (!s.sensorId) continue;
+      const v = decodeSignal(bytes, base, s) + s.calibration;
+      if (!Number.isFinite(v)) {
+        bad = `value of ${m.name}.${s.name} is not finite`;
+        break;
+      }
+      value[rows] = v;
+      entry[rows] = i;
+      sensor[rows] = s.sensorId;
+      rows++;
+    }
+    if (bad) {
+      rows = start;
+      dead.push([i, bad]);
+      continue;
+    }
+    const ts = tsBuf.toString("latin1", TS_LENGTH * i, TS_LENGTH * (i + 1));
+    for (let r = start; r < rows; r++) text += `${ts}\t${sensor[r]}\t${value[r]}\t\\N\n`;
+  }
+  const rowsBuf = new ArrayBuffer(rows * 16);
+  new Float64Array(rowsBuf, 0, rows).set(value.subarray(0, rows));
+  new Uint32Array(rowsBuf, rows * 8, rows).set(entry.subarray(0, rows));
+  new Int32Array(rowsBuf, rows * 12, rows).set(sensor.subarray(0, rows));
+  return { copyText: text, rowCount: rows, rowsBuf, dead };
+}
+
+export function unpackRows(buf: ArrayBuffer, count: number): DecodedRows {
+  return {
+    count,
+    value: new Float64Array(buf, 0, count),
+    entry: new Uint32Array(buf, count * 8, count),
+    sensor: new Int32Array(buf, count * 12, count),
+  };
+}
+
+/** Wrap a value so piscina transfers `buffer` instead of cloning it (both directions). */
+export function movable<T extends object>(value: T, buffer: ArrayBuffer): T {
+  const wrapped = { [Piscina.transferableSymbol]: buffer, [Piscina.valueSymbol]: value };
+  return Piscina.move(wrapped as unknown as Parameters<typeof Piscina.move>[0]) as unknown as T;
+}
+
+// ---- the stage -----------------------------------------------------------------
+
+/** The compiled piscina worker file; from TS sources (vitest) too, since threads need plain JS. */
+export const DECODE_WORKER_FILE = "dist/stages/decode-worker.js";
+
+export const decodeOptionsDefaults = { threads: 2 };
+
+export const decodeStage: StageSpec<typeof decodeOptionsDefaults> = {
+  name: "decode",
+  consumes: "raw-entries",
+  emits: "measurement-rows",
+  defaults: decodeOptionsDefaults,
+  failure: {
+    unrecoverable: [
+      "entry lacks ts/id/data",
+      "bad ts",
+      "bad id",
+      "bad hex / more than 8 bytes",
+      "unknown arbitration id",
+      "data shorter than the message",
+      "message without any sensor",
+      "value not finite",
+    ],
+    transient: [],
+    backoff: { baseMs: 100, maxMs: 2_000 },
+    // unrecoverable frames never throw: they are put in batch.dead; a thrown error is a bug
+    classify: () => "fatal",
+  },
+  create(ctx, options) {
+    const threads = options.threads;
+    const pool =
+      threads > 0
+        ? new Piscina({
+            filename: projectPath(DECODE_WORKER_FILE),
+            minThreads: threads,
+            maxThreads: threads,
+            // two batches in flight per thread at most: read-ahead is one batch
+            maxQueue: threads * 4,
+          })
+        : null;
+    ctx.log.info({ threads, inline: pool === null }, "decode stage ready");
+    return {
+      async process(batch) {
+        const table = ctx.shared.get("decodeTable") as DecodeTable | undefined;
+        if (!table) throw new Error("decode: no decode table (resolve-sensor must be in the chain)");
+        const packed = packBatch(batch);
+        const task: DecodeTask = { buf: packed.buf, n: packed.n, table };
+        const out: DecodeOutput = pool ? await pool.run(movable(task, packed.buf)) : decodePacked(task);
+        for (const [i, reason] of out.dead) batch.dead.set(i, reason);
+        batch.copyText = out.copyText;
+        batch.rowCount = out.rowCount;
+        batch.rows = unpackRows(out.rowsBuf, out.rowCount);
+        // entries deleted from the stream (hard-limit trim) have no fields: ack, nothing to write
+        for (let i = 0; i < batch.fields.length; i++)
+          if (batch.fields[i] === null) {
+            batch.dead.delete(i);
+            batch.skip.add(i);
+          }
+      },
+      async close() {
+        await pool?.destroy();
+      },
+    };
+  },
+};

@@ -1,0 +1,114 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import type pg from "pg";
+import { parseSite } from "../db/site.js";
+import { ConfigError } from "../pipeline/errors.js";
+import { buildDecodeTable, type DecodeTable, loadCanDb } from "../pipeline/kcd.js";
+import type { Logger } from "../pipeline/log.js";
+import { projectPath } from "../pipeline/paths.js";
+import type { StageSpec } from "../pipeline/stage.js";
+
+// resolve-sensor: signal "Message.Signal" → sensor_id (+ calibration_offset).
+//
+// The map comes from the site file (its sensor ids ARE the database ids; the
+// stage checks they exist in `sensor`) joined with the CAN database. stored
+// value = decoded physical value + calibration_offset. The map is a small plain
+// table published as `decodeTable` for the decode stage, which applies it in
+// its thread while building the COPY text (one pass over the frames). Refresh:
+// the site and CAN database files are re-read when their content hash changes,
+// checked every `refreshMs` and on SIGHUP (wired by the entry point); a bad new
+// file keeps the old map and logs an error instead of stopping the pipeline.
+
+const SENSORS_PRESENT = "SELECT sensor_id FROM sensor WHERE sensor_id = ANY($1::int[])";
+
+export interface SensorMapFiles {
+  siteFile: string;
+  canDbFile: string;
+}
+
+/** Load, validate and join site + CAN database; ConfigError names the file and element. */
+export async function loadDecodeTable(
+  files: SensorMapFiles,
+  log?: Logger,
+): Promise<{ table: DecodeTable; hash: string }> {
+  const siteText = await readFile(files.siteFile, "utf8").catch((err: Error) => {
+    throw new ConfigError(`${files.siteFile}: cannot read site file: ${err.message}`);
+  });
+  const kcdText = await readFile(files.canDbFile, "utf8").catch((err: Error) => {
+    throw new ConfigError(`${files.canDbFile}: cannot read CAN database: ${err.message}`);
+  });
+  const site = parseSite(siteText, files.siteFile);
+  const db = loadCanDb(files.canDbFile);
+  const { table, unmapped } = buildDecodeTable(db, site, files.siteFile);
+  if (unmapped.length && log)
+    log.warn({ signals: unmapped, file: files.canDbFile }, "CAN signals without a sensor (decoded, not stored)");
+  const hash = createHash("sha1").update(siteText).update("\0").update(kcdText).digest("hex");
+  return { table, hash };
+}
+
+/** Sensor ids of the table that the database lacks (site not synced). */
+export async function missingSensors(db: pg.Pool | pg.ClientBase, table: DecodeTable): Promise<number[]> {
+  const ids = Object.values(table.messages).flatMap((m) => m.signals.filter((s) => s.sensorId).map((s) => s.sensorId));
+  const { rows } = await db.query<{ sensor_id: number }>(SENSORS_PRESENT, [ids]);
+  const have = new Set(rows.map((r) => r.sensor_id));
+  return ids.filter((id) => !have.has(id));
+}
+
+export const resolveSensorDefaults = { refreshMs: 10_000 };
+
+export const resolveSensorStage: StageSpec<typeof resolveSensorDefaults> = {
+  name: "resolve-sensor",
+  consumes: "measurement-rows",
+  emits: "measurement-rows",
+  defaults: resolveSensorDefaults,
+  failure: {
+    unrecoverable: ["signal without a sensor (dead-lettered by decode with this table)"],
+    transient: [],
+    backoff: { baseMs: 100, maxMs: 2_000 },
+    classify: () => "fatal",
+  },
+  async create(ctx, options) {
+    const files = {
+      siteFile: projectPath(ctx.config.CEA_SITE_FILE),
+      canDbFile: projectPath(ctx.config.CEA_CAN_DB_FILE),
+    };
+    let current = await loadDecodeTable(files, ctx.log);
+    const missing = await missingSensors(ctx.pool, current.table);
+    if (missing.length)
+      throw new ConfigError(
+        `${files.siteFile}: sensors ${missing.join(", ")} are not in the database; run: cea site sync`,
+      );
+    ctx.shared.set("decodeTable", current.table);
+    let lastCheck = Date.now();
+    let refreshing = false;
+    const refresh = async (why: string) => {
+      if (refreshing) return;
+      refreshing = true;
+      try {
+        const next = await loadDecodeTable(files);
+        if (next.hash === current.hash) return;
+        const gone = await missingSensors(ctx.pool, next.table);
+        if (gone.length)
+          throw new ConfigError(`sensors ${gone.join(", ")} are not in the database; run: cea site sync`);
+        current = next;
+        ctx.shared.set("decodeTable", next.table);
+        ctx.log.info({ why, version: next.table.version }, "sensor map reloaded");
+      } catch (err) {
+        ctx.log.error({ err: (err as Error).message, why }, "sensor map reload failed; keeping the previous map");
+      } finally {
+        refreshing = false;
+      }
+    };
+    ctx.shared.set("reloadSensorMap", () => refresh("SIGHUP"));
+    return {
+      process() {
+        const now = Date.now();
+        if (now - lastCheck >= options.refreshMs) {
+          lastCheck = now;
+          // in the background: the next batch uses the new map
+          void refresh("periodic");
+        }
+      },
+    };
+  },
+};
