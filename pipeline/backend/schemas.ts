@@ -43,6 +43,8 @@ export function writeSchemas(config: Pick<Config, "CEA_TIME_FLOOR" | "CEA_FUTURE
         // NUL cannot be stored in text; other control characters have no business in a status
         // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to reject them
         .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), "control characters are not allowed")
+        // a lone UTF-16 surrogate would be stored as U+FFFD: not the string that was sent
+        .refine((s) => !/\p{Cs}/u.test(s), "not well-formed Unicode (lone surrogate)")
         .nullable()
         .optional(),
     })
