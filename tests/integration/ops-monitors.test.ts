@@ -1,0 +1,293 @@
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { writeMeasurements } from "../../db/measurements.js";
+import { projectPath } from "../../pipeline/paths.js";
+import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
+
+// The two monitor scripts run with --once against a database and a Redis key
+// prefix of this file's own; the test builds the stream, the consumer group and
+// the pending entries itself and checks the figures the monitors print.
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runScript(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  onStdout?: (all: string) => void,
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", [projectPath(script), ...args], {
+      // CEA_ENV_FILE points nowhere so a machine's /etc/cea/cea.env never leaks in
+      env: { ...process.env, CEA_ENV_FILE: "/nonexistent/cea.env", NO_COLOR: "1", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), 50_000);
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      onStdout?.(stdout);
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A TCP port nothing listens on: bind an ephemeral one, then close it. */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const addr = srv.address();
+  await new Promise<void>((r) => srv.close(() => r()));
+  if (addr === null || typeof addr === "string") throw new Error("no port");
+  return addr.port;
+}
+
+/** The value printed after `label` on its line. */
+function figure(out: string, label: string): string | undefined {
+  const line = out.split("\n").find((l) => l.trimStart().startsWith(label));
+  return line?.slice(line.indexOf(label) + label.length).trim();
+}
+
+let db: TestDatabase;
+let redis: Redis;
+let prefix: string;
+let env: Record<string, string>;
+// newest measurement written by the test, as the monitors print it
+const newest = new Date(Date.now() - 5_000);
+newest.setUTCMilliseconds(123);
+const newestText = newest.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+
+async function write(rows: { time: Date; sensor_id: number; value: number }[]): Promise<void> {
+  // a client of its own, closed afterwards, so the server flushes its insert statistics now
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    await c.query("BEGIN");
+    await writeMeasurements(c, rows);
+    await c.query("COMMIT");
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  prefix = testPrefix();
+  redis = new Redis(inject("redisUrl"));
+  env = { CEA_DATABASE_URL: db.url, CEA_REDIS_URL: inject("redisUrl"), CEA_REDIS_PREFIX: prefix };
+
+  // 30 rows in the last minute, 12 older ones within the hour, the newest last
+  const rows: { time: Date; sensor_id: number; value: number }[] = [];
+  for (let i = 1; i <= 30; i++) rows.push({ time: new Date(newest.getTime() - i * 1000), sensor_id: 103, value: 55 });
+  for (let i = 1; i <= 12; i++)
+    rows.push({ time: new Date(newest.getTime() - i * 240_000), sensor_id: 205, value: 800 });
+  rows.push({ time: newest, sensor_id: 101, value: 23.5 });
+  await write(rows);
+
+  // stream of 10 entries; consumer c1 got 7 and acknowledged 2: 5 pending, 3 not yet delivered
+  const raw = `${prefix}can:raw`;
+  const ids: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    const id = await redis.xadd(raw, "*", "ts", new Date().toISOString(), "id", "257", "data", "0102", "iface", "can0");
+    if (id) ids.push(id);
+  }
+  await redis.xgroup("CREATE", raw, "can-worker-group", "0");
+  await redis.xreadgroup("GROUP", "can-worker-group", "c1", "COUNT", "7", "STREAMS", raw, ">");
+  await redis.xack(raw, "can-worker-group", ids[0]!, ids[1]!);
+  await redis.xadd(`${prefix}can:dead`, "*", "orig_id", ids[0]!, "reason", "test");
+  await redis.xadd(`${prefix}can:dead`, "*", "orig_id", ids[1]!, "reason", "test");
+  await redis.hset(
+    `${prefix}live:values`,
+    "101",
+    JSON.stringify({ value: 23.5, time: newest.toISOString(), name: "dry_bulb_b" }),
+  );
+  await redis.hset(`${prefix}stats:can-scanner`, "appended", "10", "dropped_hard_limit", "3", "dropped_buffer", "0");
+  await redis.set(`${prefix}health:can-worker`, JSON.stringify({ status: "ok" }), "EX", 60);
+});
+
+afterAll(async () => {
+  if (redis) {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  }
+  await db?.drop();
+});
+
+describe("monitor_can_db.sh --once", () => {
+  it("prints the joined recent measurements, the group status, live values and the dead-letter count", async () => {
+    const r = await runScript("ops/monitor_can_db.sh", ["--once", "--sample", "0"], env);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    // newest row of the plan's join: room, sensor, device, value, timestamp
+    const row = r.stdout.split("\n").find((l) => l.includes("dry_bulb_b") && l.includes("|"));
+    expect(row?.split("|").map((c) => c.trim())).toEqual([
+      "Flower Room",
+      "dry_bulb_b",
+      "node-1",
+      "23.5",
+      "",
+      newestText,
+    ]);
+    expect(figure(r.stdout, "stream length:")).toBe("10");
+    expect(figure(r.stdout, "pending (delivered, unacked):")).toBe("5");
+    expect(figure(r.stdout, "consumer lag (not yet delivered):")).toMatch(/^3\s+\(entries read 7 of 10 added\)$/);
+    expect(figure(r.stdout, "XPENDING:")).toMatch(/^5 unacked/);
+    expect(figure(r.stdout, "c1:")).toBe("5 unacked");
+    expect(r.stdout).toMatch(
+      new RegExp(`^101\\s+dry_bulb_b\\s+23\\.5\\s+${newest.toISOString().replace(".", "\\.")}\\s+\\d+\\.\\d$`, "m"),
+    );
+    expect(figure(r.stdout, "last minute (by measurement time):")).toBe("31 rows, 0.5 rows/s");
+    expect(figure(r.stdout, "dead letters:")).toMatch(new RegExp(`^2 in ${prefix}can:dead \\(XRANGE`));
+  });
+
+  it("samples the insert rate from the rows written while it waits", async () => {
+    let wrote: Promise<void> | undefined;
+    const base = new Date(Date.now() - 3_600_000 * 2);
+    const r = await runScript("ops/monitor_can_db.sh", ["--once", "--sample", "4"], env, (out) => {
+      // the first sample is taken right after this line; write during the wait
+      if (!wrote && out.includes("last minute (by measurement time)")) {
+        wrote = new Promise((res) => setTimeout(res, 500)).then(() =>
+          write(
+            Array.from({ length: 100 }, (_, i) => ({
+              time: new Date(base.getTime() + i * 1000),
+              sensor_id: 305,
+              value: i,
+            })),
+          ),
+        );
+      }
+    });
+    await wrote;
+    expect(r.code).toBe(0);
+    expect(figure(r.stdout, "sampled:")).toMatch(/^100 rows inserted in 4\.\d s = [\d.]+ rows\/s/);
+  });
+});
+
+describe("monitor_redis_backend.sh --once", () => {
+  it("prints consumers, drop counters, health keys and the schema health", async () => {
+    const r = await runScript("ops/monitor_redis_backend.sh", ["--once", "--sample", "0"], env);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(figure(r.stdout, "stream length:")).toBe("10");
+    expect(figure(r.stdout, "pending (delivered, unacked):")).toBe("5");
+    expect(r.stdout).toMatch(/^\s+c1\s+pending 5\s+idle \d+\.\d+s$/m);
+    expect(r.stdout).toContain("backpressure: ok (stream length 10 <= 5000)");
+    expect(r.stdout).toContain("DROPPED frames: dropped_hard_limit 3, dropped_buffer 0");
+    expect(figure(r.stdout, "appended:")).toBe("10");
+    expect(r.stdout).toMatch(/^health:can-worker\s+ttl\s+\d+s\s+\{"status":"ok"\}$/m);
+    expect(r.stdout).toContain("schema accessible");
+    // every row written in beforeAll lies within the last hour (the sampling test adds older ones)
+    expect(Number(figure(r.stdout, "measurements in the last hour:"))).toBe(43);
+    expect(figure(r.stdout, "latest measurement:")).toMatch(
+      new RegExp(`^${newestText.replace(".", "\\.")} \\(age \\d+\\.\\d s\\)$`),
+    );
+    expect(r.stdout).toMatch(/^\d+-\d+\s+ts=\S+\s+id=257\s+data=0102\s+iface=can0$/m);
+  });
+
+  it("warns in yellow text above 5000 entries and in red above the critical length", async () => {
+    const p2 = testPrefix();
+    try {
+      const raw = `${p2}can:raw`;
+      for (let done = 0; done < 5001; ) {
+        const pipe = redis.pipeline();
+        const n = Math.min(1000, 5001 - done);
+        for (let i = 0; i < n; i++) pipe.xadd(raw, "*", "ts", "x", "id", "1", "data", "00", "iface", "can0");
+        await pipe.exec();
+        done += n;
+      }
+      const warn = await runScript("ops/monitor_redis_backend.sh", ["--once", "--sample", "0"], {
+        ...env,
+        CEA_REDIS_PREFIX: p2,
+      });
+      expect(warn.code).toBe(0);
+      expect(figure(warn.stdout, "stream length:")).toBe("5001");
+      expect(warn.stdout).toContain("WARNING backpressure: stream length 5001 > 5000");
+      expect(warn.stdout).not.toContain("CRITICAL");
+      // no escape codes when stdout is not a terminal
+      expect(warn.stdout).not.toContain("\u001b[");
+
+      const crit = await runScript("ops/monitor_redis_backend.sh", ["--once", "--sample", "0"], {
+        ...env,
+        CEA_REDIS_PREFIX: p2,
+        MONITOR_CRIT_LENGTH: "5000",
+      });
+      expect(crit.stdout).toContain("CRITICAL backpressure: stream length 5001 > 5000");
+    } finally {
+      const keys = await redis.keys(`${p2}*`);
+      if (keys.length) await redis.del(...keys);
+    }
+  });
+});
+
+describe("a dependency that is down", () => {
+  for (const script of ["ops/monitor_can_db.sh", "ops/monitor_redis_backend.sh"]) {
+    it(`${script}: Redis down is reported and the exit status is 2`, async () => {
+      const port = await closedPort();
+      const r = await runScript(script, ["--once", "--sample", "0"], {
+        ...env,
+        CEA_REDIS_URL: `redis://127.0.0.1:${port}`,
+      });
+      expect(r.code).toBe(2);
+      expect(r.stdout).toContain(`REDIS DOWN at redis://127.0.0.1:${port}`);
+      expect(r.stdout).toContain("(skipped: Redis is down)");
+      // PostgreSQL is still shown
+      expect(r.stdout).not.toContain("POSTGRESQL DOWN");
+      expect(r.stdout).toContain(script.includes("can_db") ? "Flower Room" : "schema accessible");
+    });
+
+    it(`${script}: PostgreSQL down is reported and the exit status is 2`, async () => {
+      const port = await closedPort();
+      const url = new URL(db.url);
+      url.port = String(port);
+      const r = await runScript(script, ["--once", "--sample", "0"], { ...env, CEA_DATABASE_URL: url.toString() });
+      expect(r.code).toBe(2);
+      expect(r.stdout).toContain("POSTGRESQL DOWN");
+      expect(r.stdout).toContain("(skipped: PostgreSQL is down)");
+      expect(figure(r.stdout, "pending (delivered, unacked):")).toBe("5");
+    });
+  }
+});
+
+describe("refresh loop", () => {
+  it("prints a new frame every interval until stopped", async () => {
+    let frames = 0;
+    const r = await new Promise<Run>((resolve, reject) => {
+      const child = spawn("bash", [projectPath("ops/monitor_can_db.sh"), "--interval", "1"], {
+        env: { ...process.env, CEA_ENV_FILE: "/nonexistent/cea.env", ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      const timer = setTimeout(() => child.kill("SIGKILL"), 40_000);
+      child.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        frames = stdout.split("(refresh every 1s; Ctrl-C to stop)").length - 1;
+        if (frames >= 2) child.kill("SIGTERM");
+      });
+      child.on("error", reject);
+      child.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr: "" });
+      });
+    });
+    expect(frames).toBeGreaterThanOrEqual(2);
+    // the second frame has a previous sample, so it reports a sampled rate
+    expect(r.stdout).toMatch(/sampled: \d+ rows inserted in/);
+    expect(r.code).toBe(0);
+  });
+});
