@@ -212,3 +212,22 @@ export async function waitUntil<T>(
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/** The CEA_* variables every pipeline child of a fault test gets, plus the test's own. */
+export function pipelineEnv(o: {
+  databaseUrl: string;
+  redisUrl: string;
+  prefix: string;
+  extra?: Record<string, string | number>;
+}): Record<string, string> {
+  const env: Record<string, string> = {
+    CEA_DATABASE_URL: o.databaseUrl,
+    CEA_REDIS_URL: o.redisUrl,
+    CEA_REDIS_PREFIX: o.prefix,
+    CEA_LOG_LEVEL: "debug",
+    CEA_SITE_FILE: projectPath("ops/site.json"),
+    CEA_CAN_DB_FILE: projectPath("ops/cea.kcd"),
+  };
+  for (const [k, v] of Object.entries(o.extra ?? {})) env[k] = String(v);
+  return env;
+}

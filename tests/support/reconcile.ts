@@ -1,5 +1,8 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import { projectPath } from "../../pipeline/paths.js";
+import { expectedRows } from "../../stages/decode.js";
+import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
 // Entry-by-entry reconciliation of what was sent to the raw stream with what
 // the measurement table holds: lost, duplicated, unexpected and wrong values,
@@ -44,6 +47,21 @@ export interface ReconcileReport {
 }
 
 const SAMPLES = 5;
+
+/**
+ * The rows the worker must store for these frames, by the pipeline's own pure
+ * decode (CAN database + site file joined as the worker does). A frame that
+ * cannot be decoded throws: the fault tests send no poison frames.
+ */
+export async function expectedRowsOf(
+  frames: readonly SentFrame[],
+  files = { siteFile: projectPath("ops/site.json"), canDbFile: projectPath("ops/cea.kcd") },
+): Promise<ExpectedRow[]> {
+  const { table } = await loadDecodeTable(files);
+  const out: ExpectedRow[] = [];
+  for (const f of frames) for (const r of expectedRows(table, f)) out.push(r);
+  return out;
+}
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, from any ISO 8601 instant with up to 6 fractional digits. */
 export function canonicalTime(iso: string): string {
@@ -143,6 +161,8 @@ export interface GroupState {
   lag: number | null;
   entriesRead: number | null;
   lastDeliveredId: string | null;
+  /** some entry after last-delivered-id exists (exact even when Redis reports lag as null) */
+  undelivered: boolean;
   streamLength: number;
 }
 
@@ -154,6 +174,7 @@ export async function groupState(redis: Redis, stream: string, group: string): P
     lag: null,
     entriesRead: null,
     lastDeliveredId: null,
+    undelivered: false,
     streamLength: 0,
   };
   if ((await redis.exists(stream)) === 0) return none;
@@ -165,12 +186,15 @@ export async function groupState(redis: Redis, stream: string, group: string): P
     if (f.get("name") !== group) continue;
     const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
     const summary = (await redis.xpending(stream, group)) as [number, ...unknown[]];
+    const lastDeliveredId = f.get("last-delivered-id") === undefined ? null : String(f.get("last-delivered-id"));
+    const after = await redis.xrange(stream, lastDeliveredId ? `(${lastDeliveredId}` : "-", "+", "COUNT", 1);
     return {
       exists: true,
       pending: Number(summary[0]),
       lag: num(f.get("lag")),
       entriesRead: num(f.get("entries-read")),
-      lastDeliveredId: f.get("last-delivered-id") === undefined ? null : String(f.get("last-delivered-id")),
+      lastDeliveredId,
+      undelivered: after.length > 0,
       streamLength,
     };
   }
@@ -185,4 +209,34 @@ export async function deadLetters(redis: Redis, stream: string): Promise<Record<
     for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
     return f;
   });
+}
+
+/**
+ * Wait until the group exists and has neither pending nor undelivered entries
+ * (every entry of the stream read and acknowledged). Returns the final state.
+ */
+export async function waitDrained(
+  redis: Redis,
+  stream: string,
+  group: string,
+  timeoutMs: number,
+  describe: () => string = () => "",
+): Promise<GroupState> {
+  const deadline = Date.now() + timeoutMs;
+  let last: GroupState | undefined;
+  for (;;) {
+    last = await groupState(redis, stream, group);
+    if (last.exists && last.pending === 0 && !last.undelivered) return last;
+    if (Date.now() > deadline)
+      throw new Error(
+        `group ${group} on ${stream} not drained after ${timeoutMs} ms: ${JSON.stringify(last)}\n${describe()}`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Counters of a service's stats hash as numbers (absent fields are 0). */
+export async function stats(redis: Redis, key: string): Promise<Record<string, number>> {
+  const h = await redis.hgetall(key);
+  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
 }
