@@ -251,12 +251,13 @@ describe("bearer token", () => {
   it("refuses writes without the token or with a wrong one (401), and never logs a token", async () => {
     const before = await measurementCount(api.db);
     const wrongToken = "not-the-token-but-long-enough";
-    for (const headers of [
+    const attempts: Record<string, string>[] = [
       {},
       { authorization: `Bearer ${wrongToken}` },
       { authorization: `Basic ${Buffer.from(`u:${api.token}`).toString("base64")}` },
       { authorization: api.token },
-    ]) {
+    ];
+    for (const headers of attempts) {
       for (const url of ["/measurement", "/measurements"]) {
         const res = await post(url, url === "/measurement" ? body : [body], headers);
         expect(res.statusCode).toBe(401);
