@@ -17,7 +17,7 @@
 # Colours only on a terminal; NO_COLOR turns them off.
 set -u -o pipefail
 USAGE=$(sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//')
-# shellcheck source=ops/monitor_common.sh
+# shellcheck source-path=SCRIPTDIR source=monitor_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/monitor_common.sh"
 
 # The plan's query: newest measurements joined to sensor, device and room.
