@@ -4,7 +4,8 @@
 -- Inputs:      none (run once per session before the other db/migrate/*.sql).
 -- Writes:      session-local functions in pg_temp and the temp table
 --              cea_legacy_map; nothing persistent.
--- Idempotency: CREATE OR REPLACE; safe to run any number of times per session.
+-- Idempotency: CREATE OR REPLACE / DROP + CREATE of temp objects; safe to run
+--              any number of times per session.
 --
 -- Both are single-expression IMMUTABLE SQL functions, so the planner inlines
 -- them into the calling query (no per-value function call).
@@ -46,8 +47,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The (node_id, legacy key) -> sensor mapping of this session, filled from the
--- site file by db/migrate/map.sql.
-CREATE TEMP TABLE IF NOT EXISTS cea_legacy_map (
+-- site file by db/migrate/map.sql; made afresh on every run.
+DROP TABLE IF EXISTS pg_temp.cea_legacy_map;
+CREATE TEMP TABLE cea_legacy_map (
   node_id    integer NOT NULL,
   name       text NOT NULL,
   sensor_id  integer NOT NULL,

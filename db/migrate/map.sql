@@ -4,9 +4,8 @@
 -- Inputs:      $1 jsonb array of {node_id, name, sensor_id, off}, one per
 --              sensor of the site file (off = its calibration_offset).
 -- Writes:      the session-local temp table cea_legacy_map only.
--- Idempotency: the table is emptied and refilled on every call.
+-- Idempotency: functions.sql recreates the table empty before each fill.
 
-WITH cleared AS (DELETE FROM cea_legacy_map)
 INSERT INTO cea_legacy_map (node_id, name, sensor_id, off)
 SELECT node_id, name, sensor_id, off
 FROM jsonb_to_recordset($1::jsonb) AS x(node_id integer, name text, sensor_id integer, off double precision)

@@ -1,0 +1,78 @@
+import type pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectedCounts, generateLegacy, type LegacyGenOptions, UNKNOWN_KEY } from "../../bench/legacy-gen.js";
+import { runMigration } from "../../db/migrate/migrate.js";
+import { type Site, siteSchema } from "../../db/site.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { connect, loadTestSite, measuredBySensor, recordingProgress } from "./migration-helpers.js";
+
+// Node 9 is not in the site file; node 1 carries a key the site file does not name.
+const GEN: LegacyGenOptions = { frames: 3000, intervalMs: 60_000, seed: 3, extraNodes: [9], unknownKey: true };
+
+describe("legacy migration: metadata only from the site file", () => {
+  let db: TestDatabase;
+  let client: pg.Client;
+  let site: Site;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await connect(db.url);
+    site = await loadTestSite();
+    await generateLegacy(client, site, GEN);
+  });
+  afterAll(async () => {
+    await client?.end();
+    await db?.drop();
+  });
+
+  it("stops on an unmapped node and on an unknown key, listing them, writing nothing", async () => {
+    const exp = expectedCounts(site, GEN);
+    expect(exp.unmappedRows[9]).toBeGreaterThan(0);
+    let message = "";
+    await runMigration(client, site, { batch: "6h" }, { progress: recordingProgress() }).catch((e: Error) => {
+      message = e.message;
+      expect(e.name).toBe("ConfigError");
+    });
+    expect(message).toContain(`node_id 9: ${exp.unmappedRows[9]} rows`);
+    expect(message).toContain("--skip-unmapped");
+    expect(message).toContain(`node_id 1: "${UNKNOWN_KEY}" in ${exp.unknownKeys[UNKNOWN_KEY]} rows`);
+    expect(message).toContain("--skip-unknown-keys");
+    // the proposed sensor pastes into the site file and validates
+    const line = message.split("\n").find((l) => l.includes(`"name":"${UNKNOWN_KEY}"`));
+    expect(line).toBeDefined();
+    const proposed = JSON.parse(line!.trim().replace(/,$/, ""));
+    const edited = structuredClone(site);
+    edited.devices[0]!.sensors.push(proposed);
+    expect(siteSchema.safeParse(edited).success).toBe(true);
+
+    const { rows } = await client.query(
+      "SELECT (SELECT count(*)::int FROM measurement) AS m, to_regclass('migration_checkpoint') IS NULL AS no_cp, (SELECT count(*)::int FROM room) AS rooms",
+    );
+    expect(rows[0]).toEqual({ m: 0, no_cp: true, rooms: site.rooms.length });
+  });
+
+  it("with --skip-unmapped and --skip-unknown-keys, moves the rest and reports what it left out", async () => {
+    const exp = expectedCounts(site, GEN);
+    const r = await runMigration(
+      client,
+      site,
+      { batch: "6h", skipUnmapped: true, skipUnknownKeys: true },
+      { progress: recordingProgress() },
+    );
+    expect(r.unmapped_nodes).toEqual([{ node_id: 9, rows: exp.unmappedRows[9] }]);
+    expect(r.unknown_keys).toEqual([
+      { node_id: 1, key: UNKNOWN_KEY, n: exp.unknownKeys[UNKNOWN_KEY], sensor_of_node: null },
+    ]);
+    expect(r.nodes.find((n) => n.node_id === 9)).toMatchObject({ mapped: false, device: null });
+    expect(r.nodes.find((n) => n.node_id === 1)?.message_types).toHaveProperty("climate");
+    expect(r.verification?.ok).toBe(true);
+    expect(await measuredBySensor(client)).toEqual(
+      Object.fromEntries(Object.entries(exp.sensors).map(([k, v]) => [k, v.numeric])),
+    );
+    // no room, device or sensor came from the data
+    const { rows } = await client.query(
+      "SELECT (SELECT count(*)::int FROM room) AS rooms, (SELECT count(*)::int FROM device) AS devices, (SELECT count(*)::int FROM sensor) AS sensors",
+    );
+    expect(rows[0]).toEqual({ rooms: 4, devices: 5, sensors: 50 });
+  });
+});
