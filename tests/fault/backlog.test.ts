@@ -1,0 +1,112 @@
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { loadSite } from "../../db/site.js";
+import { redisKeys } from "../../pipeline/keys.js";
+import { projectPath } from "../../pipeline/paths.js";
+import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
+import { killAll, pipelineEnv, spawnService, waitUntil } from "../support/procs.js";
+import { expectedRowsOf, groupState, readRawStream, reconcile, stats, waitDrained } from "../support/reconcile.js";
+
+// The worker is down while an hour of nominal traffic (every sensor of the site
+// once a second) arrives at 600× speed: the stream must keep every
+// unacknowledged entry, far beyond the ~10 000 acknowledged ones it trims to,
+// and the worker must catch up with nothing lost. With a small hard limit the
+// scanner drops the oldest unacknowledged entries, and its drop count must be
+// exactly the number of frames that never reach the table.
+
+const GROUP = "can-worker-group";
+const HOUR = 3_600;
+const SIM = {
+  CEA_CAN_SOURCE: "simulator",
+  CEA_SIM_START: "2026-03-01T00:00:00Z",
+  CEA_SIM_SPEED: 600,
+  CEA_SIM_DURATION_S: HOUR,
+};
+
+describe("worker down for an hour of traffic", () => {
+  let redis: Redis;
+  const dbs: TestDatabase[] = [];
+  const prefixes: string[] = [];
+
+  beforeAll(() => {
+    redis = new Redis(inject("redisUrl"));
+  });
+  afterAll(async () => {
+    await killAll();
+    for (const p of prefixes) {
+      const left = await redis.keys(`${p}*`);
+      if (left.length) await redis.del(...left);
+    }
+    redis.disconnect();
+    for (const d of dbs) await d.drop();
+  });
+
+  async function setup(extra: Record<string, string | number>) {
+    const db = await createTestDatabase();
+    dbs.push(db);
+    const prefix = testPrefix();
+    prefixes.push(prefix);
+    const keys = redisKeys({ CEA_REDIS_PREFIX: prefix, CEA_STREAM: "can:raw", CEA_DEAD_STREAM: "can:dead" });
+    const env = pipelineEnv({ databaseUrl: db.url, redisUrl: inject("redisUrl"), prefix, extra });
+    // the worker has run before (it creates the group), then stops. Its health key
+    // is written once it is running (group created, signal handler in place).
+    const first = spawnService("can-worker", env);
+    await waitUntil(
+      "the worker to create its group and report healthy",
+      async () =>
+        (await groupState(redis, keys.raw, GROUP)).exists && (await redis.exists(keys.health("can-worker-1")))
+          ? true
+          : undefined,
+      30_000,
+    );
+    expect(await first.kill("SIGTERM")).toEqual({ code: 0, signal: null });
+    return { db, keys, env };
+  }
+
+  it("keeps every unacknowledged entry, then the worker catches up: 0 lost", async () => {
+    const { db, keys, env } = await setup(SIM);
+    expect(await spawnService("can-scanner", env).waitExit(120_000)).toEqual({ code: 0, signal: null });
+    const st = await stats(redis, keys.stats("can-scanner"));
+    const len = await redis.xlen(keys.raw);
+    expect(len).toBeGreaterThan(10_000);
+    expect(len).toBe(st.appended);
+    expect(st.dropped_hard_limit ?? 0).toBe(0);
+    const frames = await readRawStream(redis, keys.raw);
+
+    const worker = spawnService("can-worker", env);
+    await waitDrained(redis, keys.raw, GROUP, 180_000, () => worker.tail());
+    expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
+    const r = await reconcile(db.pool, await expectedRowsOf(frames));
+    expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
+    expect(r.expected).toBe(HOUR * 50);
+  }, 400_000);
+
+  it("past the hard limit: dropped_hard_limit is exactly the number of frames missing from the table", async () => {
+    const HARD = 20_000;
+    const { db, keys, env } = await setup({ ...SIM, CEA_STREAM_HARD_LIMIT: HARD });
+    expect(await spawnService("can-scanner", env).waitExit(120_000)).toEqual({ code: 0, signal: null });
+    const st = await stats(redis, keys.stats("can-scanner"));
+    const dropped = st.dropped_hard_limit ?? 0;
+    expect(dropped).toBeGreaterThan(0);
+    // every appended entry is either still in the stream or counted as dropped
+    const frames = await readRawStream(redis, keys.raw);
+    expect(frames.length + dropped).toBe(st.appended);
+
+    const worker = spawnService("can-worker", env);
+    await waitDrained(redis, keys.raw, GROUP, 180_000, () => worker.tail());
+    expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
+    // what survived in the stream is all in the table
+    const r = await reconcile(db.pool, await expectedRowsOf(frames));
+    expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
+
+    // frames in the table: the distinct (message, receive time) pairs of its rows
+    const site = await loadSite(projectPath("ops/site.json"));
+    const messageOf = new Map<number, string>();
+    for (const d of site.devices) for (const s of d.sensors) messageOf.set(s.id, s.signal.split(".")[0]!);
+    const { rows } = await db.pool.query<{ sensor_id: number; time: string }>(
+      "SELECT sensor_id, time::text AS time FROM measurement",
+    );
+    const framesStored = new Set(rows.map((x) => `${messageOf.get(x.sensor_id)}|${x.time}`)).size;
+    expect((st.appended ?? 0) - framesStored).toBe(dropped);
+  }, 400_000);
+});
