@@ -44,6 +44,8 @@ export interface WorkerStats {
   claimed: number;
   retries: number;
   lastBatchAt: string | null;
+  /** Milliseconds spent per stage and in stream reads (for the benchmark and the summaries). */
+  ms: Record<string, number>;
 }
 
 export interface WorkerHandle {
@@ -99,6 +101,7 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     claimed: 0,
     retries: 0,
     lastBatchAt: null,
+    ms: {},
   };
   let stopping = false;
   let degraded: string | null = null;
@@ -112,7 +115,9 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   async function runStage(s: (typeof instances)[number], batch: WorkBatch): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
+        const t = performance.now();
         await s.stage.process(batch);
+        stats.ms[s.spec.name] = (stats.ms[s.spec.name] ?? 0) + performance.now() - t;
         if (attempt > 0) {
           log.info({ stage: s.spec.name, attempts: attempt + 1 }, "recovered");
           degraded = null;
@@ -188,7 +193,9 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   }
 
   async function readAndPrepare(): Promise<WorkBatch | null> {
+    const t = performance.now();
     const r = await read();
+    stats.ms.read = (stats.ms.read ?? 0) + performance.now() - t;
     if (!r) return null;
     const { ids, fields } = r.entries;
     let deliveries: number[] | null = null;

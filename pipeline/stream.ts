@@ -109,3 +109,29 @@ export async function pendingCount(redis: Redis, stream: string, group: string):
     throw err;
   }
 }
+
+/**
+ * Append entries to the raw stream in pipelined chunks (fields ts, id, data,
+ * iface as in pipeline/keys.ts); returns the entry ids in order. Used by tests
+ * and benchmarks to pre-fill a stream quickly; the scanner has its own buffered
+ * appender (stages/can-ingest.ts).
+ */
+export async function appendEntries(
+  redis: Redis,
+  stream: string,
+  entries: readonly { ts: string; id: number | string; data: string; iface?: string }[],
+  chunk = 2_000,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < entries.length; i += chunk) {
+    const p = redis.pipeline();
+    for (const e of entries.slice(i, i + chunk))
+      p.xadd(stream, "*", "ts", e.ts, "id", String(e.id), "data", e.data, "iface", e.iface ?? "test0");
+    const res = await p.exec();
+    for (const [err, id] of res ?? []) {
+      if (err) throw err;
+      ids.push(id as string);
+    }
+  }
+  return ids;
+}
