@@ -1,0 +1,196 @@
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeMeasurements } from "../../db/measurements.js";
+import { projectPath } from "../../pipeline/paths.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+
+// Every SQL text of the provisioned dashboard runs on a real database with a
+// little data, its Grafana macros replaced by concrete values the way Grafana's
+// PostgreSQL datasource expands them.
+
+interface Target {
+  refId: string;
+  rawSql: string;
+}
+interface Panel {
+  title: string;
+  type: string;
+  targets?: Target[];
+  panels?: Panel[];
+}
+interface Dashboard {
+  uid: string;
+  panels: Panel[];
+  templating: { list: { name: string; query: string }[] };
+}
+
+const dashboard = JSON.parse(readFileSync(projectPath("ops/grafana/dashboards/cea-climate.json"), "utf8")) as Dashboard;
+const flat = (ps: Panel[]): Panel[] => ps.flatMap((p) => [p, ...flat(p.panels ?? [])]);
+const queryPanels = flat(dashboard.panels).filter((p) => p.targets?.length);
+const panel = (prefix: string) => {
+  const p = queryPanels.find((q) => q.title.startsWith(prefix));
+  if (!p) throw new Error(`no panel ${prefix}`);
+  return p;
+};
+
+const quoteList = (vals: string[]) => vals.map((v) => `'${v.replace(/'/g, "''")}'`).join(",");
+
+/** The SQL Grafana would send for this range and these variable values. */
+function expand(
+  sql: string,
+  from: Date,
+  to: Date,
+  vars: { room: string[]; sensor: string[] },
+  intervalMs = 60_000,
+): string {
+  const f = `'${from.toISOString()}'`;
+  const t = `'${to.toISOString()}'`;
+  const out = sql
+    .replace(/\$__timeFilter\(([^)]+)\)/g, (_, col: string) => `${col} BETWEEN ${f} AND ${t}`)
+    .replace(/\$__timeFrom\(\)/g, f)
+    .replace(/\$__timeTo\(\)/g, t)
+    .replace(/\$__interval_ms/g, String(intervalMs))
+    .replace(/\$room\b/g, quoteList(vars.room))
+    .replace(/\$sensor\b/g, quoteList(vars.sensor));
+  if (out.includes("$")) throw new Error(`unexpanded macro left in:\n${out}`);
+  return out;
+}
+
+const HOUR = 3_600_000;
+const now = new Date();
+// data: the last 3 hours every minute, and one hour 10 days ago; nothing in between
+const recentStart = new Date(Math.floor((now.getTime() - 3 * HOUR) / HOUR) * HOUR);
+const oldHour = new Date(Math.floor((now.getTime() - 10 * 24 * HOUR) / HOUR) * HOUR);
+const FLOWER = [101, 103, 105, 106]; // dry_bulb_b, rh_b, co2_b, vpd_b
+const VALUE: Record<number, number> = { 101: 25, 103: 60, 105: 900, 106: 1.1 };
+
+let db: TestDatabase;
+let allSensors: string[];
+let allRooms: string[];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const rows: { time: Date; sensor_id: number; value: number }[] = [];
+  for (const id of FLOWER) {
+    for (let t = recentStart.getTime(); t < now.getTime() - 60_000; t += 60_000)
+      rows.push({ time: new Date(t), sensor_id: id, value: VALUE[id]! });
+    for (let i = 0; i < 60; i++)
+      rows.push({ time: new Date(oldHour.getTime() + i * 60_000), sensor_id: id, value: VALUE[id]! });
+  }
+  const c = await db.pool.connect();
+  try {
+    await c.query("BEGIN");
+    await writeMeasurements(c, rows);
+    await c.query("COMMIT");
+    // Apache edition: bring the aggregate tables up to date; Community: real-time aggregation covers it
+    await c.query("SELECT cea_refresh_aggregates()");
+  } finally {
+    c.release();
+  }
+  allRooms = (
+    await db.pool.query<{ name: string }>(
+      expand(dashboard.templating.list[0]!.query, now, now, { room: [], sensor: [] }),
+    )
+  ).rows.map((r) => r.name);
+  allSensors = (
+    await db.pool.query<{ name: string }>(
+      expand(dashboard.templating.list[1]!.query, now, now, { room: allRooms, sensor: [] }),
+    )
+  ).rows.map((r) => r.name);
+});
+afterAll(() => db?.drop());
+
+describe("Grafana provisioning files", () => {
+  it("the datasource is PostgreSQL with TimescaleDB enabled and no password in the file", () => {
+    const yaml = readFileSync(projectPath("ops/grafana/provisioning/datasources/cea.yaml"), "utf8");
+    expect(yaml).toMatch(/^apiVersion: 1$/m);
+    expect(yaml).toMatch(/^\s+type: postgres$/m);
+    expect(yaml).toMatch(/^\s+uid: cea-timescaledb$/m);
+    expect(yaml).toMatch(/^\s+timescaledb: true$/m);
+    expect(yaml).toMatch(/^\s+password: \$CEA_GRAFANA_DB_PASSWORD$/m);
+  });
+
+  it("the dashboard provider points at the installed dashboards directory, and every panel uses the datasource", () => {
+    const yaml = readFileSync(projectPath("ops/grafana/provisioning/dashboards/cea.yaml"), "utf8");
+    expect(yaml).toMatch(/^\s+path: \/opt\/cea-telemetry\/ops\/grafana\/dashboards$/m);
+    expect(dashboard.uid).toBe("cea-climate");
+    const text = JSON.stringify(dashboard);
+    const uids = new Set([...text.matchAll(/"uid":"([^"]+)"/g)].map((m) => m[1]));
+    expect([...uids].sort()).toEqual(["cea-climate", "cea-timescaledb"]);
+  });
+});
+
+describe("dashboard SQL on a real database", () => {
+  it("the variables list the rooms and the sensors of the site", () => {
+    expect(allRooms).toEqual(["Flower Room", "Lab", "Outside", "Veg Room"]);
+    expect(allSensors).toHaveLength(50);
+  });
+
+  const ranges: [string, number][] = [
+    ["6 hours (raw)", 6 * HOUR],
+    ["14 days (hourly)", 14 * 24 * HOUR],
+    ["200 days (daily)", 200 * 24 * HOUR],
+  ];
+  it.each(ranges)("every panel query runs without error over %s", async (_, span) => {
+    const from = new Date(now.getTime() - span);
+    let ran = 0;
+    for (const p of queryPanels) {
+      for (const t of p.targets ?? []) {
+        const sql = expand(t.rawSql, from, now, { room: allRooms, sensor: allSensors });
+        await expect(db.pool.query(sql), `${p.title} ${t.refId}`).resolves.toBeDefined();
+        ran++;
+      }
+    }
+    expect(ran).toBe(4 * 3 + 2);
+  });
+
+  /** Rows of each target of a panel for a range, for the Flower Room only. */
+  async function rowsByTarget(title: string, span: number) {
+    const from = new Date(now.getTime() - span);
+    const out: Record<string, { time: Date; metric: string; value: number }[]> = {};
+    for (const t of panel(title).targets ?? []) {
+      const sql = expand(t.rawSql, from, now, { room: ["Flower Room"], sensor: allSensors }, 600_000);
+      out[t.refId] = (await db.pool.query(sql)).rows;
+    }
+    return out;
+  }
+
+  it("a short range reads raw rows, a long one the hourly aggregate, a very long one the daily aggregate", async () => {
+    const short = await rowsByTarget("Temperature", 6 * HOUR);
+    expect(short.A!.length).toBeGreaterThan(0);
+    expect(new Set(short.A!.map((r) => r.metric))).toEqual(new Set(["dry_bulb_b"]));
+    expect(short.A!.every((r) => r.value === 25)).toBe(true);
+    expect(short.B).toEqual([]);
+    expect(short.C).toEqual([]);
+
+    const long = await rowsByTarget("Temperature", 14 * 24 * HOUR);
+    expect(long.A).toEqual([]);
+    expect(long.C).toEqual([]);
+    // the old hour and the three-ish recent hours, one row each
+    expect(long.B!.map((r) => r.time.getTime())).toContain(oldHour.getTime());
+    expect(long.B!.every((r) => r.metric === "dry_bulb_b" && r.value === 25)).toBe(true);
+
+    const veryLong = await rowsByTarget("CO2", 200 * 24 * HOUR);
+    expect(veryLong.A).toEqual([]);
+    expect(veryLong.B).toEqual([]);
+    expect(veryLong.C!.length).toBeGreaterThanOrEqual(2);
+    expect(veryLong.C!.every((r) => r.metric === "co2_b" && r.value === 900)).toBe(true);
+  });
+
+  it("the samples-per-hour panel lists every hour, with 0 where there is no data", async () => {
+    const from = new Date(oldHour.getTime() - 2 * HOUR);
+    const to = new Date(oldHour.getTime() + 3 * HOUR - 1);
+    const sql = expand(panel("Samples per hour").targets![0]!.rawSql, from, to, {
+      room: ["Flower Room"],
+      sensor: allSensors,
+    });
+    const rows = (await db.pool.query<{ time: Date; metric: string; samples: string }>(sql)).rows;
+    expect(rows.map((r) => [r.time.getTime() - oldHour.getTime(), r.metric, Number(r.samples)])).toEqual([
+      [-2 * HOUR, "Flower Room", 0],
+      [-HOUR, "Flower Room", 0],
+      [0, "Flower Room", 4 * 60],
+      [HOUR, "Flower Room", 0],
+      [2 * HOUR, "Flower Room", 0],
+    ]);
+  });
+});
