@@ -64,6 +64,10 @@ export const configSchema = z.object({
   CEA_FAULT_KILL_MID_BATCH: z.coerce.number().int().positive().optional(),
   CEA_FAULT_KILL_AFTER_COMMIT: z.coerce.number().int().positive().optional(),
 
+  // demo
+  /** `npm run demo` stops by itself after this many seconds (default: until Ctrl-C). */
+  CEA_DEMO_SECONDS: z.coerce.number().positive().optional(),
+
   // cea-backend
   CEA_HTTP_HOST: z.string().default("127.0.0.1"),
   CEA_HTTP_PORT: int(8080, 0),
