@@ -38,8 +38,6 @@ const MERGE = `WITH ins AS (
 )
 SELECT count(*)::int AS inserted FROM ins`;
 
-const prepared = new WeakSet<pg.ClientBase>();
-
 function escapeText(s: string): string {
   return s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
 }
@@ -55,10 +53,14 @@ export function toCopyText(rows: readonly MeasurementRow[]): string {
   return out;
 }
 
+/**
+ * Create the session's staging table if it is not there. Run on every write,
+ * not remembered per connection: a table created inside a transaction that was
+ * then rolled back is gone again, and a remembered "created" would break the
+ * next write on that connection. The check costs one short round trip.
+ */
 export async function ensureStaging(client: pg.ClientBase): Promise<void> {
-  if (prepared.has(client)) return;
   await client.query(ENSURE_STAGING);
-  prepared.add(client);
 }
 
 /** COPY rows (or pre-encoded COPY text) into the staging table. */

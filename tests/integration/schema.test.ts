@@ -351,3 +351,36 @@ describe("raw-data retention", () => {
     expect((await db.pool.query("SELECT value FROM cea_setting WHERE key = 'raw_retention'")).rows[0].value).toBeNull();
   });
 });
+
+describe("the shared write path", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(() => db?.drop());
+
+  it("keeps working on a connection whose first write was rolled back", async () => {
+    const c = await db.pool.connect();
+    try {
+      await c.query("BEGIN");
+      await writeMeasurements(c, [{ time: "2026-03-02T00:00:00Z", sensor_id: 101, value: 1 }]);
+      await c.query("ROLLBACK");
+      await c.query("BEGIN");
+      const n = await writeMeasurements(c, [
+        { time: "2026-03-02T00:00:00Z", sensor_id: 101, value: 1 },
+        { time: "2026-03-02T00:00:00.000001Z", sensor_id: 101, value: 2, status: "tab\there\\" },
+      ]);
+      await c.query("COMMIT");
+      expect(n).toBe(2);
+    } finally {
+      c.release();
+    }
+    const { rows } = await db.pool.query(
+      "SELECT to_char(time AT TIME ZONE 'UTC', 'HH24:MI:SS.US') AS t, value, status FROM measurement ORDER BY time",
+    );
+    expect(rows).toEqual([
+      { t: "00:00:00.000000", value: 1, status: null },
+      { t: "00:00:00.000001", value: 2, status: "tab\there\\" },
+    ]);
+  });
+});
