@@ -1,17 +1,47 @@
 #!/usr/bin/env node
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { loadConfig } from "./config.js";
-import { projectPath } from "./paths.js";
+import { redisKeys } from "./keys.js";
+import { projectPath, projectRoot } from "./paths.js";
+import { createRedis } from "./redis.js";
 import { runMain } from "./shutdown.js";
 import { withStackEnv } from "./stack-env.js";
+import { pendingCount } from "./stream.js";
 
 // `npm run demo`: the whole system on its embedded defaults against the local
-// stack that ops/stack.sh brought up.
+// stack that ops/stack.sh brought up: schema, site, then the services as child
+// processes, with a progress line every few seconds. Ctrl-C / SIGTERM (or
+// CEA_DEMO_SECONDS) stops the scanner first, then waits (bounded) until the
+// group has nothing pending, then stops the rest.
+
+/** The services the demo runs, started in this order and stopped scanner-first. */
+const SERVICES: { name: string; script: string }[] = [
+  { name: "can-worker", script: "dist/pipeline/can-worker.js" },
+  { name: "can-scanner", script: "dist/pipeline/can-scanner.js" },
+  // the HTTP API joins here: { name: "cea-backend", script: "dist/pipeline/cea-backend.js" },
+];
+
+const PROGRESS = `SELECT r.name AS room, count(*)::int AS rows,
+  to_char(max(m.time) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS newest,
+  (array_agg(s.name || ' ' || round(m.value::numeric, 2) || ' ' || s.unit ORDER BY m.time DESC))[1] AS latest
+FROM measurement m JOIN sensor s USING (sensor_id) JOIN device d USING (device_id) JOIN room r USING (room_id)
+WHERE m.time >= $1 GROUP BY r.name ORDER BY r.name`;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 async function main(): Promise<void> {
-  const config = loadConfig(withStackEnv());
+  const env = withStackEnv();
+  const config = loadConfig(env);
   const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo" });
+  const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-demo");
+  const keys = redisKeys(config);
+  const children = new Map<string, ChildProcess>();
+  const exits = new Map<string, Promise<number | null>>();
   try {
     await applySchema(pool);
     const report = await verifySchema(pool);
@@ -24,19 +54,114 @@ async function main(): Promise<void> {
     } finally {
       client.release();
     }
+    process.stdout.write(
+      [
+        "",
+        `PostgreSQL + TimescaleDB  ${config.CEA_DATABASE_URL}`,
+        `Redis                     ${config.CEA_REDIS_URL}`,
+        `site file                 ${projectPath(config.CEA_SITE_FILE)}`,
+        `CAN database              ${projectPath(config.CEA_CAN_DB_FILE)}`,
+        "",
+      ].join("\n"),
+    );
+
+    const since = new Date();
+    const logDir = join(env.CEA_STATE_DIR ?? join(projectRoot(), ".state"), "demo-logs");
+    mkdirSync(logDir, { recursive: true });
+    for (const s of SERVICES) {
+      const out = createWriteStream(join(logDir, `${s.name}.log`), { flags: "a" });
+      // own process group: Ctrl-C reaches the demo only, which stops the services in order
+      const child = spawn(process.execPath, [projectPath(s.script)], {
+        env,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      child.stdout?.pipe(out);
+      child.stderr?.pipe(out);
+      children.set(s.name, child);
+      exits.set(s.name, new Promise((r) => child.on("exit", (code) => r(code))));
+      process.stdout.write(`started ${s.name} (pid ${child.pid}), log ${join(logDir, `${s.name}.log`)}\n`);
+    }
+    process.stdout.write("Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)\n\n");
+
+    let stop = false;
+    let why = "";
+    const onSignal = (sig: string) => {
+      if (stop) return;
+      stop = true;
+      why = sig;
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    const until = config.CEA_DEMO_SECONDS ? Date.now() + config.CEA_DEMO_SECONDS * 1000 : Number.POSITIVE_INFINITY;
+    let nextReport = Date.now() + 5_000;
+    while (!stop) {
+      await sleep(200);
+      if (Date.now() >= until) {
+        stop = true;
+        why = `CEA_DEMO_SECONDS=${config.CEA_DEMO_SECONDS}`;
+      }
+      for (const [name, c] of children)
+        if (c.exitCode !== null)
+          throw new Error(`${name} exited with ${c.exitCode}; see ${join(logDir, `${name}.log`)}`);
+      if (Date.now() >= nextReport || stop) {
+        nextReport = Date.now() + 5_000;
+        const { rows } = await pool.query<{ room: string; rows: number; newest: string; latest: string }>(PROGRESS, [
+          since,
+        ]);
+        const total = rows.reduce((n, r) => n + r.rows, 0);
+        process.stdout.write(`${new Date().toISOString().slice(11, 19)}  rows since start: ${total}\n`);
+        for (const r of rows)
+          process.stdout.write(
+            `    ${r.room.padEnd(14)} ${String(r.rows).padStart(7)}  newest ${r.newest}  ${r.latest}\n`,
+          );
+      }
+    }
+    process.stdout.write(`\nstopping (${why}): can-scanner first\n`);
+    await stopChild("can-scanner", children, exits);
+    const deadline = Date.now() + 20_000;
+    let pending = await pendingCount(redis, keys.raw, config.CEA_GROUP);
+    let lag = await groupLag(redis, keys.raw, config.CEA_GROUP);
+    while ((pending > 0 || lag > 0) && Date.now() < deadline) {
+      await sleep(200);
+      pending = await pendingCount(redis, keys.raw, config.CEA_GROUP);
+      lag = await groupLag(redis, keys.raw, config.CEA_GROUP);
+    }
+    for (const name of children.keys()) await stopChild(name, children, exits);
+    pending = await pendingCount(redis, keys.raw, config.CEA_GROUP);
+    process.stdout.write(`final pending entries in ${config.CEA_GROUP}: ${pending}\n`);
+    if (pending > 0 || lag > 0)
+      throw new Error(`the worker did not drain the stream (pending ${pending}, unread ${lag})`);
   } finally {
+    for (const c of children.values()) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    redis.disconnect();
     await pool.end();
   }
-  process.stdout.write(
-    [
-      "",
-      `PostgreSQL + TimescaleDB  ${config.CEA_DATABASE_URL}`,
-      `Redis                     ${config.CEA_REDIS_URL}`,
-      `site file                 ${projectPath(config.CEA_SITE_FILE)}`,
-      "stop the stack with: npm run stack -- down",
-      "",
-    ].join("\n"),
-  );
+  process.stdout.write("stop the stack with: npm run stack -- down\n");
+}
+
+async function stopChild(
+  name: string,
+  children: Map<string, ChildProcess>,
+  exits: Map<string, Promise<number | null>>,
+): Promise<void> {
+  const c = children.get(name);
+  if (!c || c.exitCode !== null) return;
+  c.kill("SIGTERM");
+  const code = await exits.get(name);
+  process.stdout.write(`${name} stopped (exit ${code})\n`);
+  if (code !== 0) throw new Error(`${name} exited with ${code}`);
+}
+
+/** Entries not yet delivered to the group (XINFO GROUPS lag; Redis 7). */
+async function groupLag(redis: ReturnType<typeof createRedis>, stream: string, group: string): Promise<number> {
+  const groups = (await redis.call("XINFO", "GROUPS", stream).catch(() => [])) as (string | number | null)[][];
+  for (const g of groups) {
+    const info = new Map<string, string | number | null>();
+    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1] ?? null);
+    if (info.get("name") === group) return Number(info.get("lag") ?? 0);
+  }
+  return 0;
 }
 
 runMain(main);
