@@ -21,21 +21,15 @@
 --              inserted, per-sensor conflict counts and up to 20 conflict samples.
 
 WITH classified AS (
-  SELECT c.time, c.sensor_id, c.kind,
-         CASE WHEN c.kind IN ('number', 'numeric_string') THEN c.n::float8 + c.off END AS value
-  FROM (
-    SELECT l.ts AS time, s.sensor_id, s.off AS off, x.n,
-           pg_temp.cea_legacy_kind(kv.value, x.n) AS kind
-    FROM cea_legacy_src l
-    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.data) = 'object' THEN l.data END) AS kv
-    JOIN cea_legacy_map s ON s.node_id = l.node_id AND s.name = kv.key
-    CROSS JOIN LATERAL (SELECT pg_temp.cea_legacy_numeric(kv.value) AS n) AS x
-    WHERE l.ts >= $1::timestamptz AND l.ts < $2::timestamptz
-  ) c
+  SELECT l.ts AS time, s.sensor_id, s.off, kv.value AS j, pg_temp.cea_legacy_kind(kv.value) AS kind
+  FROM cea_legacy_src l
+  CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.data) = 'object' THEN l.data END) AS kv
+  JOIN cea_legacy_map s ON s.node_id = l.node_id AND s.name = kv.key
+  WHERE l.ts >= $1::timestamptz AND l.ts < $2::timestamptz
 ), keyed AS (
-  SELECT sensor_id, time, min(value) AS value, max(value) AS max_value
-  FROM classified
-  WHERE value IS NOT NULL
+  SELECT sensor_id, time, min(v) AS value, max(v) AS max_value
+  FROM (SELECT sensor_id, time, pg_temp.cea_legacy_value(j, kind) + off AS v
+        FROM classified WHERE kind IN ('number', 'numeric_string')) n
   GROUP BY sensor_id, time
 ), ins AS (
   INSERT INTO measurement (time, sensor_id, value, status)

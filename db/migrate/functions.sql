@@ -7,42 +7,41 @@
 -- Idempotency: CREATE OR REPLACE / DROP + CREATE of temp objects; safe to run
 --              any number of times per session.
 --
--- Both are single-expression IMMUTABLE SQL functions, so the planner inlines
--- them into the calling query (no per-value function call).
---
--- cea_legacy_numeric(j): the number a legacy JSON value stands for, or NULL:
---   JSON numbers as they are; strings that are a plain decimal number once
---   trimmed ("23.40", " 7 ", "-1e3"); the regex runs before the cast, so a bad
---   string can never abort a batch. NaN/Infinity strings are not numbers here.
--- cea_legacy_kind(j, n): number | numeric_string | out_of_range (a number
+-- cea_legacy_kind(j): number | numeric_string | out_of_range (a number
 --   double precision cannot hold) | null | boolean | object | array |
---   non_numeric_string.
+--   non_numeric_string. A string is numeric when, trimmed, it is a plain
+--   decimal number ("23.40", " 7 ", "-1e3"); the regex runs before any cast,
+--   so a bad string can never abort a batch. NaN/Infinity strings are not
+--   numbers here.
+-- cea_legacy_value(j, kind): the double precision value of a number or
+--   numeric string (NULL for every other kind).
+--
+-- Each is one IMMUTABLE SQL expression whose argument is a plain column, so
+-- the planner inlines it into the calling query (no per-value function call).
 
-CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_numeric(j jsonb) RETURNS numeric
+CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_kind(j jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE jsonb_typeof(j)
-    WHEN 'number' THEN j::numeric
+    WHEN 'number' THEN
+      CASE WHEN abs(j::numeric) <= 1.7976931348623157e308 AND (abs(j::numeric) >= 2.3e-308 OR j::numeric = 0)
+           THEN 'number' ELSE 'out_of_range' END
     WHEN 'string' THEN
-      CASE WHEN length(j #>> '{}') <= 400
-             AND btrim(j #>> '{}', E' \t\r\n') ~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,4})?$'
-           THEN btrim(j #>> '{}', E' \t\r\n')::numeric
-      END
+      CASE WHEN length(j #>> '{}') > 400
+             OR btrim(j #>> '{}', E' \t\r\n') !~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,4})?$'
+           THEN 'non_numeric_string'
+           WHEN abs(btrim(j #>> '{}', E' \t\r\n')::numeric) <= 1.7976931348623157e308
+             AND (abs(btrim(j #>> '{}', E' \t\r\n')::numeric) >= 2.3e-308 OR btrim(j #>> '{}', E' \t\r\n')::numeric = 0)
+           THEN 'numeric_string'
+           ELSE 'out_of_range' END
+    ELSE jsonb_typeof(j)
   END
 $$;
 
-CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_in_range(n numeric) RETURNS boolean
+CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_value(j jsonb, kind text) RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT n = 0 OR abs(n) BETWEEN 2.3e-308 AND 1.7976931348623157e308
-$$;
-
-CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_kind(j jsonb, n numeric) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN n IS NOT NULL AND NOT pg_temp.cea_legacy_in_range(n) THEN 'out_of_range'
-    WHEN n IS NOT NULL AND jsonb_typeof(j) = 'number' THEN 'number'
-    WHEN n IS NOT NULL THEN 'numeric_string'
-    WHEN jsonb_typeof(j) = 'string' THEN 'non_numeric_string'
-    ELSE jsonb_typeof(j)
+  SELECT CASE kind
+    WHEN 'number' THEN j::float8
+    WHEN 'numeric_string' THEN btrim(j #>> '{}', E' \t\r\n')::float8
   END
 $$;
 

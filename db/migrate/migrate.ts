@@ -332,7 +332,7 @@ export async function runMigration(
       for (const r of rows) {
         const s = per.get(r.sensor_id) ?? newSensor(r.sensor_id, sensorName);
         s.kinds[r.kind] = Number(r.n);
-        s.rows += Number(r.keys);
+        if (r.kind === "number" || r.kind === "numeric_string") s.rows += Number(r.keys);
         per.set(r.sensor_id, s);
       }
       report.sensors = finishSensors([...per.values()]);

@@ -13,13 +13,12 @@
 -- comes back as NULLs.
 
 WITH keyed AS (
-  SELECT s.sensor_id, l.ts AS time, min(x.n::float8 + s.off) AS value
+  SELECT s.sensor_id, l.ts AS time, min(pg_temp.cea_legacy_value(kv.value, pg_temp.cea_legacy_kind(kv.value)) + s.off) AS value
   FROM cea_legacy_src l
   CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.data) = 'object' THEN l.data END) AS kv
   JOIN cea_legacy_map s ON s.node_id = l.node_id AND s.name = kv.key
-  CROSS JOIN LATERAL (SELECT pg_temp.cea_legacy_numeric(kv.value) AS n) AS x
   WHERE l.ts >= $1::timestamptz AND l.ts < $2::timestamptz
-    AND x.n IS NOT NULL AND pg_temp.cea_legacy_in_range(x.n)
+    AND pg_temp.cea_legacy_kind(kv.value) IN ('number', 'numeric_string')
   GROUP BY s.sensor_id, l.ts
 ), legacy AS (
   SELECT sensor_id, time_bucket(INTERVAL '1 day', time) AS day, count(*)::bigint AS n,

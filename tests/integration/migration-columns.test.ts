@@ -47,7 +47,10 @@ describe("legacy migration: installations that named things differently", () => 
         INSERT INTO old."Frames" (recv_ts, node, payload) VALUES
           ('2024-03-01T10:00:00.123456Z', 1, '{"dry_bulb_b": 21.5, "rh_b": "55.5"}'),
           ('2024-03-01T10:00:01Z', 2, '{"dry_bulb_f": 22, "rh_f": null}'),
-          ('2024-03-02T10:00:00Z', 5, '{"pressure_o": 1001.5}')`);
+          ('2024-03-02T10:00:00Z', 5, '{"pressure_o": 1001.5}'),
+          ('2024-03-02T11:00:00Z', 1, '{"co2_b": "1e999", "vpd_b": 1e400, "par_b": " 7 ", "leaf_temp_b": "NaN", "substrate_temp_b": "1,5"}'),
+          ('2024-03-02T12:00:00Z', 1, '[1, 2]'),
+          ('2024-03-02T13:00:00Z', 1, NULL)`);
       const progress = recordingProgress();
       await expect(runMigration(client, site, { table: "old.Frames" }, { progress })).rejects.toThrow(
         /no time column \(timestamp, created_at or time\); columns found: id \(bigint\), recv_ts \(timestamp with time zone\), node \(smallint\), payload \(json\)\. Name it with --time-column/,
@@ -64,7 +67,23 @@ describe("legacy migration: installations that named things differently", () => 
       expect(r.source).toMatchObject({ schema: "old", table: "Frames", type_column: null, time_indexed: false });
       expect(progress.lines.join("\n")).toMatch(/no index leads with Frames\.recv_ts/);
       expect(r.verification?.ok).toBe(true);
-      expect(await measuredBySensor(client)).toEqual({ dry_bulb_b: 1, rh_b: 1, dry_bulb_f: 1, pressure_o: 1 });
+      expect(await measuredBySensor(client)).toEqual({
+        dry_bulb_b: 1,
+        rh_b: 1,
+        dry_bulb_f: 1,
+        pressure_o: 1,
+        par_b: 1,
+      });
+      // values no double precision holds, NaN and a comma decimal never abort a batch: counted
+      const kinds = Object.fromEntries(r.sensors.map((s) => [s.name, s.kinds]));
+      expect(kinds).toMatchObject({
+        co2_b: { out_of_range: 1 },
+        vpd_b: { out_of_range: 1 },
+        par_b: { numeric_string: 1 },
+        leaf_temp_b: { non_numeric_string: 1 },
+        substrate_temp_b: { non_numeric_string: 1 },
+      });
+      expect(r.rows_not_object).toBe(2);
       const { rows } = await client.query(
         "SELECT m.time = '2024-03-01T10:00:00.123456Z' AS exact FROM measurement m JOIN sensor s USING (sensor_id) WHERE s.name = 'rh_b' AND m.value = 55.5",
       );
