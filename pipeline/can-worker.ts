@@ -8,7 +8,7 @@ import { loadConfig } from "./config.js";
 import { redisKeys } from "./keys.js";
 import { createLogger } from "./log.js";
 import { createRedis } from "./redis.js";
-import { checkHealth, startWorker } from "./runtime.js";
+import { checkHealth, startWorker, type WorkerHandle } from "./runtime.js";
 import { onShutdown, runMain } from "./shutdown.js";
 import type { StageOptions, StageSpec } from "./stage.js";
 
@@ -33,7 +33,17 @@ async function main(): Promise<void> {
   const pool = createPool(config.CEA_DATABASE_URL, { max: 3, application: `can-worker:${config.CEA_CONSUMER}` });
   // an idle client losing its connection must not crash the process; the next query reconnects
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection lost"));
-  const worker = await startWorker({
+  const close = async () => {
+    await pool.end();
+    redis.disconnect();
+  };
+  // installed before start-up, which may wait for the database: SIGTERM then simply exits 0 (nothing held)
+  let worker: WorkerHandle | null = null;
+  onShutdown(log, async () => {
+    await worker?.stop();
+    await close();
+  });
+  worker = await startWorker({
     config,
     log,
     redis,
@@ -43,14 +53,6 @@ async function main(): Promise<void> {
   });
   const reload = worker.ctx.shared.get("reloadSensorMap") as (() => Promise<void>) | undefined;
   if (reload) process.on("SIGHUP", () => void reload());
-  const close = async () => {
-    await pool.end();
-    redis.disconnect();
-  };
-  onShutdown(log, async () => {
-    await worker.stop();
-    await close();
-  });
   await worker.done;
 }
 

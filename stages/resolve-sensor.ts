@@ -7,6 +7,7 @@ import { buildDecodeTable, type DecodeTable, loadCanDb } from "../pipeline/kcd.j
 import type { Logger } from "../pipeline/log.js";
 import { projectPath } from "../pipeline/paths.js";
 import type { StageSpec } from "../pipeline/stage.js";
+import { isTransientPgError, PG_BACKOFF } from "./batch-copy.js";
 
 // resolve-sensor: signal "Message.Signal" → sensor_id (+ calibration_offset).
 //
@@ -73,7 +74,20 @@ export const resolveSensorStage: StageSpec<typeof resolveSensorDefaults> = {
       canDbFile: projectPath(ctx.config.CEA_CAN_DB_FILE),
     };
     let current = await loadDecodeTable(files, ctx.log);
-    const missing = await missingSensors(ctx.pool, current.table);
+    // the database may be down at start-up: wait for it like for any transient failure
+    let missing: number[] = [];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        missing = await missingSensors(ctx.pool, current.table);
+        break;
+      } catch (err) {
+        if (!isTransientPgError(err)) throw err;
+        const delay = Math.min(PG_BACKOFF.maxMs, PG_BACKOFF.baseMs * 2 ** Math.min(attempt, 8));
+        if (attempt % 10 === 0)
+          ctx.log.warn({ err: (err as Error).message, delay }, "database unavailable at start-up; waiting");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
     if (missing.length)
       throw new ConfigError(
         `${files.siteFile}: sensors ${missing.join(", ")} are not in the database; run: cea site sync`,
