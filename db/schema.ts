@@ -143,10 +143,6 @@ export async function verifySchema(db: Queryable): Promise<VerifyReport> {
        AND indexdef LIKE '%(sensor_id, "time" DESC)%') AS ok`,
   );
   check("index measurement(sensor_id, time DESC)", desc.rows[0]?.ok === true);
-  check(
-    "index measurement(time)",
-    idx.rows.some((r) => r.tbl === "measurement" && r.cols === "time"),
-  );
 
   const nn = await db.query<{ tbl: string; col: string }>(
     `SELECT c.relname AS tbl, a.attname AS col FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid

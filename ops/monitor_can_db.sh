@@ -20,13 +20,15 @@ USAGE=$(sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//')
 # shellcheck source-path=SCRIPTDIR source=monitor_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/monitor_common.sh"
 
-# The plan's query: newest measurements joined to sensor, device and room.
+# The plan's query: newest measurements joined to sensor, device and room,
+# taken per sensor over the (sensor_id, time DESC) key (there is no time index).
 SQL_RECENT="SELECT r.name AS room, s.name AS sensor, d.name AS device, m.value, m.status,
        to_char(m.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS timestamp
-FROM measurement m
-JOIN sensor s ON m.sensor_id = s.sensor_id
+FROM sensor s
 JOIN device d ON s.device_id = d.device_id
 JOIN room r ON d.room_id = r.room_id
+CROSS JOIN LATERAL (SELECT time, value, status FROM measurement
+                    WHERE sensor_id = s.sensor_id ORDER BY time DESC LIMIT 10) m
 ORDER BY m.time DESC
 LIMIT 10"
 

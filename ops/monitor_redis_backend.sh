@@ -30,10 +30,15 @@ SQL_SCHEMA="SELECT array_to_string(ARRAY(
          SELECT t FROM unnest(ARRAY['facility','zone','room','rack','device','sensor','measurement',
                                     'measurement_hourly','measurement_daily']) AS t
          WHERE to_regclass(t) IS NULL), ',')"
-SQL_HEALTH="SELECT (SELECT count(*) FROM measurement WHERE time > now() - interval '1 hour'),
-       coalesce(to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'none'),
-       coalesce(round(extract(epoch FROM now() - t)::numeric, 1)::text, '-')
-FROM (SELECT (SELECT time FROM measurement ORDER BY time DESC LIMIT 1) AS t) newest"
+# Both per sensor over the (sensor_id, time DESC) key: there is no time index.
+SQL_HEALTH="SELECT coalesce(sum(n), 0),
+       coalesce(to_char(max(t) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'none'),
+       coalesce(round(extract(epoch FROM now() - max(t))::numeric, 1)::text, '-')
+FROM sensor s
+CROSS JOIN LATERAL (SELECT count(*) AS n FROM measurement m
+                    WHERE m.sensor_id = s.sensor_id AND m.time > now() - interval '1 hour') hour
+LEFT JOIN LATERAL (SELECT time AS t FROM measurement m
+                   WHERE m.sensor_id = s.sensor_id ORDER BY time DESC LIMIT 1) newest ON true"
 
 schema_health() {
   local missing row

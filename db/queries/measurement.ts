@@ -154,10 +154,15 @@ export async function countPoints(
   return rows[0]?.n ?? 0;
 }
 
-/** Time of the newest stored reading (any sensor), or null when the table is empty. */
+/**
+ * Time of the newest stored reading (any sensor), or null when the table is
+ * empty. Per sensor over the (sensor_id, time DESC) key: there is no time index.
+ */
 export async function lastMeasurementTime(db: Queryable): Promise<string | null> {
-  const { rows } = await db.query<{ time: string }>(
-    `SELECT ${iso("time")} AS time FROM measurement ORDER BY time DESC LIMIT 1`,
+  const { rows } = await db.query<{ time: string | null }>(
+    `SELECT ${iso("max(t)")} AS time FROM sensor s
+     CROSS JOIN LATERAL (SELECT time AS t FROM measurement m WHERE m.sensor_id = s.sensor_id
+                         ORDER BY time DESC LIMIT 1) newest`,
   );
   return rows[0]?.time ?? null;
 }

@@ -30,7 +30,7 @@ describe("schema on an empty database", () => {
     expect(after.edition).toBe(inject("edition"));
     // nothing was duplicated by re-applying
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'measurement'");
-    expect(rows[0].n).toBe(2);
+    expect(rows[0].n).toBe(1);
     const jobs = await db.pool.query(
       "SELECT count(*)::int AS n FROM timescaledb_information.jobs WHERE job_id >= 1000",
     );
@@ -208,7 +208,7 @@ describe("schema verify", () => {
   afterAll(() => db?.drop());
 
   const drops: [string, string][] = [
-    ["DROP INDEX measurement_time_idx", "index measurement(time)"],
+    ["DROP INDEX measurement_sensor_time_key", "unique key measurement(sensor_id,time)"],
     ["ALTER TABLE sensor DROP CONSTRAINT sensor_name_key", "unique key sensor(name)"],
     ["ALTER TABLE sensor DROP CONSTRAINT sensor_device_id_fkey", "foreign key sensor(device_id) -> device"],
     ["DROP TABLE actuator_events", "table actuator_events"],
@@ -247,13 +247,13 @@ describe("schema verify", () => {
     const env = { ...process.env, CEA_DATABASE_URL: db.url };
     const ok = await run("node", [cli, "schema", "verify"], { env });
     expect(ok.stdout).toMatch(/schema OK/);
-    await db.pool.query("DROP INDEX measurement_time_idx");
+    await db.pool.query("DROP INDEX measurement_sensor_time_key");
     const bad = await run("node", [cli, "schema", "verify"], { env }).then(
       () => ({ code: 0, stdout: "" }),
       (e: { code: number; stdout: string }) => e,
     );
     expect(bad.code).toBe(1);
-    expect(bad.stdout).toMatch(/MISSING {2}index measurement\(time\)/);
+    expect(bad.stdout).toMatch(/MISSING {2}unique key measurement\(sensor_id,time\)/);
   });
 });
 
