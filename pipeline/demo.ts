@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
@@ -23,8 +25,20 @@ import { pendingCount } from "./stream.js";
 const SERVICES: { name: string; script: string }[] = [
   { name: "can-worker", script: "dist/pipeline/can-worker.js" },
   { name: "can-scanner", script: "dist/pipeline/can-scanner.js" },
-  // the HTTP API joins here: { name: "cea-backend", script: "dist/pipeline/cea-backend.js" },
+  { name: "cea-backend", script: "dist/pipeline/cea-backend.js" },
 ];
+
+/** The first port from `from` up that nothing listens on (127.0.0.1). */
+function freePort(from: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE" && from < 65_535) resolve(freePort(from + 1));
+      else reject(err);
+    });
+    srv.listen(from, "127.0.0.1", () => srv.close(() => resolve(from)));
+  });
+}
 
 const PROGRESS = `SELECT r.name AS room, count(*)::int AS rows,
   to_char(max(m.time) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS newest,
@@ -65,6 +79,12 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
 
+    // The API: the caller's port and token when given, else a free port and a
+    // token made for this run (printed below; write routes need it).
+    if (!env.CEA_HTTP_PORT) env.CEA_HTTP_PORT = String(await freePort(config.CEA_HTTP_PORT));
+    if (!env.CEA_API_TOKEN) env.CEA_API_TOKEN = randomBytes(24).toString("base64url");
+    const api = `http://${config.CEA_HTTP_HOST}:${env.CEA_HTTP_PORT}/api/v1`;
+
     const since = new Date();
     const logDir = join(env.CEA_STATE_DIR ?? join(projectRoot(), ".state"), "demo-logs");
     mkdirSync(logDir, { recursive: true });
@@ -82,7 +102,17 @@ async function main(): Promise<void> {
       exits.set(s.name, new Promise((r) => child.on("exit", (code) => r(code))));
       process.stdout.write(`started ${s.name} (pid ${child.pid}), log ${join(logDir, `${s.name}.log`)}\n`);
     }
-    process.stdout.write("Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)\n\n");
+    process.stdout.write(
+      [
+        "",
+        `HTTP API                  ${api}  (OpenAPI: ${api}/openapi.json)`,
+        `API token                 ${env.CEA_API_TOKEN}`,
+        `  try: curl -H "Authorization: Bearer ${env.CEA_API_TOKEN}" ${api}/live`,
+        "Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)",
+        "",
+        "",
+      ].join("\n"),
+    );
 
     let stop = false;
     let why = "";
