@@ -74,7 +74,7 @@ describe("worker down for an hour of traffic", () => {
     const frames = await readRawStream(redis, keys.raw);
 
     const worker = spawnService("can-worker", env);
-    await waitDrained(redis, keys.raw, GROUP, 180_000, () => worker.tail());
+    await waitDrained(redis, keys.raw, GROUP, 180_000, [worker]);
     expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     const r = await reconcile(db.pool, await expectedRowsOf(frames));
     expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
@@ -93,7 +93,7 @@ describe("worker down for an hour of traffic", () => {
     expect(frames.length + dropped).toBe(st.appended);
 
     const worker = spawnService("can-worker", env);
-    await waitDrained(redis, keys.raw, GROUP, 180_000, () => worker.tail());
+    await waitDrained(redis, keys.raw, GROUP, 180_000, [worker]);
     expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     // what survived in the stream is all in the table
     const r = await reconcile(db.pool, await expectedRowsOf(frames));

@@ -67,7 +67,7 @@ describe("two workers, one killed for good", () => {
     const atDeath = await consumers();
     expect(atDeath["w-doomed"]).toBeGreaterThan(0);
 
-    await waitDrained(redis, keys.raw, GROUP, 120_000, () => survivor.tail());
+    await waitDrained(redis, keys.raw, GROUP, 120_000, [survivor]);
     expect(await survivor.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     expect(await consumers()).toMatchObject({ "w-doomed": 0, "w-survivor": 0 });
     const r = await reconcile(db.pool, await expectedRowsOf(frames));

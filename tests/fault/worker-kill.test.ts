@@ -69,7 +69,7 @@ describe("worker killed with -9", () => {
 
     // 3: a clean run drains everything, then stops on SIGTERM with exit 0
     const w3 = spawnService("can-worker", env({ CEA_BATCH_SIZE: 500 }));
-    await waitDrained(redis, keys.raw, GROUP, 90_000, () => w3.tail());
+    await waitDrained(redis, keys.raw, GROUP, 90_000, [w3]);
     expect(await w3.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     const committed3 = w3.logs.filter((l) => l.msg === "batch committed");
     // the batch committed before the kill came back and wrote nothing new

@@ -211,25 +211,37 @@ export async function deadLetters(redis: Redis, stream: string): Promise<Record<
   });
 }
 
+/** What waitDrained watches: a child that must stay up while the group drains. */
+export interface Watched {
+  name: string;
+  exit: unknown;
+  tail(n?: number): string;
+}
+
 /**
  * Wait until the group exists and has neither pending nor undelivered entries
- * (every entry of the stream read and acknowledged). Returns the final state.
+ * (every entry of the stream read and acknowledged). Fails at once if one of
+ * the watched children exits meanwhile. Returns the final state.
  */
 export async function waitDrained(
   redis: Redis,
   stream: string,
   group: string,
   timeoutMs: number,
-  describe: () => string = () => "",
+  watch: readonly Watched[] = [],
 ): Promise<GroupState> {
   const deadline = Date.now() + timeoutMs;
-  let last: GroupState | undefined;
   for (;;) {
-    last = await groupState(redis, stream, group);
+    const last = await groupState(redis, stream, group);
     if (last.exists && last.pending === 0 && !last.undelivered) return last;
+    const dead = watch.find((w) => w.exit !== undefined);
+    if (dead)
+      throw new Error(
+        `${dead.name} exited ${JSON.stringify(dead.exit)} before group ${group} drained: ${JSON.stringify(last)}\n${dead.tail(40)}`,
+      );
     if (Date.now() > deadline)
       throw new Error(
-        `group ${group} on ${stream} not drained after ${timeoutMs} ms: ${JSON.stringify(last)}\n${describe()}`,
+        `group ${group} on ${stream} not drained after ${timeoutMs} ms: ${JSON.stringify(last)}\n${watch.map((w) => w.tail()).join("\n")}`,
       );
     await new Promise((r) => setTimeout(r, 100));
   }
