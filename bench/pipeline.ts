@@ -1,0 +1,464 @@
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
+import { applySchema } from "../db/schema.js";
+import { loadSite, syncSite } from "../db/site.js";
+import { projectPath } from "../pipeline/paths.js";
+import { decodePacked, expectedRows, packFrames } from "../stages/decode.js";
+import { loadDecodeTable } from "../stages/resolve-sensor.js";
+import { type Bench, type BenchRow, percentile } from "./lib.js";
+
+// The ingestion pipeline, measured against its own ceilings in one run:
+//  (a) end to end: the can-worker entry point on a pre-filled stream, measurements/s
+//      from its first read (the group's entries-read moves) to its last XACK (after
+//      the last COMMIT), with the piscina decode pool and with inline decode;
+//  (b) the raw COPY ceiling: the same rows, in the worker's batch size, COPYed
+//      straight into `measurement` (no staging, no conflict handling);
+//  (c) a naive consumer: XREAD + one INSERT per reading (autocommit);
+//  (d) latency XADD → visible after COMMIT at the nominal 50 sensors × 1 Hz;
+//  (e) CPU seconds and peak RSS (VmHWM) of scanner and worker at that load.
+// Every database is a fresh clone of a template with schema + site; every Redis
+// key is under a random prefix; everything is removed at the end.
+
+const SENSORS = 50;
+const BATCH = 5_000;
+const GROUP_POOL = "bench-pool";
+const GROUP_INLINE = "bench-inline";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function withDb(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+interface Child {
+  proc: ChildProcess;
+  pid: number;
+  out: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startService(entry: string, env: Record<string, string>): Child {
+  const base: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("CEA_")) base[k] = v;
+  const proc = spawn(process.execPath, [projectPath(`dist/pipeline/${entry}.js`)], {
+    env: { ...base, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (proc.pid === undefined) throw new Error(`could not start ${entry}`);
+  const out: string[] = [];
+  const keep = (c: Buffer) => {
+    out.push(c.toString("utf8"));
+    if (out.length > 200) out.shift();
+  };
+  proc.stdout?.on("data", keep);
+  proc.stderr?.on("data", keep);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  return { proc, pid: proc.pid, out, exited };
+}
+
+async function stopService(c: Child, what: string): Promise<void> {
+  if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+  c.proc.kill("SIGTERM");
+  const timer = setTimeout(() => c.proc.kill("SIGKILL"), 20_000);
+  const e = await c.exited;
+  clearTimeout(timer);
+  if (e.code !== 0)
+    throw new Error(`${what} did not stop cleanly: ${JSON.stringify(e)}\n${c.out.join("").slice(-2000)}`);
+}
+
+async function waitExit(c: Child, what: string, timeoutMs: number): Promise<void> {
+  const timer = setTimeout(() => c.proc.kill("SIGKILL"), timeoutMs);
+  const e = await c.exited;
+  clearTimeout(timer);
+  if (e.code !== 0) throw new Error(`${what} failed: ${JSON.stringify(e)}\n${c.out.join("").slice(-2000)}`);
+}
+
+/** entries-read and pending of a group, and whether anything after its last-delivered id is left. */
+async function group(redis: Redis, stream: string, name: string) {
+  const groups = (await redis.xinfo("GROUPS", stream)) as unknown[][];
+  for (const g of groups) {
+    const f = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
+    if (f.get("name") !== name) continue;
+    const last = String(f.get("last-delivered-id"));
+    const after = await redis.xrange(stream, `(${last}`, "+", "COUNT", 1);
+    return { read: Number(f.get("entries-read") ?? 0), pending: Number(f.get("pending")), rest: after.length > 0 };
+  }
+  throw new Error(`no group ${name} on ${stream}`);
+}
+
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+
+/** CPU seconds (user + system, all threads) and peak RSS in MiB of a live process. */
+function procUsage(pid: number): { cpu: number; hwmMiB: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // fields after the command name, which may contain spaces: state is field 3
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const cpu = (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return { cpu, hwmMiB: m ? Number(m[1]) / 1024 : Number.NaN };
+  } catch {
+    return undefined; // exited between samples: the previous sample stands
+  }
+}
+
+const bench: Bench = async (ctx) => {
+  const tag = randomBytes(4).toString("hex");
+  const prefix = `bench:${tag}:`;
+  const tpl = `cea_bench_tpl_${tag}`;
+  const dbs: string[] = [];
+  const children: Child[] = [];
+  const admin = new pg.Client({ connectionString: withDb(ctx.databaseUrl, "postgres") });
+  await admin.connect();
+  const redis = new Redis(ctx.redisUrl);
+  const files = { siteFile: projectPath("ops/site.json"), canDbFile: projectPath("ops/cea.kcd") };
+  const fresh = async (what: string) => {
+    const name = `cea_bench_${what}_${tag}`;
+    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${tpl}`);
+    dbs.push(name);
+    return withDb(ctx.databaseUrl, name);
+  };
+  const serviceEnv = (db: string, p: string, extra: Record<string, string | number>) => {
+    const env: Record<string, string> = {
+      CEA_DATABASE_URL: db,
+      CEA_REDIS_URL: ctx.redisUrl,
+      CEA_REDIS_PREFIX: p,
+      CEA_LOG_LEVEL: "info",
+      CEA_SITE_FILE: files.siteFile,
+      CEA_CAN_DB_FILE: files.canDbFile,
+    };
+    for (const [k, v] of Object.entries(extra)) env[k] = String(v);
+    return env;
+  };
+  const rows: BenchRow[] = [];
+  const params: Record<string, unknown> = { scale: ctx.scale, batch_entries: BATCH };
+  try {
+    await admin.query(`CREATE DATABASE ${tpl}`);
+    const t = new pg.Client({ connectionString: withDb(ctx.databaseUrl, tpl) });
+    await t.connect();
+    try {
+      await applySchema(t);
+      await syncSite(t, await loadSite(files.siteFile));
+    } finally {
+      await t.end();
+    }
+    const { table } = await loadDecodeTable(files);
+
+    // ---- pre-fill: a simulated stretch big enough for the wanted measurements
+    const stream = `${prefix}can:raw`;
+    const simSeconds = Math.ceil((1_000_000 * ctx.scale) / SENSORS);
+    for (const g of [GROUP_POOL, GROUP_INLINE]) await redis.xgroup("CREATE", stream, g, "0", "MKSTREAM");
+    ctx.log(`pre-filling ${stream} with ${simSeconds} simulated seconds`);
+    const filler = startService(
+      "can-scanner",
+      serviceEnv(ctx.databaseUrl, prefix, {
+        CEA_CAN_SOURCE: "simulator",
+        CEA_SIM_START: "2026-01-01T00:00:00Z",
+        CEA_SIM_SPEED: 1_000_000,
+        CEA_SIM_DURATION_S: simSeconds,
+        CEA_STREAM_HARD_LIMIT: 50_000_000,
+      }),
+    );
+    children.push(filler);
+    await waitExit(filler, "pre-fill scanner", 600_000);
+    const frames = await redis.xlen(stream);
+
+    // the same rows the worker will write, as COPY text in the worker's batch size
+    const chunks: string[] = [];
+    let measurements = 0;
+    for (let start = "-"; ; ) {
+      const page = await redis.xrange(stream, start, "+", "COUNT", BATCH);
+      if (page.length === 0) break;
+      const fr = page.map(([, f]) => {
+        const o: Record<string, string> = {};
+        for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
+        return o;
+      });
+      const packed = packFrames(fr);
+      const out = decodePacked({ buf: packed.buf, n: packed.n, table });
+      if (out.dead.length) throw new Error(`pre-filled stream holds undecodable frames: ${out.dead[0]![1]}`);
+      chunks.push(out.copyText);
+      measurements += out.rowCount;
+      start = `(${page[page.length - 1]![0]}`;
+    }
+    Object.assign(params, { frames, measurements });
+    ctx.log(`${frames} frames, ${measurements} measurements`);
+
+    // ---- (a) end to end, pool and inline decode, each on a fresh database
+    const endToEnd = async (groupName: string, threads: number): Promise<number> => {
+      const url = await fresh(`e2e${threads}`);
+      const w = startService(
+        "can-worker",
+        serviceEnv(url, prefix, {
+          CEA_GROUP: groupName,
+          CEA_CONSUMER: `bench-${threads}`,
+          CEA_DECODE_THREADS: threads,
+        }),
+      );
+      children.push(w);
+      let t0 = 0;
+      const deadline = Date.now() + 900_000;
+      for (;;) {
+        const s = await group(redis, stream, groupName);
+        if (t0 === 0 && s.read > 0) t0 = performance.now();
+        if (t0 && s.pending === 0 && !s.rest) break;
+        if (Date.now() > deadline || w.proc.exitCode !== null)
+          throw new Error(`worker did not drain the stream: ${JSON.stringify(s)}\n${w.out.join("").slice(-2000)}`);
+        await sleep(10);
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      await stopService(w, "worker");
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        const { rows: r } = await c.query<{ n: number }>("SELECT count(*)::int AS n FROM measurement");
+        if (r[0]!.n !== measurements) throw new Error(`worker stored ${r[0]!.n} rows, expected ${measurements}`);
+      } finally {
+        await c.end();
+      }
+      return measurements / seconds;
+    };
+    ctx.log("end to end, decode pool");
+    const e2ePool = await endToEnd(GROUP_POOL, 2);
+    ctx.log("end to end, inline decode");
+    const e2eInline = await endToEnd(GROUP_INLINE, 0);
+
+    // ---- (b) raw COPY ceiling
+    ctx.log("raw COPY ceiling");
+    const copyUrl = await fresh("copy");
+    const cc = new pg.Client({ connectionString: copyUrl });
+    await cc.connect();
+    let ceiling: number;
+    try {
+      const t0 = performance.now();
+      for (const text of chunks) {
+        const s = cc.query(copyFrom("COPY measurement (time, sensor_id, value, status) FROM STDIN"));
+        await pipeline(Readable.from([text]), s);
+      }
+      ceiling = measurements / ((performance.now() - t0) / 1000);
+    } finally {
+      await cc.end();
+    }
+
+    // ---- (c) naive consumer: XREAD + one INSERT per reading, on a bounded share of the stream
+    const naiveLimit = Math.min(measurements, Math.max(2_000, Math.round(20_000 * ctx.scale)));
+    ctx.log(`naive consumer on ${naiveLimit} readings`);
+    const naiveUrl = await fresh("naive");
+    const nc = new pg.Client({ connectionString: naiveUrl });
+    await nc.connect();
+    let naive: number;
+    try {
+      let done = 0;
+      let last = "0";
+      const t0 = performance.now();
+      while (done < naiveLimit) {
+        const res = (await redis.xread("COUNT", 100, "STREAMS", stream, last)) as
+          | [string, [string, string[]][]][]
+          | null;
+        const entries = res?.[0]?.[1] ?? [];
+        if (entries.length === 0) break;
+        for (const [id, f] of entries) {
+          last = id;
+          const o: Record<string, string> = {};
+          for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
+          for (const r of expectedRows(table, { ts: o.ts ?? "", id: o.id ?? "", data: o.data ?? "" })) {
+            await nc.query("INSERT INTO measurement (time, sensor_id, value) VALUES ($1, $2, $3)", [
+              r.time,
+              r.sensor_id,
+              r.value,
+            ]);
+            done++;
+          }
+          if (done >= naiveLimit) break;
+        }
+      }
+      naive = done / ((performance.now() - t0) / 1000);
+      params.naive_readings = done;
+    } finally {
+      await nc.end();
+    }
+
+    // ---- (d) + (e) nominal load in real time
+    const nominalSeconds = Math.max(10, Math.round(60 * ctx.scale));
+    ctx.log(`nominal load for ${nominalSeconds} s`);
+    const nomPrefix = `${prefix}nom:`;
+    const nomStream = `${nomPrefix}can:raw`;
+    const nomUrl = await fresh("nominal");
+    const nomEnv = serviceEnv(nomUrl, nomPrefix, { CEA_CAN_SOURCE: "simulator", CEA_SIM_DURATION_S: nominalSeconds });
+    const worker = startService("can-worker", nomEnv);
+    children.push(worker);
+    // the worker creates its group; start the traffic once it is there
+    for (let i = 0; ; i++) {
+      if ((await redis.exists(nomStream)) && ((await redis.xinfo("GROUPS", nomStream)) as unknown[]).length) break;
+      if (i > 300) throw new Error(`worker never created its group\n${worker.out.join("").slice(-2000)}`);
+      await sleep(100);
+    }
+    const scanner = startService("can-scanner", nomEnv);
+    children.push(scanner);
+    const xaddAt = new Map<string, number>(); // (sensor|time) → XADD ms, from the entry id
+    const seenAt = new Map<string, number>(); // (sensor|time) → first wall-clock ms it was visible
+    const usage = new Map<number, { cpu: number; hwmMiB: number }>();
+    const poll = new pg.Client({ connectionString: nomUrl });
+    await poll.connect();
+    const tail = new Redis(ctx.redisUrl);
+    let tailing = true;
+    const tailer = (async () => {
+      let last = "0";
+      while (tailing) {
+        const res = (await tail.xread("COUNT", 1000, "BLOCK", 200, "STREAMS", nomStream, last)) as
+          | [string, [string, string[]][]][]
+          | null;
+        for (const [id, f] of res?.[0]?.[1] ?? []) {
+          last = id;
+          const o: Record<string, string> = {};
+          for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
+          const ms = Number(id.split("-")[0]);
+          for (const r of expectedRows(table, { ts: o.ts ?? "", id: o.id ?? "", data: o.data ?? "" }))
+            xaddAt.set(`${r.sensor_id}|${r.time}`, ms);
+        }
+      }
+    })();
+    try {
+      let watermark = "-infinity";
+      let lastSample = 0;
+      const deadline = Date.now() + (nominalSeconds + 120) * 1000;
+      for (;;) {
+        const { rows: vis } = await poll.query<{ k: string; t: string }>(
+          `SELECT sensor_id || '|' || to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS k,
+                  (time - interval '5 seconds')::text AS t
+           FROM measurement WHERE time > $1::timestamptz ORDER BY time`,
+          [watermark],
+        );
+        const now = Date.now();
+        for (const v of vis) if (!seenAt.has(v.k)) seenAt.set(v.k, now);
+        // look back 5 s behind the newest visible row, for batches that commit out of order
+        if (vis.length) watermark = vis[vis.length - 1]!.t;
+        if (now - lastSample >= 1_000) {
+          lastSample = now;
+          for (const c of [worker, scanner]) {
+            const u = procUsage(c.pid);
+            if (u) usage.set(c.pid, u);
+          }
+        }
+        if (scanner.proc.exitCode !== null) {
+          const g = await group(redis, nomStream, "can-worker-group");
+          if (g.pending === 0 && !g.rest) break;
+        }
+        if (now > deadline) throw new Error(`nominal run did not finish\n${worker.out.join("").slice(-2000)}`);
+        await sleep(25);
+      }
+      await waitExit(scanner, "nominal scanner", 10_000);
+      const u = procUsage(worker.pid);
+      if (u) usage.set(worker.pid, u);
+      await stopService(worker, "nominal worker");
+    } finally {
+      tailing = false;
+      await tailer;
+      tail.disconnect();
+      await poll.end();
+    }
+    const lat: number[] = [];
+    for (const [k, at] of xaddAt) {
+      const seen = seenAt.get(k);
+      if (seen !== undefined) lat.push(seen - at);
+    }
+    const unseen = xaddAt.size - lat.length;
+    Object.assign(params, {
+      nominal_seconds: nominalSeconds,
+      nominal_readings: xaddAt.size,
+      nominal_unobserved: unseen,
+    });
+    const p50 = percentile(lat, 50);
+    const p99 = percentile(lat, 99);
+    const sc = usage.get(scanner.pid);
+    const wk = usage.get(worker.pid);
+
+    rows.push(
+      {
+        case: "end to end (decode pool, 2 threads)",
+        value: e2ePool,
+        unit: "measurements/s",
+        target: "≥ 150 000/s",
+        met: e2ePool >= 150_000,
+        note: "first read (entries-read moves) to last XACK after the last COMMIT; worker start-up excluded",
+      },
+      {
+        case: "end to end (inline decode)",
+        value: e2eInline,
+        unit: "measurements/s",
+        baseline: "end to end (decode pool, 2 threads)",
+        ratio: e2eInline / e2ePool,
+      },
+      { case: "raw COPY ceiling", value: ceiling, unit: "measurements/s", note: `same rows, ${BATCH}-entry batches` },
+      {
+        case: "end to end / raw COPY ceiling",
+        value: e2ePool / ceiling,
+        unit: "ratio",
+        baseline: "raw COPY ceiling",
+        ratio: e2ePool / ceiling,
+        target: "≥ 0.5",
+        met: e2ePool / ceiling >= 0.5,
+      },
+      {
+        case: "naive consumer (XREAD + INSERT per reading)",
+        value: naive,
+        unit: "measurements/s",
+        baseline: "end to end (decode pool, 2 threads)",
+        ratio: naive / e2ePool,
+      },
+      {
+        case: "latency XADD→COMMIT p50 (nominal)",
+        value: p50,
+        unit: "ms",
+        note: "XADD time = entry id ms (Redis clock, same host); COMMIT = first poll (every 25 ms) that sees the row",
+      },
+      {
+        case: "latency XADD→COMMIT p99 (nominal)",
+        value: p99,
+        unit: "ms",
+        target: "< 1000 ms",
+        met: p99 < 1_000 && unseen === 0,
+        ...(unseen ? { note: `${unseen} readings never seen by the poller` } : {}),
+      },
+      {
+        case: "scanner CPU at nominal load",
+        value: sc?.cpu ?? Number.NaN,
+        unit: "CPU s",
+        note: `over ${nominalSeconds} s incl. start-up; ${(((sc?.cpu ?? 0) / nominalSeconds) * 100).toFixed(1)}% of one core`,
+      },
+      {
+        case: "worker CPU at nominal load",
+        value: wk?.cpu ?? Number.NaN,
+        unit: "CPU s",
+        note: `over ${nominalSeconds} s incl. start-up and decode threads; ${(((wk?.cpu ?? 0) / nominalSeconds) * 100).toFixed(1)}% of one core`,
+      },
+      { case: "scanner peak RSS", value: sc?.hwmMiB ?? Number.NaN, unit: "MiB" },
+      { case: "worker peak RSS", value: wk?.hwmMiB ?? Number.NaN, unit: "MiB" },
+    );
+    return { rows, params };
+  } finally {
+    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+    redis.disconnect();
+    for (const d of [...dbs, tpl]) await admin.query(`DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+    await admin.end();
+  }
+};
+
+export default bench;
