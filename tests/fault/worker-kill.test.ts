@@ -2,7 +2,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { redisKeys } from "../../pipeline/keys.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
-import { killAll, pipelineEnv, spawnService } from "../support/procs.js";
+import { killAll, pipelineEnv, runService, spawnService } from "../support/procs.js";
 import { expectedRowsOf, groupState, readRawStream, reconcile, waitDrained } from "../support/reconcile.js";
 
 // kill -9 of the worker in the two windows that matter: after the COPY of a
@@ -48,7 +48,10 @@ describe("worker killed with -9", () => {
 
     // 1: dies after the COPY of its 3rd batch, before COMMIT. A single consumer reads
     // the stream in order, so the table must hold exactly the first two batches' entries.
-    const w1 = spawnService("can-worker", env({ CEA_BATCH_SIZE: 500, CEA_FAULT_KILL_MID_BATCH: 3 }));
+    const w1 = spawnService(
+      "can-worker",
+      env({ CEA_BATCH_SIZE: 500, CEA_FAULT_KILL_MID_BATCH: 3, CEA_HEALTH_TTL_S: 2 }),
+    );
     expect(await w1.waitExit(60_000)).toEqual({ code: null, signal: "SIGKILL" });
     const committed1 = w1.logs.filter((l) => l.msg === "batch committed");
     expect(committed1.length).toBe(2);
@@ -58,7 +61,10 @@ describe("worker killed with -9", () => {
     expect((await groupState(redis, keys.raw, GROUP)).pending).toBeGreaterThan(0); // the 3rd batch
 
     // 2: same consumer, re-reads its pending entries first; dies after its 2nd COMMIT, before XACK
-    const w2 = spawnService("can-worker", env({ CEA_BATCH_SIZE: 500, CEA_FAULT_KILL_AFTER_COMMIT: 2 }));
+    const w2 = spawnService(
+      "can-worker",
+      env({ CEA_BATCH_SIZE: 500, CEA_FAULT_KILL_AFTER_COMMIT: 2, CEA_HEALTH_TTL_S: 2 }),
+    );
     expect(await w2.waitExit(60_000)).toEqual({ code: null, signal: "SIGKILL" });
     expect(w2.logs.filter((l) => l.msg === "batch committed").length).toBe(1);
     const rows2 = await rows();
@@ -67,9 +73,15 @@ describe("worker killed with -9", () => {
     expect(r2).toMatchObject({ unexpected: 0, duplicated: 0, valueMismatches: 0 });
     expect((await groupState(redis, keys.raw, GROUP)).pending).toBeGreaterThan(0); // committed, never acknowledged
 
+    // a killed worker's health key expires: --check says unhealthy
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect((await runService("can-worker", env({ CEA_HEALTH_TTL_S: 2 }), ["--check"])).code).toBe(1);
+
     // 3: a clean run drains everything, then stops on SIGTERM with exit 0
-    const w3 = spawnService("can-worker", env({ CEA_BATCH_SIZE: 500 }));
+    const w3 = spawnService("can-worker", env({ CEA_BATCH_SIZE: 500, CEA_HEALTH_TTL_S: 2 }));
     await waitDrained(redis, keys.raw, GROUP, 90_000, [w3]);
+    const check = await runService("can-worker", env({}), ["--check"]);
+    expect(check.code, check.output).toBe(0);
     expect(await w3.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     const committed3 = w3.logs.filter((l) => l.msg === "batch committed");
     // the batch committed before the kill came back and wrote nothing new
@@ -82,4 +94,10 @@ describe("worker killed with -9", () => {
     expect(await groupState(redis, keys.raw, GROUP)).toMatchObject({ pending: 0, undelivered: false });
     expect(await redis.xlen(keys.dead)).toBe(0);
   }, 240_000);
+
+  it("SIGTERM during start-up still exits 0 (nothing read, nothing acked)", async () => {
+    const w = spawnService("can-worker", env({}));
+    await w.waitForLog((l) => l.msg === "stage chain", 30_000);
+    expect(await w.kill("SIGTERM"), w.tail()).toEqual({ code: 0, signal: null });
+  }, 60_000);
 });
