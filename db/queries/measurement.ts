@@ -14,40 +14,78 @@ export interface StoredMeasurement {
   status: string | null;
 }
 
-// One statement, autocommitted: the row and its aggregate-bucket mark (Apache
-// edition, as in db/measurements.ts) commit together. When the key is already
-// taken the stored row comes back instead, flagged inserted = false.
-const INSERT_ONE = `WITH ins AS (
+// A group of readings in one autocommitted statement (the API's group commit):
+// the first occurrence of each key (sensor_id, time) in the group is inserted
+// unless the key is taken; the same statement queues the touched hour buckets
+// for the Apache-edition aggregates (as db/measurements.ts does), so the mark
+// commits with the rows.
+// One answer row per input, in input order: the stored row (new, or the one
+// that was already there, or the earlier one of the group with the same key)
+// and whether this input created it. Only a key committed by a concurrent
+// writer after the statement's snapshot comes back without a stored row.
+const INSERT_GROUP = `WITH input AS (
+  SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
+         min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
+  FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[])
+       WITH ORDINALITY AS u(time, sensor_id, value, status, ord)
+), ins AS (
   INSERT INTO measurement (time, sensor_id, value, status)
-  VALUES ($1::timestamptz, $2::int, $3::float8, $4::text)
+  SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
   ON CONFLICT (sensor_id, time) DO NOTHING
   RETURNING time, sensor_id, value, status
 ), marked AS (
   INSERT INTO measurement_agg_pending (sensor_id, bucket)
-  SELECT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
+  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
   WHERE cea_timescale_edition() = 'apache'
 )
-SELECT true AS inserted, ${iso("time")} AS time, sensor_id, value, status FROM ins
-UNION ALL
-SELECT false, ${iso("m.time")}, m.sensor_id, m.value, m.status FROM measurement m
-WHERE m.sensor_id = $2::int AND m.time = $1::timestamptz AND NOT EXISTS (SELECT 1 FROM ins)`;
+SELECT i.ord::int AS ord,
+       (x.sensor_id IS NOT NULL AND i.ord = i.first_ord) AS inserted,
+       (x.sensor_id IS NOT NULL OR m.sensor_id IS NOT NULL) AS found,
+       ${iso("coalesce(x.time, m.time)")} AS time,
+       coalesce(x.sensor_id, m.sensor_id) AS sensor_id,
+       CASE WHEN x.sensor_id IS NOT NULL THEN x.value ELSE m.value END AS value,
+       CASE WHEN x.sensor_id IS NOT NULL THEN x.status ELSE m.status END AS status
+FROM input i
+LEFT JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time
+LEFT JOIN measurement m ON m.sensor_id = i.sensor_id AND m.time = i.time
+ORDER BY i.ord`;
+
+export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
 
 /**
- * Insert one reading unless its key (sensor_id, time) is taken. Returns the
- * stored row and whether this call created it; undefined only in the narrow
- * race where a concurrent writer committed the key after this statement's
- * snapshot (the caller re-reads with getMeasurement).
+ * Insert a group of readings in one statement (one transaction, one WAL
+ * flush). Returns, per input in order, the stored row and whether that input
+ * created it; undefined for the narrow race described at INSERT_GROUP (the
+ * caller re-reads with getMeasurement). A row the database rejects fails the
+ * whole statement: the caller isolates.
  */
-export async function insertOne(
+export async function insertGroup(
   db: Queryable,
-  m: { time: string; sensor_id: number; value: number; status: string | null },
-): Promise<(StoredMeasurement & { inserted: boolean }) | undefined> {
-  const { rows } = await db.query<StoredMeasurement & { inserted: boolean }>({
-    name: "cea_api_insert_one",
-    text: INSERT_ONE,
-    values: [m.time, m.sensor_id, m.value, m.status],
+  rows: readonly { time: string; sensor_id: number; value: number; status: string | null }[],
+): Promise<GroupOutcome[]> {
+  const n = rows.length;
+  const times = new Array<string>(n);
+  const sensors = new Array<number>(n);
+  const values = new Array<number>(n);
+  const statuses = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    times[i] = r.time;
+    sensors[i] = r.sensor_id;
+    values[i] = r.value;
+    statuses[i] = r.status;
+  }
+  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean; found: boolean }>({
+    name: "cea_api_insert_group",
+    text: INSERT_GROUP,
+    values: [times, sensors, values, statuses],
   });
-  return rows[0];
+  const out: GroupOutcome[] = new Array(n).fill(undefined);
+  for (const r of res.rows) {
+    if (!r.found) continue;
+    out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
+  }
+  return out;
 }
 
 export async function getMeasurement(

@@ -10,6 +10,7 @@ import type { Logger } from "../log.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";
+import { GroupWriter } from "./group-writer.js";
 import { HttpError, installErrorHandling } from "./http-errors.js";
 import { registerRoutes } from "./routes/index.js";
 import { API_PREFIX } from "./schemas.js";
@@ -67,6 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     redis: deps.redis,
     keys: redisKeys(config),
     directory: new Directory(deps.pool),
+    writer: new GroupWriter(deps.pool, deps.log),
     requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
       if (check(req.headers.authorization)) return;
       reply.header("www-authenticate", 'Bearer realm="cea"');

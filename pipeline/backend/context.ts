@@ -4,6 +4,7 @@ import type pg from "pg";
 import type { Config } from "../config.js";
 import type { RedisKeys } from "../keys.js";
 import type { Directory } from "./directory.js";
+import type { GroupWriter } from "./group-writer.js";
 
 /** What every router gets: built once at start-up and handed in, never imported. */
 export interface ApiContext {
@@ -12,6 +13,8 @@ export interface ApiContext {
   redis: Redis;
   keys: RedisKeys;
   directory: Directory;
+  /** group commit of the single-reading route */
+  writer: GroupWriter;
   /** onRequest hook: 401 unless the request carries the bearer token */
   requireToken: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import { ensureStaging, stagedConflicts, writeMeasurements } from "../../../db/measurements.js";
-import { getMeasurement, insertOne } from "../../../db/queries/measurement.js";
+import { stagedConflicts, writeMeasurements } from "../../../db/measurements.js";
+import type { StoredMeasurement } from "../../../db/queries/measurement.js";
 import type { ApiContext } from "../context.js";
 import { HttpError } from "../http-errors.js";
 import { batchResult, errorBody, storedMeasurement, writeSchemas } from "../schemas.js";
@@ -47,21 +47,21 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
       if ((await ctx.directory.unknownSensors([m.sensor_id])).length > 0)
         throw unknownSensor([m.sensor_id], [{ path: "sensor_id", message: `no sensor with id ${m.sensor_id}` }]);
       const status = m.status ?? null;
-      let row: Awaited<ReturnType<typeof insertOne>>;
+      let inserted: boolean;
+      let stored: StoredMeasurement;
       try {
-        row = await insertOne(ctx.pool, { time: m.time, sensor_id: m.sensor_id, value: m.value, status });
+        ({ inserted, stored } = await ctx.writer.write({
+          time: m.time,
+          sensor_id: m.sensor_id,
+          value: m.value,
+          status,
+        }));
       } catch (err) {
         // the sensor went away between the cache check and the insert
         if ((err as { code?: string }).code === FK_VIOLATION)
           throw unknownSensor([m.sensor_id], [{ path: "sensor_id", message: `no sensor with id ${m.sensor_id}` }]);
         throw err;
       }
-      if (!row) {
-        const existing = await getMeasurement(ctx.pool, m.sensor_id, m.time);
-        if (!existing) throw new Error(`insert of (${m.sensor_id}, ${m.time}) neither inserted nor found a row`);
-        row = { ...existing, inserted: false };
-      }
-      const { inserted, ...stored } = row;
       if (inserted) return reply.code(201).send(stored);
       if (stored.value === m.value && stored.status === status) return reply.code(200).send(stored);
       throw new HttpError(
@@ -111,16 +111,14 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
       const client = await ctx.pool.connect();
       let broken: Error | undefined;
       try {
-        // outside the transaction: a rolled-back CREATE TEMP TABLE would be lost
-        // while the client stays marked as prepared
-        await ensureStaging(client);
         await client.query("BEGIN");
         try {
           const inserted = await writeMeasurements(
             client,
             items.map((i) => ({ time: i.time, sensor_id: i.sensor_id, value: i.value, status: i.status ?? null })),
           );
-          const conflicts = await stagedConflicts(client);
+          // every staged row inserted: none can collide with a stored one
+          const conflicts = inserted < items.length ? await stagedConflicts(client) : [];
           if (conflicts.length > 0) {
             await client.query("ROLLBACK");
             throw new HttpError(

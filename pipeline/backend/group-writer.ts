@@ -1,0 +1,123 @@
+import type { Queryable } from "../../db/pool.js";
+import { getMeasurement, insertGroup, type StoredMeasurement } from "../../db/queries/measurement.js";
+import type { Logger } from "../log.js";
+import { isDependencyDown } from "./http-errors.js";
+
+export interface SingleReading {
+  time: string;
+  sensor_id: number;
+  value: number;
+  status: string | null;
+}
+
+/** What the database holds for a reading's key, and whether this reading put it there. */
+export interface WriteOutcome {
+  inserted: boolean;
+  stored: StoredMeasurement;
+}
+
+interface Waiting {
+  reading: SingleReading;
+  resolve: (o: WriteOutcome) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface GroupWriterOptions {
+  /** most readings in one statement */
+  maxGroup?: number;
+  /** groups being written at the same time (each holds one pooled connection) */
+  maxInFlight?: number;
+}
+
+/**
+ * Group commit for the single-reading route. Each request waits for its own
+ * commit anyway; a commit costs one WAL flush whatever its size, so the
+ * readings that arrive while earlier groups are being written go together in
+ * one statement (db/queries/measurement.ts insertGroup), and each request
+ * gets its own outcome. A group starts as soon as a slot is free (after the
+ * current turn of the event loop, so the requests parsed in it join), so an
+ * idle server adds no delay; under load the group grows with the wait.
+ *
+ * A row the database rejects fails the whole statement: the group is then
+ * retried one reading per statement, so only that reading's request fails.
+ * A database that is unreachable fails every waiting request with its error.
+ */
+export class GroupWriter {
+  private queue: Waiting[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  private readonly maxGroup: number;
+  private readonly maxInFlight: number;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly log?: Logger,
+    opts: GroupWriterOptions = {},
+  ) {
+    this.maxGroup = opts.maxGroup ?? 512;
+    this.maxInFlight = opts.maxInFlight ?? 2;
+  }
+
+  /** Store one reading (resolves after COMMIT). */
+  write(reading: SingleReading): Promise<WriteOutcome> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ reading, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
+        const group = this.queue.splice(0, this.maxGroup);
+        this.inFlight++;
+        // flush settles every request of the group itself and never rejects
+        void this.flush(group).finally(() => {
+          this.inFlight--;
+          this.schedule();
+        });
+      }
+    });
+  }
+
+  private async flush(group: Waiting[]): Promise<void> {
+    let outcomes: Awaited<ReturnType<typeof insertGroup>>;
+    try {
+      outcomes = await insertGroup(
+        this.db,
+        group.map((w) => w.reading),
+      );
+    } catch (err) {
+      if (group.length === 1 || isDependencyDown(err)) {
+        for (const w of group) w.reject(err);
+        return;
+      }
+      this.log?.debug({ rows: group.length, err }, "group commit failed; writing its readings one by one");
+      await Promise.all(group.map((w) => this.flush([w])));
+      return;
+    }
+    this.log?.debug({ rows: group.length }, "group commit");
+    await Promise.all(
+      group.map(async (w, i) => {
+        try {
+          const o = outcomes[i];
+          if (o) {
+            const { inserted, ...stored } = o;
+            w.resolve({ inserted, stored });
+            return;
+          }
+          // a concurrent writer committed the key after the statement's snapshot
+          const stored = await getMeasurement(this.db, w.reading.sensor_id, w.reading.time);
+          if (!stored)
+            throw new Error(`insert of (${w.reading.sensor_id}, ${w.reading.time}) neither inserted nor found a row`);
+          w.resolve({ inserted: false, stored });
+        } catch (err) {
+          w.reject(err);
+        }
+      }),
+    );
+  }
+}
