@@ -98,3 +98,92 @@ export async function writeMeasurements(
   await copyToStaging(client, data);
   return mergeStaging(client);
 }
+
+// ---- the can-worker's fast path ----------------------------------------------
+//
+// A batch from the stream is nearly always new: COPY it straight into the
+// hypertable inside a SAVEPOINT. A redelivered entry (or the same key twice in
+// the batch) makes that COPY fail with a unique violation on (sensor_id, time);
+// then the savepoint is rolled back and the same rows go through the staging +
+// ON CONFLICT path above, so a redelivery still writes nothing new. The
+// aggregate buckets of the rows (computed by the caller while decoding) are
+// queued with one INSERT in the same transaction (Apache edition only).
+
+const UNIQUE_VIOLATION = "23505";
+const FAST_SAVEPOINT = "cea_fast";
+const COPY_DIRECT = "COPY measurement (time, sensor_id, value, status) FROM STDIN";
+const QUEUE_BUCKETS = `INSERT INTO measurement_agg_pending (sensor_id, bucket)
+SELECT s, to_timestamp(h::bigint * 3600) FROM unnest($1::int[], $2::int[]) AS u(s, h)`;
+
+/** True when writers must queue aggregate buckets (Apache edition). Ask once at start-up. */
+export async function queuesAggregates(db: Pick<pg.ClientBase, "query">): Promise<boolean> {
+  const { rows } = await db.query<{ apache: boolean }>("SELECT cea_timescale_edition() = 'apache' AS apache");
+  return rows[0]?.apache === true;
+}
+
+export interface FastRows {
+  /** The rows: a complete binary COPY stream of (time, sensor_id, value, status), or COPY text. */
+  copy: Uint8Array | string;
+  /** Distinct hour buckets of `copy`'s rows as flat pairs [sensor_id, hours since 1970-01-01 UTC, ...]. */
+  buckets: readonly number[];
+  /** Further rows as COPY text whose buckets are not known: written through staging + merge. */
+  more?: string;
+}
+
+export interface FastResult {
+  inserted: number;
+  /** False when the batch held a key already stored and took the staging + ON CONFLICT path. */
+  fast: boolean;
+}
+
+async function copyInto(client: pg.ClientBase, target: string, data: Uint8Array | string): Promise<number> {
+  const binary = typeof data !== "string";
+  if (data.length === 0) return 0;
+  const stream = client.query(copyFrom(binary ? `${target} (FORMAT binary)` : target));
+  const chunk = binary ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : data;
+  await pipeline(Readable.from([chunk]), stream);
+  return stream.rowCount;
+}
+
+/** The staging + ON CONFLICT path for FastRows (binary or text); it queues the buckets of the new rows itself. */
+export async function writeMeasurementsStaged(client: pg.ClientBase, rows: FastRows): Promise<number> {
+  await ensureStaging(client);
+  const target = `COPY ${STAGING} (time, sensor_id, value, status) FROM STDIN`;
+  await copyInto(client, target, rows.copy);
+  if (rows.more) await copyInto(client, target, rows.more);
+  return mergeStaging(client);
+}
+
+/**
+ * The worker's write of one batch, inside a transaction of the caller's (BEGIN
+ * … COMMIT): direct COPY, or on a unique violation the idempotent staging path.
+ * `queueBuckets`: the result of queuesAggregates().
+ */
+export async function writeMeasurementsFast(
+  client: pg.ClientBase,
+  rows: FastRows,
+  queueBuckets: boolean,
+): Promise<FastResult> {
+  await client.query(`SAVEPOINT ${FAST_SAVEPOINT}`);
+  let inserted: number;
+  try {
+    inserted = await copyInto(client, COPY_DIRECT, rows.copy);
+    await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== UNIQUE_VIOLATION) throw err;
+    await client.query(`ROLLBACK TO SAVEPOINT ${FAST_SAVEPOINT}`);
+    await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
+    return { inserted: await writeMeasurementsStaged(client, rows), fast: false };
+  }
+  if (queueBuckets && rows.buckets.length) {
+    const sensors: number[] = [];
+    const hours: number[] = [];
+    for (let i = 0; i + 1 < rows.buckets.length; i += 2) {
+      sensors.push(rows.buckets[i]!);
+      hours.push(rows.buckets[i + 1]!);
+    }
+    await client.query(QUEUE_BUCKETS, [sensors, hours]);
+  }
+  if (rows.more) inserted += await writeMeasurements(client, rows.more);
+  return { inserted, fast: true };
+}

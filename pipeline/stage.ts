@@ -78,8 +78,16 @@ export interface WorkBatch {
   dead: Map<number, string>;
   /** Entries to ack without writing or dead-lettering (deleted from the stream). */
   skip: Set<number>;
-  /** COPY text of the rows to write (see db/measurements.ts). */
+  /**
+   * COPY text of rows to write (see db/measurements.ts): the decoded rows when
+   * decode emits text, and any rows later stages add (addRows).
+   */
   copyText: string;
+  /** The decoded rows as one binary COPY stream when decode emits binary, else null. */
+  copyBinary: Uint8Array | null;
+  /** Distinct hour buckets of the decoded rows, flat pairs [sensor_id, epoch hour, ...] (aggregate queue). */
+  buckets: number[];
+  /** All rows of the batch: decoded + added. */
   rowCount: number;
   rows: DecodedRows | null;
   /** New rows written by the commit stage. */
@@ -101,6 +109,8 @@ export function newBatch(
     dead: new Map(),
     skip: new Set(),
     copyText: "",
+    copyBinary: null,
+    buckets: [],
     rowCount: 0,
     rows: null,
     inserted: 0,

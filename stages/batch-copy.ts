@@ -1,12 +1,22 @@
 import type pg from "pg";
-import { writeMeasurements } from "../db/measurements.js";
+import {
+  type FastRows,
+  queuesAggregates,
+  writeMeasurements,
+  writeMeasurementsFast,
+  writeMeasurementsStaged,
+} from "../db/measurements.js";
 import { TransientError } from "../pipeline/errors.js";
 import type { Logger } from "../pipeline/log.js";
-import type { StageSpec, WorkBatch } from "../pipeline/stage.js";
+import { entryField, type StageSpec, type WorkBatch } from "../pipeline/stage.js";
 
-// batch-copy: the batch's rows in ONE transaction through db/measurements.ts
-// (COPY into staging + INSERT … ON CONFLICT DO NOTHING on (sensor_id, time)),
-// so a redelivered entry writes nothing new. A database that is unreachable
+// batch-copy: the batch's rows in ONE transaction through db/measurements.ts.
+// Fast path (default): COPY straight into `measurement` inside a savepoint,
+// the touched aggregate buckets queued in the same transaction; a batch holding
+// an already stored key (a redelivered entry) fails that COPY with a unique
+// violation and is written instead through staging + INSERT … ON CONFLICT DO
+// NOTHING on (sensor_id, time), so a redelivered entry writes nothing new.
+// Option fastPath=false always takes the staging path. A database that is unreachable
 // or shutting down is a TransientError: the batch stays unacked and the runtime
 // retries it with backoff, forever, never dead-lettering. Any other database
 // error rejects something in the rows themselves: the batch is split in halves
@@ -68,8 +78,8 @@ interface WriteHooks {
   afterCopy?: () => void;
 }
 
-/** BEGIN; COPY + merge; COMMIT. Returns new rows. Transient failures become TransientError. */
-export async function writeInTransaction(pool: pg.Pool, copyText: string, hooks: WriteHooks = {}): Promise<number> {
+/** BEGIN; work; COMMIT. Transient failures become TransientError; the connection is dropped when broken. */
+async function inTransaction<T>(pool: pg.Pool, work: (c: pg.PoolClient) => Promise<T>, hooks: WriteHooks): Promise<T> {
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
@@ -79,10 +89,10 @@ export async function writeInTransaction(pool: pg.Pool, copyText: string, hooks:
   let broken = false;
   try {
     await client.query("BEGIN");
-    const inserted = await writeMeasurements(client, copyText);
+    const result = await work(client);
     hooks.afterCopy?.();
     await client.query("COMMIT");
-    return inserted;
+    return result;
   } catch (err) {
     if (isTransientPgError(err)) {
       broken = true;
@@ -98,6 +108,35 @@ export async function writeInTransaction(pool: pg.Pool, copyText: string, hooks:
   }
 }
 
+/** BEGIN; COPY + merge; COMMIT. Returns new rows. Transient failures become TransientError. */
+export async function writeInTransaction(pool: pg.Pool, copyText: string, hooks: WriteHooks = {}): Promise<number> {
+  return inTransaction(pool, (c) => writeMeasurements(c, copyText), hooks);
+}
+
+/** BEGIN; direct COPY (or staging on a redelivery) + bucket queue; COMMIT. */
+export async function writeFastInTransaction(
+  pool: pg.Pool,
+  rows: FastRows,
+  queueBuckets: () => Promise<boolean>,
+  hooks: WriteHooks = {},
+): Promise<{ inserted: number; fast: boolean }> {
+  return inTransaction(pool, async (c) => writeMeasurementsFast(c, rows, await queueBuckets()), hooks);
+}
+
+/** The batch as the fast path takes it: decoded rows (binary or text) with their buckets, added rows apart. */
+export function fastRows(batch: WorkBatch): FastRows {
+  if (batch.copyBinary) return { copy: batch.copyBinary, buckets: batch.buckets, more: batch.copyText };
+  // text decode: the decoded rows' lines come first in copyText, rows added by later stages after them
+  const split = nthLineEnd(batch.copyText, batch.rows?.count ?? 0);
+  return { copy: batch.copyText.slice(0, split), buckets: batch.buckets, more: batch.copyText.slice(split) };
+}
+
+function nthLineEnd(text: string, n: number): number {
+  let pos = 0;
+  for (let r = 0; r < n; r++) pos = text.indexOf("\n", pos) + 1;
+  return pos;
+}
+
 function asTransient(err: unknown): unknown {
   if (err instanceof TransientError || !isTransientPgError(err)) return err;
   const e = err as Error & { code?: string };
@@ -110,9 +149,18 @@ function asTransient(err: unknown): unknown {
 function linesByEntry(batch: WorkBatch): { perEntry: Map<number, string>; derived: string } {
   const perEntry = new Map<number, string>();
   const rows = batch.rows;
+  const count = rows?.count ?? 0;
+  if (batch.copyBinary) {
+    // binary decode: rebuild each row's text line from the columns and the entry's own ts
+    for (let r = 0; r < count; r++) {
+      const e = rows!.entry[r]!;
+      const line = `${entryField(batch, e, "ts")}\t${rows!.sensor[r]}\t${rows!.value[r]}\t\\N\n`;
+      perEntry.set(e, (perEntry.get(e) ?? "") + line);
+    }
+    return { perEntry, derived: batch.copyText };
+  }
   let pos = 0;
   const text = batch.copyText;
-  const count = rows?.count ?? 0;
   for (let r = 0; r < count; r++) {
     const end = text.indexOf("\n", pos) + 1;
     const e = rows!.entry[r]!;
@@ -149,7 +197,8 @@ async function isolate(pool: pg.Pool, batch: WorkBatch, log: Logger): Promise<nu
   return inserted;
 }
 
-export const batchCopyDefaults = {};
+/** fastPath: direct COPY with the staging path as fallback (true), or always the staging path (false). */
+export const batchCopyDefaults = { fastPath: true };
 
 export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
   name: "batch-copy",
@@ -163,9 +212,20 @@ export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
     backoff: PG_BACKOFF,
     classify: (err) => (isTransientPgError(err) ? "transient" : "fatal"),
   },
-  create(ctx) {
+  create(ctx, options) {
     const { CEA_FAULT_KILL_MID_BATCH: killMid, CEA_FAULT_KILL_AFTER_COMMIT: killAfter } = ctx.config;
     let written = 0;
+    let fallbacks = 0;
+    // the edition, asked once (on the first write: the database may be down at start-up)
+    let queue: Promise<boolean> | null = null;
+    const queueBuckets = () => {
+      queue ??= queuesAggregates(ctx.pool).catch((err: unknown) => {
+        queue = null;
+        throw err;
+      });
+      return queue;
+    };
+    ctx.shared.set("batchCopyFallbacks", () => fallbacks);
     return {
       async process(batch) {
         if (batch.committed) return; // retried after a later stage failed
@@ -173,7 +233,19 @@ export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
           const n = ++written;
           const hooks: WriteHooks = killMid === n ? { afterCopy: () => process.kill(process.pid, "SIGKILL") } : {};
           try {
-            batch.inserted = await writeInTransaction(ctx.pool, batch.copyText, hooks);
+            if (options.fastPath) {
+              const r = await writeFastInTransaction(ctx.pool, fastRows(batch), queueBuckets, hooks);
+              batch.inserted = r.inserted;
+              if (!r.fast) {
+                fallbacks++;
+                ctx.log.info(
+                  { entries: batch.ids.length, rows: batch.rowCount, inserted: r.inserted },
+                  "batch held keys already stored (redelivery): written through staging + ON CONFLICT",
+                );
+              }
+            } else {
+              batch.inserted = await inTransaction(ctx.pool, (c) => writeMeasurementsStaged(c, fastRows(batch)), hooks);
+            }
           } catch (err) {
             written--;
             if (isTransientPgError(err)) throw err;

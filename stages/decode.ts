@@ -228,16 +228,39 @@ export interface DecodeTask {
   buf: ArrayBuffer;
   n: number;
   table: DecodeTable;
+  /**
+   * "binary": the rows as a PostgreSQL binary COPY stream (timestamps as int64
+   * microseconds, which the server takes without parsing text) instead of COPY
+   * text; "text" (the default): COPY text lines.
+   */
+  format?: "text" | "binary";
 }
 
 export interface DecodeOutput {
+  /** COPY text lines of the rows (format "text"; "" for "binary"). */
   copyText: string;
   rowCount: number;
-  /** value f64 × rows, then entry u32 × rows, then sensor i32 × rows. */
+  /**
+   * value f64 × rows, then entry u32 × rows, then sensor i32 × rows, then (format
+   * "binary") the complete binary COPY stream of (time, sensor_id, value, status):
+   * one buffer, so the thread moves it back instead of copying it.
+   */
   rowsBuf: ArrayBuffer;
+  /** Length in bytes of the binary COPY stream at offset rowCount × 16 of rowsBuf (0 for "text"). */
+  binaryLength: number;
+  /** Distinct hour buckets of the rows as flat pairs [sensor_id, epoch hour, ...] (for the aggregate queue). */
+  buckets: number[];
   /** [entry index, reason] of frames that cannot be used. */
   dead: [number, string][];
 }
+
+/** Binary COPY: signature, flags, header extension length; per row 4 fields; trailer -1. */
+const COPY_SIGNATURE = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00];
+const COPY_HEADER = 19;
+const COPY_ROW = 2 + (4 + 8) + (4 + 4) + (4 + 8) + 4;
+/** Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01. */
+const PG_EPOCH_US = 946_684_800_000_000;
+const TWO_32 = 4_294_967_296;
 
 const D = 48; // '0'
 function tsValid(b: Uint8Array, o: number): boolean {
@@ -268,9 +291,34 @@ function tsValid(b: Uint8Array, o: number): boolean {
   return true;
 }
 
-/** Decode a packed batch into COPY text + columnar rows. Pure; runs in a pool thread or inline. */
+const digits = (b: Uint8Array, o: number, k: number): number => {
+  let v = 0;
+  for (let i = 0; i < k; i++) v = v * 10 + b[o + i]! - D;
+  return v;
+};
+
+/**
+ * Epoch microseconds of a ts already checked by tsValid, or NaN when it names no
+ * real instant (month 13, 31 February, hour 24, year before 100).
+ */
+function tsMicros(b: Uint8Array, o: number): number {
+  const y = digits(b, o, 4);
+  const mo = digits(b, o + 5, 2);
+  const d = digits(b, o + 8, 2);
+  const h = digits(b, o + 11, 2);
+  const mi = digits(b, o + 14, 2);
+  const sec = digits(b, o + 17, 2);
+  if (y < 100 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60) return Number.NaN;
+  const ms = Date.UTC(y, mo - 1, d, h, mi, sec);
+  // day past the month's end: Date.UTC rolls over into the next month
+  if (new Date(ms - sec * 1000).getUTCDate() !== d) return Number.NaN;
+  return ms * 1000 + digits(b, o + 20, 6);
+}
+
+/** Decode a packed batch into COPY text or binary + columnar rows. Pure; runs in a pool thread or inline. */
 export function decodePacked(task: DecodeTask): DecodeOutput {
   const { buf, n, table } = task;
+  const binary = task.format === "binary";
   const L = layout(n);
   const bytes = new Uint8Array(buf);
   const ids = new Uint32Array(buf, L.ids, n);
@@ -280,8 +328,10 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
   let value = new Float64Array(cap);
   let entry = new Uint32Array(cap);
   let sensor = new Int32Array(cap);
+  let copy = binary ? new DataView(new ArrayBuffer(COPY_HEADER + cap * COPY_ROW + 2)) : null;
   let rows = 0;
   let text = "";
+  const touched = new Set<number>();
   const tsBuf = Buffer.from(buf, L.ts, TS_LENGTH * n);
   for (let i = 0; i < n; i++) {
     const dlc = bytes[L.lens + i]!;
@@ -289,7 +339,9 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       dead.push([i, "entry lacks ts, id or data"]);
       continue;
     }
-    if (dlc === LEN_BAD_TS || !tsValid(bytes, L.ts + TS_LENGTH * i)) {
+    const tsAt = L.ts + TS_LENGTH * i;
+    const us = dlc === LEN_BAD_TS || !tsValid(bytes, tsAt) ? Number.NaN : tsMicros(bytes, tsAt);
+    if (Number.isNaN(us)) {
       dead.push([i, "ts is not ISO 8601 UTC with microseconds"]);
       continue;
     }
@@ -318,6 +370,11 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       const s2 = new Int32Array(cap);
       s2.set(sensor);
       sensor = s2;
+      if (copy) {
+        const c2 = new Uint8Array(COPY_HEADER + cap * COPY_ROW + 2);
+        c2.set(new Uint8Array(copy.buffer));
+        copy = new DataView(c2.buffer);
+      }
     }
     const base = L.data + MAX_DLC * i;
     const start = rows;
@@ -339,14 +396,47 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       dead.push([i, bad]);
       continue;
     }
-    const ts = tsBuf.toString("latin1", TS_LENGTH * i, TS_LENGTH * (i + 1));
-    for (let r = start; r < rows; r++) text += `${ts}\t${sensor[r]}\t${value[r]}\t\\N\n`;
+    const hour = Math.floor(us / 3_600_000_000);
+    for (let r = start; r < rows; r++) touched.add(hour * TWO_32 + (sensor[r]! >>> 0));
+    if (copy) {
+      const pgUs = us - PG_EPOCH_US;
+      const hi = Math.floor(pgUs / TWO_32);
+      const lo = pgUs - hi * TWO_32;
+      let o = COPY_HEADER + start * COPY_ROW;
+      for (let r = start; r < rows; r++) {
+        copy.setInt16(o, 4);
+        copy.setInt32(o + 2, 8);
+        copy.setInt32(o + 6, hi);
+        copy.setUint32(o + 10, lo);
+        copy.setInt32(o + 14, 4);
+        copy.setInt32(o + 18, sensor[r]!);
+        copy.setInt32(o + 22, 8);
+        copy.setFloat64(o + 26, value[r]!);
+        copy.setInt32(o + 34, -1); // status NULL
+        o += COPY_ROW;
+      }
+    } else {
+      const ts = tsBuf.toString("latin1", TS_LENGTH * i, TS_LENGTH * (i + 1));
+      for (let r = start; r < rows; r++) text += `${ts}\t${sensor[r]}\t${value[r]}\t\\N\n`;
+    }
   }
-  const rowsBuf = new ArrayBuffer(rows * 16);
+  const binaryLength = copy ? COPY_HEADER + rows * COPY_ROW + 2 : 0;
+  const rowsBuf = new ArrayBuffer(rows * 16 + binaryLength);
   new Float64Array(rowsBuf, 0, rows).set(value.subarray(0, rows));
   new Uint32Array(rowsBuf, rows * 8, rows).set(entry.subarray(0, rows));
   new Int32Array(rowsBuf, rows * 12, rows).set(sensor.subarray(0, rows));
-  return { copyText: text, rowCount: rows, rowsBuf, dead };
+  if (copy) {
+    const out = new Uint8Array(rowsBuf, rows * 16, binaryLength);
+    out.set(new Uint8Array(copy.buffer, 0, binaryLength));
+    out.set(COPY_SIGNATURE, 0); // flags and header extension length stay 0
+    new DataView(rowsBuf, rows * 16 + binaryLength - 2, 2).setInt16(0, -1);
+  }
+  const buckets: number[] = [];
+  for (const k of touched) {
+    const hour = Math.floor(k / TWO_32);
+    buckets.push((k - hour * TWO_32) | 0, hour);
+  }
+  return { copyText: text, rowCount: rows, rowsBuf, binaryLength, buckets, dead };
 }
 
 export function unpackRows(buf: ArrayBuffer, count: number): DecodedRows {
@@ -369,7 +459,14 @@ export function movable<T extends object>(value: T, buffer: ArrayBuffer): T {
 /** The compiled piscina worker file; from TS sources (vitest) too, since threads need plain JS. */
 export const DECODE_WORKER_FILE = "dist/stages/decode-worker.js";
 
-export const decodeOptionsDefaults = { threads: 2 };
+/**
+ * threads: piscina threads (0 = decode inline on the main thread); format: what
+ * the decode hands the writer, "binary" COPY (default) or "text".
+ */
+export const decodeOptionsDefaults: { threads: number; format: "text" | "binary" } = {
+  threads: 2,
+  format: "binary",
+};
 
 export const decodeStage: StageSpec<typeof decodeOptionsDefaults> = {
   name: "decode",
@@ -410,10 +507,12 @@ export const decodeStage: StageSpec<typeof decodeOptionsDefaults> = {
         const table = ctx.shared.get("decodeTable") as DecodeTable | undefined;
         if (!table) throw new Error("decode: no decode table (resolve-sensor must be in the chain)");
         const packed = packBatch(batch);
-        const task: DecodeTask = { buf: packed.buf, n: packed.n, table };
+        const task: DecodeTask = { buf: packed.buf, n: packed.n, table, format: options.format };
         const out: DecodeOutput = pool ? await pool.run(movable(task, packed.buf)) : decodePacked(task);
         for (const [i, reason] of out.dead) batch.dead.set(i, reason);
         batch.copyText = out.copyText;
+        batch.copyBinary = out.binaryLength ? new Uint8Array(out.rowsBuf, out.rowCount * 16, out.binaryLength) : null;
+        batch.buckets = out.buckets;
         batch.rowCount = out.rowCount;
         batch.rows = unpackRows(out.rowsBuf, out.rowCount);
         // entries deleted from the stream (hard-limit trim) have no fields: ack, nothing to write
