@@ -88,10 +88,12 @@ describe("Redis restarted under load", () => {
     const frames = await readRawStream(redis, keys.raw);
     const st = await stats(redis, keys.stats("can-scanner"));
     // an XADD whose reply was lost in the crash may be re-sent: the same frame twice in
-    // the stream, harmless (same key). Every append the scanner counted is in the stream.
+    // the stream, harmless (same key). The scanner's count lies between the distinct
+    // frames and the entries: nothing it counted is missing from the stream.
     const distinct = new Set(frames.map((f) => `${f.id}|${f.ts}`)).size;
     console.info(`redis-restart: appended=${st.appended} entries=${frames.length} distinct frames=${distinct}`);
-    expect(st.appended).toBe(frames.length);
+    expect(st.appended).toBeGreaterThanOrEqual(distinct);
+    expect(st.appended).toBeLessThanOrEqual(frames.length);
     expect(st.dropped_hard_limit ?? 0).toBe(0);
     // 1.5 s of outage at ~1 000 frames/s fits the default in-memory buffer (100 000 frames)
     expect(st.dropped_buffer ?? 0).toBe(0);
