@@ -32,6 +32,7 @@ verifies per sensor per day. The legacy table is only read.
   --skip-unknown-keys     leave out keys the site file does not name (reported)
   --ignore-checkpoint     run every batch again (writes nothing twice)
   --work-mem SIZE         work_mem per batch (default 128MB)
+  --parallel N            batches in flight at once, one session each (default 2)
   --report PATH           report file (JSON; a .txt summary beside it)
                           default: $CEA_STATE_DIR or .state/, migration-report.json
   --database-url URL      default $CEA_DATABASE_URL
@@ -42,6 +43,7 @@ keys, dry run that would stop); 2 verification mismatch.`;
 
 const argsSchema = z.object({
   "max-batches": z.coerce.number().int().positive().optional(),
+  parallel: z.coerce.number().int().positive().optional(),
 });
 
 async function main(): Promise<void> {
@@ -62,6 +64,7 @@ async function main(): Promise<void> {
       "skip-unknown-keys": { type: "boolean", default: false },
       "ignore-checkpoint": { type: "boolean", default: false },
       "work-mem": { type: "string" },
+      parallel: { type: "string" },
       report: { type: "string" },
       "database-url": { type: "string" },
       site: { type: "string" },
@@ -74,7 +77,8 @@ async function main(): Promise<void> {
   }
   const config = loadConfig();
   const args = argsSchema.safeParse(values);
-  if (!args.success) throw new ConfigError(`--max-batches: ${args.error.issues[0]?.message}`);
+  if (!args.success)
+    throw new ConfigError(args.error.issues.map((i) => `--${String(i.path[0])}: ${i.message}`).join("\n"));
   const parsed = migrateOptionsSchema.safeParse({
     table: values.table,
     timeColumn: values["time-column"],
@@ -91,6 +95,7 @@ async function main(): Promise<void> {
     skipUnknownKeys: values["skip-unknown-keys"],
     ignoreCheckpoint: values["ignore-checkpoint"],
     workMem: values["work-mem"],
+    parallel: args.data.parallel,
   });
   if (!parsed.success)
     throw new ConfigError(parsed.error.issues.map((i) => `--${String(i.path[0])}: ${i.message}`).join("\n"));
@@ -99,18 +104,23 @@ async function main(): Promise<void> {
   const site = await loadSite(projectPath(values.site ?? config.CEA_SITE_FILE));
   const reportPath = values.report ?? join(process.env.CEA_STATE_DIR ?? projectPath(".state"), "migration-report.json");
 
-  // One session: the migration's view, functions and mapping are session-local.
-  const client = new pg.Client({
-    connectionString: values["database-url"] ?? config.CEA_DATABASE_URL,
-    application_name: "cea-migrate",
-  });
-  await client.connect();
-  // First signal: finish the batch in hand (it commits with its checkpoint),
-  // then stop; a second one exits at once (the open batch rolls back).
+  // The migration's view, functions and mapping are session-local: one client
+  // here, and one more per further batch in flight (runMigration ends those).
+  const newClient = async () => {
+    const c = new pg.Client({
+      connectionString: values["database-url"] ?? config.CEA_DATABASE_URL,
+      application_name: "cea-migrate",
+    });
+    await c.connect();
+    return c;
+  };
+  const client = await newClient();
+  // First signal: finish the batches in hand (each commits with its checkpoint),
+  // then stop; a second one exits at once (open batches roll back).
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (abort.signal.aborted) process.exit(1);
-    process.stderr.write(`\n${signal}: stopping after the current batch (again to abort it)\n`);
+    process.stderr.write(`\n${signal}: stopping after the batches in hand (again to abort them)\n`);
     abort.abort();
   };
   process.on("SIGINT", onSignal);
@@ -119,6 +129,7 @@ async function main(): Promise<void> {
     const report = await runMigration(client, site, parsed.data, {
       progress: createProgress(process.stderr),
       signal: abort.signal,
+      connect: newClient,
     });
     const files = await writeReport(report, reportPath);
     process.stdout.write(formatReport(report));

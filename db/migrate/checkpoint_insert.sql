@@ -5,8 +5,10 @@
 -- Writes:      one migration_checkpoint row, in the transaction of the batch
 --              it describes (db/migrate/checkpoint.sql).
 -- Idempotency: a batch range is recorded once; recording it again (a run with
---              --ignore-checkpoint) keeps the first record.
+--              --ignore-checkpoint) keeps the first record, and marks it for
+--              the aggregate update again only if the batch wrote rows.
 
 INSERT INTO migration_checkpoint (source, batch_start, batch_end, legacy_rows, values_seen, keys_numeric, inserted, stats)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (source, batch_end) DO NOTHING
+ON CONFLICT (source, batch_end) DO UPDATE SET aggregated = false
+  WHERE EXCLUDED.inserted > 0

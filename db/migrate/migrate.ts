@@ -19,9 +19,11 @@ import {
 // The legacy migration: every numeric reading of `can_messages` (or however an
 // installation named it) into `measurement`, set-based inside PostgreSQL in
 // bounded time-range batches, each committed with its checkpoint. The SQL is in
-// db/migrate/*.sql, each file with its contract. Everything runs on ONE client
-// (one session): the view over the legacy table, the classification functions
-// and the sensor mapping are session-local.
+// db/migrate/*.sql, each file with its contract. The view over the legacy
+// table, the classification functions and the sensor mapping are
+// session-local: every session that runs batches sets them up first. Batches
+// can run on more than one session at once (`parallel`, with `io.connect`);
+// the aggregates are brought up to date once at the end, over the migrated range.
 
 export const migrateOptionsSchema = z.object({
   /** "table" or "schema.table" */
@@ -52,6 +54,8 @@ export const migrateOptionsSchema = z.object({
     .string()
     .regex(/^[1-9][0-9]*(kB|MB|GB)$/)
     .default("128MB"),
+  /** batches in flight at once, each on its own session (needs io.connect for more than 1) */
+  parallel: z.number().int().min(1).max(8).default(2),
 });
 export type MigrateOptions = z.input<typeof migrateOptionsSchema>;
 type Options = z.infer<typeof migrateOptionsSchema>;
@@ -156,7 +160,6 @@ interface BatchRow {
   legacy_rows: string;
   values_seen: string;
   keys_numeric: string;
-  inserted: string;
   kinds: [number, string, number][];
   inserted_by_sensor: [number, number][];
   conflicts: [number, number][];
@@ -188,8 +191,37 @@ interface VerifyRow {
 
 export interface MigrateIo {
   progress: ProgressSink;
-  /** checked between batches: a stop request finishes the batch in hand, then stops */
+  /** checked between batches: a stop request finishes the batches in hand, then stops */
   signal?: AbortSignal;
+  /** opens one more session on the same database for batches in parallel; runMigration ends it */
+  connect?: () => Promise<pg.Client>;
+}
+
+type SensorMapping = { node_id: number; name: string; sensor_id: number; off: number }[];
+
+/** One session's private objects: classification functions, the view over the legacy table, the mapping. */
+async function prepareSession(db: pg.ClientBase, o: Options, mapping: SensorMapping): Promise<LegacySource> {
+  await db.query(await sql("functions"));
+  const src = await openSource(db, o);
+  await db.query(await sql("map"), [JSON.stringify(mapping)]);
+  return src;
+}
+
+/** The parts of the windows that no committed batch covers, in time order. */
+export function uncovered(windows: [number, number][], done: [number, number][]): [number, number][] {
+  const covered = [...done].sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [ws, we] of windows) {
+    let s = ws;
+    for (const [cs, ce] of covered) {
+      if (ce <= s || cs >= we) continue;
+      if (cs > s) out.push([s, cs]);
+      s = Math.max(s, ce);
+      if (s >= we) break;
+    }
+    if (s < we) out.push([s, we]);
+  }
+  return out;
 }
 
 /** Run the migration (or its dry run, or the verification alone); returns the report. */
@@ -203,12 +235,10 @@ export async function runMigration(
   const mode = o.dryRun ? "dry-run" : o.verifyOnly ? "verify-only" : "migrate";
   const startedAt = new Date().toISOString();
   const ed = await edition(db);
-  await db.query(await sql("functions"));
-  const src = await openSource(db, o);
-  const sensorsBySite = site.devices.flatMap((d) =>
+  const sensorsBySite: SensorMapping = site.devices.flatMap((d) =>
     d.sensors.map((s) => ({ node_id: d.node_id, name: s.name, sensor_id: s.id, off: s.calibration_offset })),
   );
-  await db.query(await sql("map"), [JSON.stringify(sensorsBySite)]);
+  const src = await prepareSession(db, o, sensorsBySite);
   const sensorName = new Map(sensorsBySite.map((s) => [s.sensor_id, s.name]));
   const deviceByNode = new Map(site.devices.map((d) => [d.node_id, d]));
   if (!src.timeIndexed)
@@ -346,9 +376,12 @@ export async function runMigration(
     await db.query(await sql("checkpoint"));
     report.site_sync = await syncSite(db, site);
     const done = await checkpoints(db, src.key);
-    const resumeAt =
-      o.ignoreCheckpoint || done.length === 0 ? Number.NEGATIVE_INFINITY : Date.parse(done.at(-1)!.batch_end);
-    const todo = windows.filter(([, e]) => e > resumeAt).map(([s, e]): [number, number] => [Math.max(s, resumeAt), e]);
+    const todo = o.ignoreCheckpoint
+      ? windows
+      : uncovered(
+          windows,
+          done.map((c): [number, number] => [Date.parse(c.batch_start), Date.parse(c.batch_end)]),
+        );
     report.batches.before_this_run = done.length;
     const totalRows = nodeList.filter((n) => n.mapped).reduce((a, n) => a + n.legacy_rows, 0);
     const doneRows = o.ignoreCheckpoint ? 0 : done.reduce((a, c) => a + Number(c.legacy_rows), 0);
@@ -363,54 +396,74 @@ export async function runMigration(
     const batchSql = await sql("batch");
     const cpSql = await sql("checkpoint_insert");
     let rowsNow = doneRows;
-    for (const [s, e] of todo) {
-      if (o.maxBatches !== undefined && report.batches.this_run >= o.maxBatches) break;
-      if (io.signal?.aborted) break;
-      await db.query("BEGIN");
-      let b: BatchRow;
+    const limit = Math.min(todo.length, o.maxBatches ?? todo.length);
+
+    // One batch: moved and recorded in one transaction, or neither.
+    const runBatch = async (c: pg.ClientBase, s: number, e: number) => {
+      await c.query("BEGIN");
       try {
-        await db.query("SELECT set_config('work_mem', $1, true)", [o.workMem]);
-        b = (await db.query<BatchRow>(batchSql, [iso(s), iso(e)])).rows[0]!;
+        await c.query("SELECT set_config('work_mem', $1, true)", [o.workMem]);
+        const b = (await c.query<BatchRow>(batchSql, [iso(s), iso(e)])).rows[0]!;
+        const inserted = b.inserted_by_sensor.reduce((a, [, n]) => a + n, 0);
         const stats: BatchStats = {
           kinds: b.kinds,
           inserted: b.inserted_by_sensor,
           conflicts: b.conflicts,
           conflict_samples: b.conflict_samples,
         };
-        await db.query(cpSql, [
-          src.key,
-          iso(s),
-          iso(e),
-          b.legacy_rows,
-          b.values_seen,
-          b.keys_numeric,
-          b.inserted,
-          stats,
-        ]);
-        await db.query("COMMIT");
+        await c.query(cpSql, [src.key, iso(s), iso(e), b.legacy_rows, b.values_seen, b.keys_numeric, inserted, stats]);
+        await c.query("COMMIT");
+        return { ...b, inserted };
       } catch (err) {
-        await db.query("ROLLBACK").catch(() => undefined);
+        await c.query("ROLLBACK").catch(() => undefined);
         throw err;
       }
-      report.batches.this_run++;
-      report.this_run.legacy_rows += Number(b.legacy_rows);
-      report.this_run.values_seen += Number(b.values_seen);
-      report.this_run.keys_numeric += Number(b.keys_numeric);
-      report.this_run.inserted += Number(b.inserted);
-      rowsNow += Number(b.legacy_rows);
-      // Apache edition: fold the buckets this batch queued into the aggregate
-      // tables now, while its rows are still in cache.
-      if (ed === "apache") await db.query("SELECT cea_refresh_aggregates()");
-      io.progress.update(rowsNow, report.this_run.inserted, `batch ${iso(s).slice(0, 16)}`);
+    };
+
+    // Batches are handed out in time order to `parallel` sessions; a stop
+    // request, --max-batches or a failure stops the handing out and the
+    // batches in hand finish. What committed is always recorded, so a gap
+    // left by a batch that did not commit is moved by the next run.
+    const sessions: pg.ClientBase[] = [db];
+    const extra: pg.Client[] = [];
+    let next = 0;
+    let failed = false;
+    const worker = async (c: pg.ClientBase) => {
+      while (!failed && !io.signal?.aborted && next < limit) {
+        const [s, e] = todo[next++]!;
+        try {
+          const b = await runBatch(c, s, e);
+          report.batches.this_run++;
+          report.this_run.legacy_rows += Number(b.legacy_rows);
+          report.this_run.values_seen += Number(b.values_seen);
+          report.this_run.keys_numeric += Number(b.keys_numeric);
+          report.this_run.inserted += b.inserted;
+          rowsNow += Number(b.legacy_rows);
+          io.progress.update(rowsNow, report.this_run.inserted, `batch ${iso(s).slice(0, 16)}`);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    try {
+      for (let i = 1; i < Math.min(o.parallel, limit) && io.connect; i++) {
+        const c = await io.connect();
+        extra.push(c);
+        await prepareSession(c, o, sensorsBySite);
+        sessions.push(c);
+      }
+      const settled = await Promise.allSettled(sessions.map(worker));
+      const err = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (err) throw err.reason;
+    } finally {
+      for (const c of extra) await c.end();
     }
     io.progress.finish();
     report.this_run.seconds = (Date.now() - t0) / 1000;
     report.batches.remaining = todo.length - report.batches.this_run;
     report.stopped_early = report.batches.remaining > 0;
-
-    if (report.batches.this_run > 0 && first && last) {
-      report.aggregates = await refreshAggregates(db, ed, windows[0]![0], windows.at(-1)![1]);
-    }
+    report.aggregates = await refreshAggregates(db, ed, src.key, io);
   }
 
   // totals over every committed batch, this run's and earlier ones'
@@ -499,22 +552,45 @@ async function wouldCreate(db: pg.ClientBase, site: Site): Promise<NonNullable<M
   };
 }
 
+/**
+ * The aggregates over every committed batch not yet aggregated (this run's, and
+ * those of a run that died before this step), widened to whole UTC days;
+ * null when there is nothing to do.
+ */
 async function refreshAggregates(
   db: pg.ClientBase,
   ed: "community" | "apache",
-  fromMs: number,
-  toMs: number,
-): Promise<NonNullable<MigrationReport["aggregates"]>> {
-  const from = iso(Math.floor(fromMs / DAY) * DAY);
-  const to = iso(Math.ceil(toMs / DAY) * DAY + DAY);
+  key: string,
+  io: MigrateIo,
+): Promise<MigrationReport["aggregates"]> {
+  const { rows } = await db.query<{ start: string | null; end: string | null }>(await sql("aggregate_pending"), [key]);
+  const r = rows[0];
+  if (!r?.start || !r.end) return null;
+  const from = iso(Math.floor(Date.parse(r.start) / DAY) * DAY);
+  const to = iso(Math.ceil(Date.parse(r.end) / DAY) * DAY);
+  io.progress.line(`aggregates ${from.slice(0, 10)} .. ${to.slice(0, 10)} ...`);
   if (ed === "community") {
-    // outside any transaction block: the continuous aggregates over the whole migrated range
+    // outside any transaction block: the continuous aggregates over the range
     for (const view of ["measurement_hourly", "measurement_daily"])
       await db.query(await sql("refresh_community"), [view, from, to]);
-    return { edition: ed, method: "refresh_continuous_aggregate", from, to };
+    await db.query(await sql("aggregate_done"), [key, from, to]);
+    return { edition: ed, method: "refresh_continuous_aggregate over the migrated range", from, to };
   }
-  await db.query("SELECT cea_refresh_aggregates()");
-  return { edition: ed, method: "cea_refresh_aggregates (buckets queued by every batch)", from, to };
+  await db.query("BEGIN");
+  try {
+    await db.query(await sql("aggregate_apache"), [from, to]);
+    await db.query(await sql("aggregate_done"), [key, from, to]);
+    await db.query("COMMIT");
+  } catch (err) {
+    await db.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  }
+  return {
+    edition: ed,
+    method: "hourly and daily tables recomputed from measurement over the migrated range",
+    from,
+    to,
+  };
 }
 
 async function verify(
