@@ -125,7 +125,16 @@ const bench: Bench = async (ctx) => {
   const files = { siteFile: projectPath("ops/site.json"), canDbFile: projectPath("ops/cea.kcd") };
   const fresh = async (what: string) => {
     const name = `cea_bench_${what}_${tag}`;
-    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${tpl}`);
+    // the template is briefly busy while TimescaleDB's scheduler visits it (55006): retry
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.query(`CREATE DATABASE ${name} TEMPLATE ${tpl}`);
+        break;
+      } catch (err) {
+        if (attempt > 50 || (err as { code?: string }).code !== "55006") throw err;
+        await sleep(100 + Math.random() * 100);
+      }
+    }
     dbs.push(name);
     return withDb(ctx.databaseUrl, name);
   };
