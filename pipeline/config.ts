@@ -84,6 +84,10 @@ export const configSchema = z.object({
   CEA_LIVE_STALE_S: z.coerce.number().positive().default(10),
   /** Most raw points one history answer may hold; past it the API asks for an aggregate. */
   CEA_HISTORY_RAW_MAX: int(100_000, 10),
+  /** Group commit of POST /measurement: most readings in one statement. */
+  CEA_API_GROUP_MAX: int(512, 1),
+  /** Group commit: groups written at the same time (each holds one database connection). */
+  CEA_API_GROUP_INFLIGHT: int(2, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

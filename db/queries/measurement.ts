@@ -18,11 +18,12 @@ export interface StoredMeasurement {
 // the first occurrence of each key (sensor_id, time) in the group is inserted
 // unless the key is taken; the same statement queues the touched hour buckets
 // for the Apache-edition aggregates (as db/measurements.ts does), so the mark
-// commits with the rows.
-// One answer row per input, in input order: the stored row (new, or the one
-// that was already there, or the earlier one of the group with the same key)
-// and whether this input created it. Only a key committed by a concurrent
-// writer after the statement's snapshot comes back without a stored row.
+// commits with the rows. One answer row per input, in input order: the row
+// this statement stored under the input's key (by this input or by an earlier
+// one of the group) and whether this input created it. A key that was already
+// taken comes back without a row: the stored row is read afterwards, by key,
+// where the time is a constant and only its chunk is searched (a join here
+// would probe every chunk's index for every input, new rows included).
 const INSERT_GROUP = `WITH input AS (
   SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
          min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
@@ -38,26 +39,18 @@ const INSERT_GROUP = `WITH input AS (
   SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
   WHERE cea_timescale_edition() = 'apache'
 )
-SELECT i.ord::int AS ord,
-       (x.sensor_id IS NOT NULL AND i.ord = i.first_ord) AS inserted,
-       (x.sensor_id IS NOT NULL OR m.sensor_id IS NOT NULL) AS found,
-       ${iso("coalesce(x.time, m.time)")} AS time,
-       coalesce(x.sensor_id, m.sensor_id) AS sensor_id,
-       CASE WHEN x.sensor_id IS NOT NULL THEN x.value ELSE m.value END AS value,
-       CASE WHEN x.sensor_id IS NOT NULL THEN x.status ELSE m.status END AS status
-FROM input i
-LEFT JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time
-LEFT JOIN measurement m ON m.sensor_id = i.sensor_id AND m.time = i.time
-ORDER BY i.ord`;
+SELECT i.ord::int AS ord, i.ord = i.first_ord AS inserted,
+       ${iso("x.time")} AS time, x.sensor_id, x.value, x.status
+FROM input i JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time`;
 
 export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
 
 /**
  * Insert a group of readings in one statement (one transaction, one WAL
- * flush). Returns, per input in order, the stored row and whether that input
- * created it; undefined for the narrow race described at INSERT_GROUP (the
- * caller re-reads with getMeasurement). A row the database rejects fails the
- * whole statement: the caller isolates.
+ * flush). Returns, per input in order, the row the statement stored under its
+ * key and whether that input created it; undefined when the key was already
+ * taken (the caller reads the stored row with getMeasurement). A row the
+ * database rejects fails the whole statement: the caller isolates.
  */
 export async function insertGroup(
   db: Queryable,
@@ -75,14 +68,13 @@ export async function insertGroup(
     values[i] = r.value;
     statuses[i] = r.status;
   }
-  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean; found: boolean }>({
+  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean }>({
     name: "cea_api_insert_group",
     text: INSERT_GROUP,
     values: [times, sensors, values, statuses],
   });
   const out: GroupOutcome[] = new Array(n).fill(undefined);
   for (const r of res.rows) {
-    if (!r.found) continue;
     out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
   }
   return out;

@@ -68,7 +68,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     redis: deps.redis,
     keys: redisKeys(config),
     directory: new Directory(deps.pool),
-    writer: new GroupWriter(deps.pool, deps.log),
+    writer: new GroupWriter(deps.pool, deps.log, {
+      maxGroup: config.CEA_API_GROUP_MAX,
+      maxInFlight: config.CEA_API_GROUP_INFLIGHT,
+    }),
     requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
       if (check(req.headers.authorization)) return;
       reply.header("www-authenticate", 'Bearer realm="cea"');

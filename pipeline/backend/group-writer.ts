@@ -85,6 +85,7 @@ export class GroupWriter {
 
   private async flush(group: Waiting[]): Promise<void> {
     let outcomes: Awaited<ReturnType<typeof insertGroup>>;
+    const started = performance.now();
     try {
       outcomes = await insertGroup(
         this.db,
@@ -99,7 +100,7 @@ export class GroupWriter {
       await Promise.all(group.map((w) => this.flush([w])));
       return;
     }
-    this.log?.debug({ rows: group.length }, "group commit");
+    this.log?.debug({ rows: group.length, ms: Math.round((performance.now() - started) * 100) / 100 }, "group commit");
     await Promise.all(
       group.map(async (w, i) => {
         try {
@@ -109,7 +110,7 @@ export class GroupWriter {
             w.resolve({ inserted, stored });
             return;
           }
-          // a concurrent writer committed the key after the statement's snapshot
+          // the key was taken before (or by a concurrent writer): read what is stored
           const stored = await getMeasurement(this.db, w.reading.sensor_id, w.reading.time);
           if (!stored)
             throw new Error(`insert of (${w.reading.sensor_id}, ${w.reading.time}) neither inserted nor found a row`);

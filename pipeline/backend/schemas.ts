@@ -8,7 +8,7 @@ import type { Config } from "../config.js";
 
 export const API_PREFIX = "/api/v1";
 export const STATUS_MAX = 64;
-const INT4_MAX = 2_147_483_647;
+export const INT4_MAX = 2_147_483_647;
 
 const id = z.number().int().positive().max(INT4_MAX);
 const idParam = z.coerce.number().int().positive().max(INT4_MAX);
