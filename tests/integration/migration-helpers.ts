@@ -46,3 +46,41 @@ export async function measuredBySensor(db: pg.ClientBase): Promise<Record<string
   );
   return Object.fromEntries(rows.map((r) => [r.name, r.n]));
 }
+
+/**
+ * Buckets of measurement_hourly/daily that disagree with the raw rows (missing,
+ * extra, or other counts/min/max/avg), and how many buckets the raw rows make.
+ * On the Community edition only the MATERIALIZED part of the continuous
+ * aggregates is compared: real-time aggregation would fill in buckets that were
+ * never refreshed, so the views are switched to materialized_only inside a
+ * transaction that is rolled back.
+ */
+export async function aggregateMismatches(
+  db: pg.ClientBase,
+  community: boolean,
+): Promise<Record<string, { bad: number; buckets: number }>> {
+  const out: Record<string, { bad: number; buckets: number }> = {};
+  await db.query("BEGIN");
+  try {
+    for (const [view, width] of [
+      ["measurement_hourly", "1 hour"],
+      ["measurement_daily", "1 day"],
+    ] as const) {
+      if (community) await db.query(`ALTER MATERIALIZED VIEW ${view} SET (timescaledb.materialized_only = true)`);
+      const { rows } = await db.query<{ bad: number; buckets: number }>(
+        `WITH raw AS (
+           SELECT sensor_id, time_bucket($1::interval, time) AS bucket, count(*) AS n, min(value) AS lo, max(value) AS hi, avg(value) AS av
+           FROM measurement GROUP BY 1, 2)
+         SELECT count(*) FILTER (WHERE a.sensor_id IS NULL OR raw.sensor_id IS NULL OR a.sample_count <> raw.n
+                                   OR a.min_value <> raw.lo OR a.max_value <> raw.hi OR abs(a.avg_value - raw.av) > 1e-9)::int AS bad,
+                count(raw.sensor_id)::int AS buckets
+         FROM raw FULL JOIN ${view} a ON a.sensor_id = raw.sensor_id AND a.bucket = raw.bucket`,
+        [width],
+      );
+      out[view] = rows[0]!;
+    }
+  } finally {
+    await db.query("ROLLBACK");
+  }
+  return out;
+}
