@@ -12,8 +12,14 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 // cea-backend.js) on a fresh database cloned from a template (schema + site),
 // loaded over loopback with autocannon; beside it, in the same run, a bare
 // Fastify process with one route returning a constant: the framework's ceiling
-// on this machine. Cases: single-row POST at 32 connections, batch POST, and a
-// 30-day hourly history query (sequential, per-request latency).
+// on this machine. Cases: single-row POST at 32 connections (group commit on,
+// and the same server with it off, CEA_API_GROUP_MAX=1), batch POST, and a
+// 30-day hourly history query (sequential, per-request latency). Every write
+// request carries keys (sensor_id, time) no other request used, and the rows
+// are counted afterwards. The load generator (autocannon) runs on this
+// process's main thread, no worker threads: on a 2-core machine the servers,
+// PostgreSQL and the generator share the cores, and extra generator threads
+// would only take CPU from the server being measured.
 
 interface AutocannonRequest {
   method?: string;
@@ -71,14 +77,18 @@ function dbUrl(base: string, name: string): string {
   return u.toString();
 }
 
-async function admin<T>(base: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: dbUrl(base, "postgres") });
+async function withDb<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
     return await fn(c);
   } finally {
     await c.end();
   }
+}
+
+async function admin<T>(base: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  return withDb(dbUrl(base, "postgres"), fn);
 }
 
 async function waitForHttp(url: string, proc: ChildProcess, out: () => string): Promise<void> {
@@ -209,7 +219,7 @@ const bench: Bench = async (ctx) => {
     }
 
     const apiPort = await freePort();
-    const api = startProcess([projectPath("dist/pipeline/cea-backend.js")], {
+    const apiEnv = {
       PATH: process.env.PATH,
       CEA_DATABASE_URL: url,
       CEA_REDIS_URL: ctx.redisUrl,
@@ -220,8 +230,18 @@ const bench: Bench = async (ctx) => {
       CEA_LOG_LEVEL: "warn",
       CEA_BATCH_MAX: String(BATCH_SIZE),
       CEA_BODY_LIMIT: String(4 * 1024 * 1024),
-    });
+    };
+    const api = startProcess([projectPath("dist/pipeline/cea-backend.js")], apiEnv);
     procs.push(api.proc);
+    // the same server with group commit off: one statement per request, up to 8 at a time
+    const soloPort = await freePort();
+    const solo = startProcess([projectPath("dist/pipeline/cea-backend.js")], {
+      ...apiEnv,
+      CEA_HTTP_PORT: String(soloPort),
+      CEA_API_GROUP_MAX: "1",
+      CEA_API_GROUP_INFLIGHT: "8",
+    });
+    procs.push(solo.proc);
     const barePort = await freePort();
     const bare = startProcess(["--input-type=module", "-e", BARE_SERVER], {
       PATH: process.env.PATH,
@@ -230,7 +250,9 @@ const bench: Bench = async (ctx) => {
     procs.push(bare.proc);
     const apiBase = `http://127.0.0.1:${apiPort}`;
     const bareBase = `http://127.0.0.1:${barePort}`;
+    const soloBase = `http://127.0.0.1:${soloPort}`;
     await waitForHttp(`${apiBase}/api/v1/health`, api.proc, api.out);
+    await waitForHttp(`${soloBase}/api/v1/health`, solo.proc, solo.out);
     await waitForHttp(bareBase, bare.proc, bare.out);
     const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
 
@@ -242,35 +264,61 @@ const bench: Bench = async (ctx) => {
     rows.push({ case: "bare Fastify POST (ceiling)", value: ceiling.requests.average, unit: "req/s" });
     rows.push({ case: "bare Fastify POST p99", value: ceiling.latency.p99, unit: "ms" });
 
-    ctx.log(`single-row POST, 32 connections, ${duration} s`);
-    // every request a new key: sensors 101..150 round robin, one second apart
+    // every request a new key: sensors 101..150 round robin, one second apart;
+    // each run its own time range
     const sensors = Array.from({ length: 50 }, (_, i) => 101 + Math.floor(i / 10) * 100 + (i % 10));
-    const t0 = Date.parse("2023-06-01T00:00:00Z");
-    let n = 0;
-    const single = checked(
-      "single POST",
-      await autocannon({
-        url: `${apiBase}/api/v1/measurement`,
-        connections: 32,
-        duration,
-        requests: [
-          {
-            method: "POST",
-            headers: auth,
-            setupRequest: (req) => {
-              const i = n++;
-              const body = {
-                time: new Date(t0 + Math.floor(i / sensors.length) * 1000).toISOString(),
-                sensor_id: sensors[i % sensors.length],
-                value: (i % 1000) / 10,
-                status: "ok",
-              };
-              return { ...req, body: JSON.stringify(body) };
+    const singleRun = async (base: string, t0: number) => {
+      let n = 0;
+      return checked(
+        "single POST",
+        await autocannon({
+          url: `${base}/api/v1/measurement`,
+          connections: 32,
+          duration,
+          requests: [
+            {
+              method: "POST",
+              headers: auth,
+              setupRequest: (req) => {
+                const i = n++;
+                const body = {
+                  time: new Date(t0 + Math.floor(i / sensors.length) * 1000).toISOString(),
+                  sensor_id: sensors[i % sensors.length],
+                  value: (i % 1000) / 10,
+                  status: "ok",
+                };
+                return { ...req, body: JSON.stringify(body) };
+              },
             },
-          },
-        ],
-      }),
-    );
+          ],
+        }),
+      );
+    };
+    const written = async (from: string, to: string) =>
+      withDb(url, async (c) => {
+        const { rows: r } = await c.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM measurement WHERE time >= $1 AND time < $2",
+          [from, to],
+        );
+        return r[0]?.n ?? 0;
+      });
+
+    ctx.log(`single-row POST, group commit off (one statement per request), 32 connections, ${duration} s`);
+    const soloRes = await singleRun(soloBase, Date.parse("2023-01-01T00:00:00Z"));
+    ctx.log(`single-row POST, 32 connections, ${duration} s`);
+    const single = await singleRun(apiBase, Date.parse("2023-06-01T00:00:00Z"));
+    // every answered request stored its own new row (201); a request cut off
+    // when the run ended may have stored one more
+    params.single_rows_written = await written("2023-06-01T00:00:00Z", "2023-12-31T00:00:00Z");
+    params.single_2xx = single["2xx"];
+    if ((params.single_rows_written as number) < single["2xx"])
+      throw new Error(`single POST: ${single["2xx"]} answered 2xx but ${params.single_rows_written} rows stored`);
+    rows.push({
+      case: "single-row POST, group commit off",
+      value: soloRes.requests.average,
+      unit: "req/s",
+      note: `CEA_API_GROUP_MAX=1, 8 statements at a time; p99 ${soloRes.latency.p99} ms`,
+    });
     rows.push({
       case: "single-row POST",
       value: single.requests.average,
@@ -279,6 +327,13 @@ const bench: Bench = async (ctx) => {
       ratio: single.requests.average / ceiling.requests.average,
       target: ">= 5000 req/s",
       met: single.requests.average >= 5000,
+    });
+    rows.push({
+      case: "single-row POST vs group commit off",
+      value: single.requests.average / soloRes.requests.average,
+      unit: "x",
+      baseline: "single-row POST, group commit off",
+      ratio: single.requests.average / soloRes.requests.average,
     });
     rows.push({
       case: "single-row POST p99",
@@ -322,6 +377,9 @@ const bench: Bench = async (ctx) => {
       }),
     );
     const perSecond = (batch["2xx"] * BATCH_SIZE) / batch.duration;
+    params.batch_rows_written = await written("2022-01-01T00:00:00Z", "2023-01-01T00:00:00Z");
+    if ((params.batch_rows_written as number) < batch["2xx"] * BATCH_SIZE)
+      throw new Error(`batch POST: ${batch["2xx"]} batches answered 2xx but ${params.batch_rows_written} rows stored`);
     rows.push({
       case: "batch POST measurements",
       value: perSecond,
@@ -358,6 +416,8 @@ const bench: Bench = async (ctx) => {
       note: "720 points per answer; ratio = API p95 / ceiling p95 (higher is slower)",
     });
     params.note = "shared 2-core machine with other work running: figures are indicative";
+    params.load_generator =
+      "autocannon on the bench process's main thread (no workers); servers in their own processes";
     return { rows, params };
   } finally {
     await Promise.allSettled(procs.map(stop));
