@@ -23,7 +23,9 @@ export interface StoredMeasurement {
 // one of the group) and whether this input created it. A key that was already
 // taken comes back without a row: the stored row is read afterwards, by key,
 // where the time is a constant and only its chunk is searched (a join here
-// would probe every chunk's index for every input, new rows included).
+// would probe every chunk's index for every input, new rows included). Keys go
+// in in index order, so two groups sharing keys wait on each other in the same
+// order instead of deadlocking.
 const INSERT_GROUP = `WITH input AS (
   SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
          min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
@@ -32,6 +34,7 @@ const INSERT_GROUP = `WITH input AS (
 ), ins AS (
   INSERT INTO measurement (time, sensor_id, value, status)
   SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
+  ORDER BY sensor_id, time
   ON CONFLICT (sensor_id, time) DO NOTHING
   RETURNING time, sensor_id, value, status
 ), marked AS (
