@@ -19,7 +19,9 @@ import type { Bench, BenchRow } from "./lib.js";
 // schema's foreign key to `sensor` and unique key checked as for every writer,
 // ON CONFLICT (sensor_id, time) DO NOTHING only because the data has duplicate
 // frames. No classification, no grouping, no checkpoint, no statistics, no
-// aggregates. A lower "unconstrained" figure (a copy of the table without the
+// aggregates. It runs as one statement over the whole table and again as one
+// statement per day; the target is judged against the faster of the two.
+// An "unconstrained" figure (a copy of the table without the
 // foreign key and with a non-unique key index) is reported for information.
 //
 // The migration runs as the command does (two batches in flight, checkpoints,
@@ -30,15 +32,23 @@ import type { Bench, BenchRow } from "./lib.js";
 const TARGET_RATE = 300_000;
 const TARGET_RATIO = 0.7;
 
-const CEILING = `
+const CEILING_SELECT = `
 INSERT INTO measurement (time, sensor_id, value, status)
 SELECT l."timestamp", s.sensor_id, kv.value::float8, 'migrated'
 FROM can_messages l
 JOIN device d ON d.node_id = l.node_id
 CROSS JOIN LATERAL jsonb_each(l.decoded_data) AS kv
 JOIN sensor s ON s.device_id = d.device_id AND s.name = kv.key
-WHERE jsonb_typeof(kv.value) = 'number'
+WHERE jsonb_typeof(kv.value) = 'number'`;
+const CEILING = `${CEILING_SELECT}
 ON CONFLICT (sensor_id, time) DO NOTHING`;
+// The same, one day per statement: a single statement over the whole table
+// holds every row's pending foreign-key check until its end, which grows with
+// the table; per day it stays as small as a migration batch's.
+const CEILING_DAY = `${CEILING_SELECT} AND l."timestamp" >= $1 AND l."timestamp" < $2
+ON CONFLICT (sensor_id, time) DO NOTHING`;
+const DAYS = `SELECT extract(epoch FROM date_trunc('day', min("timestamp"), 'UTC'))::bigint * 1000 AS first,
+                     extract(epoch FROM max("timestamp"))::bigint * 1000 AS last FROM can_messages`;
 
 // measurement without the foreign key and with its key index not unique (a
 // duplicate frame would otherwise abort a statement without conflict handling)
@@ -161,6 +171,21 @@ const bench: Bench = async (ctx) => {
     if (!verified.verification?.ok) throw new Error("benchmark migration did not verify");
     if (single.this_run.inserted !== migrated) throw new Error("the two migration runs moved different counts");
 
+    // the per-day ceiling on the same copy, measurement emptied first
+    await ceil.query("TRUNCATE measurement");
+    await ceil.query(WARM_UP);
+    const { rows: span } = await ceil.query<{ first: string; last: string }>(DAYS);
+    const [dayRows, dayS] = await timed("ceiling in one-day statements", async () => {
+      let n = 0;
+      for (let d = Number(span[0]!.first); d <= Number(span[0]!.last); d += 86_400_000)
+        n +=
+          (await ceil.query(CEILING_DAY, [new Date(d).toISOString(), new Date(d + 86_400_000).toISOString()]))
+            .rowCount ?? 0;
+      return n;
+    });
+    if (dayRows !== ceilRows)
+      throw new Error(`per-day ceiling wrote ${dayRows} rows, the single statement ${ceilRows}`);
+
     await ceil.query(UNCONSTRAINED_TABLE);
     await ceil.query(WARM_UP);
     const [freeRes, freeS] = await timed("unconstrained INSERT … SELECT (no foreign key, no unique key)", () =>
@@ -168,18 +193,29 @@ const bench: Bench = async (ctx) => {
     );
     const freeRows = freeRes.rowCount ?? 0;
 
-    const ceilRate = ceilRows / ceilS;
+    const oneStatementRate = ceilRows / ceilS;
+    const dayRate = dayRows / dayS;
+    // the target is judged against the higher of the two ceilings
+    const ceilRate = Math.max(oneStatementRate, dayRate);
     const migRate = migrated / migS;
-    const CEIL = "ceiling: INSERT … SELECT into measurement";
+    const ONE = "ceiling: INSERT … SELECT into measurement (one statement)";
+    const DAY = "ceiling: the same, one statement per day";
+    const CEIL = dayRate > oneStatementRate ? DAY : ONE;
     const out: BenchRow[] = [
       {
-        case: CEIL,
-        value: Math.round(ceilRate),
+        case: ONE,
+        value: Math.round(oneStatementRate),
         unit: "measurements/s",
         note:
           "one INSERT … SELECT of the JSON-number values into the real measurement (foreign key and unique key " +
           "as for every writer) of a fresh copy of the database, ON CONFLICT DO NOTHING for the duplicate frames; " +
           "no classification, grouping, checkpoint, statistics or aggregates",
+      },
+      {
+        case: DAY,
+        value: Math.round(dayRate),
+        unit: "measurements/s",
+        note: "the ceiling's statement with a one-day range, day after day, on the same copy emptied first",
       },
       {
         case: "migration (the command: 2 sessions, no verification)",
@@ -191,7 +227,7 @@ const bench: Bench = async (ctx) => {
         met: migRate >= TARGET_RATE && migRate / ceilRate >= TARGET_RATIO,
         note:
           "whole command: legacy scans (nodes, keys), site sync, batches with checkpoints and statistics on two " +
-          "sessions, aggregates over the migrated range at the end; the ceiling uses one session",
+          "sessions, aggregates over the migrated range at the end; against the higher ceiling, which uses one session",
       },
       {
         case: "migration batches only (2 sessions)",
@@ -229,6 +265,7 @@ const bench: Bench = async (ctx) => {
         legacy_rows: legacyRows,
         measurements: migrated,
         ceiling_rows: ceilRows,
+        ceiling_day_seconds: dayS,
         batches: report.batches.total,
         migration_seconds: migS,
         ceiling_seconds: ceilS,
