@@ -30,7 +30,11 @@ async function main(): Promise<void> {
     redis.disconnect();
     process.exit(r.ok ? 0 : 1);
   }
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 3, application: `can-worker:${config.CEA_CONSUMER}` });
+  // one connection per batch in the writer, one for maintenance (aggregate refresh, retention)
+  const pool = createPool(config.CEA_DATABASE_URL, {
+    max: config.CEA_WRITE_CONCURRENCY + 1,
+    application: `can-worker:${config.CEA_CONSUMER}`,
+  });
   // an idle client losing its connection must not crash the process; the next query reconnects
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection lost"));
   const close = async () => {
@@ -49,7 +53,10 @@ async function main(): Promise<void> {
     redis,
     pool,
     stages: WORKER_STAGES,
-    options: { decode: { threads: config.CEA_DECODE_THREADS } },
+    options: {
+      decode: { threads: config.CEA_DECODE_THREADS },
+      "batch-copy": { concurrency: config.CEA_WRITE_CONCURRENCY },
+    },
   });
   const reload = worker.ctx.shared.get("reloadSensorMap") as (() => Promise<void>) | undefined;
   if (reload) process.on("SIGHUP", () => void reload());

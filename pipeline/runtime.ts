@@ -23,7 +23,12 @@ import { autoClaim, deliveryCounts, ensureGroup, isNoGroup, readGroup, type Stre
 //
 // Read-ahead: while the sequential stages (COPY/COMMIT, ack) work on batch N,
 // batch N+1 is already read and run through the prepare stages (decode on the
-// pool), so Redis, the decode threads and PostgreSQL overlap.
+// pool), so Redis, the decode threads and PostgreSQL overlap. The sequential
+// stages form a pipeline of ordered lanes: each lane is entered in batch order
+// by at most its stage's `concurrency` batches at once, and a batch passes the
+// lanes in chain order, so every batch is still committed before it is acked,
+// while batch N+1 may commit as batch N acks (or beside it, on a second
+// connection, when the writer's concurrency is 2).
 
 export interface WorkerDeps {
   config: Config;
@@ -57,6 +62,42 @@ export interface WorkerHandle {
   ctx: StageContext;
 }
 
+/** An ordered, bounded lane for one sequential stage. */
+class Lane {
+  private last: Promise<void> = Promise.resolve();
+  private active = 0;
+  private waiting: (() => void)[] = [];
+  constructor(readonly concurrency: number) {}
+
+  /** Take a place in batch order now; `enter` later waits for the turn and a free slot. */
+  reserve(): { enter: () => Promise<void>; leave: () => void } {
+    const prev = this.last;
+    let entered!: () => void;
+    this.last = new Promise<void>((r) => {
+      entered = r;
+    });
+    let inside = false;
+    return {
+      enter: async () => {
+        await prev;
+        // a slot freed by leave() passes straight to the first waiter (active unchanged)
+        if (this.active >= this.concurrency) await new Promise<void>((r) => this.waiting.push(r));
+        else this.active++;
+        inside = true;
+        entered();
+      },
+      leave: () => {
+        entered(); // a batch that never entered (it failed earlier) must not hold up the next
+        if (!inside) return;
+        inside = false;
+        const next = this.waiting.shift();
+        if (next) next();
+        else this.active--;
+      },
+    };
+  }
+}
+
 class Abandoned extends Error {
   override name = "Abandoned";
 }
@@ -87,6 +128,9 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   const split = firstSequential < 0 ? instances.length : firstSequential;
   const prepareStages = instances.slice(0, split);
   const commitStages = instances.slice(split);
+  const lanes = commitStages.map((s) => new Lane(Math.max(1, Math.floor(s.stage.concurrency ?? 1))));
+  // batches between their first sequential stage and their last
+  const window = Math.max(1, ...lanes.map((l) => l.concurrency));
 
   // blocking reads get their own connection so acks never wait behind a BLOCK
   const reader = redis.duplicate();
@@ -212,7 +256,19 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   }
 
   async function commit(batch: WorkBatch): Promise<void> {
-    for (const s of commitStages) await runStage(s, batch);
+    const places = lanes.map((l) => l.reserve());
+    try {
+      for (let i = 0; i < commitStages.length; i++) {
+        await places[i]!.enter();
+        try {
+          await runStage(commitStages[i]!, batch);
+        } finally {
+          places[i]!.leave();
+        }
+      }
+    } finally {
+      for (const p of places) p.leave();
+    }
     stats.batches++;
     stats.entries += batch.ids.length;
     stats.rows += batch.rowCount;
@@ -276,18 +332,33 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
 
   const loop = async () => {
     let ahead = readAndPrepare();
+    const inFlight = new Set<Promise<void>>();
+    let failed = null as { err: unknown } | null;
     try {
       for (;;) {
         const batch = await ahead;
-        if (!batch || stopping) break;
+        if (!batch || stopping || failed) break;
         ahead = readAndPrepare();
-        await commit(batch);
+        const p: Promise<void> = commit(batch).then(
+          () => {
+            inFlight.delete(p);
+          },
+          (err: unknown) => {
+            inFlight.delete(p);
+            failed ??= { err };
+            stopping = true;
+          },
+        );
+        inFlight.add(p);
+        while (inFlight.size >= window && !failed) await Promise.race(inFlight);
       }
     } finally {
       // the read-ahead batch is abandoned unacked: it stays pending for this consumer
       stopping = true;
+      await Promise.all(inFlight);
       await ahead.catch((err: Error) => log.debug({ err: err.message }, "read-ahead batch abandoned"));
     }
+    if (failed) throw failed.err;
   };
 
   const done = loop()

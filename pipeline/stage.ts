@@ -10,7 +10,10 @@ import type { Logger } from "./log.js";
 // connects, runs every stage's `process` on each batch in order, and owns the
 // retries. Stages up to the first `sequential` one form the "prepare" part that
 // the runtime runs one batch ahead (read + decode of batch N+1 overlap the
-// COPY/COMMIT of batch N); sequential stages run strictly in batch order.
+// COPY/COMMIT of batch N); sequential stages are entered strictly in batch
+// order, each by at most `concurrency` batches at a time (1 unless the stage
+// instance says otherwise), so batch N+1 can be in the writer while batch N is
+// acknowledged, or two batches can be in the writer on two connections.
 
 export type FailureKind = "unrecoverable" | "transient" | "fatal";
 
@@ -43,6 +46,8 @@ export type StageOptions = Record<string, number | string | boolean>;
 
 export interface StageInstance {
   process(batch: WorkBatch): Promise<void> | void;
+  /** Sequential stages: how many batches may be in `process` at once (default 1). */
+  concurrency?: number;
   close?(): Promise<void> | void;
 }
 

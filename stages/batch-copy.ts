@@ -197,8 +197,12 @@ async function isolate(pool: pg.Pool, batch: WorkBatch, log: Logger): Promise<nu
   return inserted;
 }
 
-/** fastPath: direct COPY with the staging path as fallback (true), or always the staging path (false). */
-export const batchCopyDefaults = { fastPath: true };
+/**
+ * fastPath: direct COPY with the staging path as fallback (true), or always the
+ * staging path (false). concurrency: batches written at once, each in its own
+ * transaction on its own connection.
+ */
+export const batchCopyDefaults = { fastPath: true, concurrency: 1 };
 
 export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
   name: "batch-copy",
@@ -227,6 +231,8 @@ export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
     };
     ctx.shared.set("batchCopyFallbacks", () => fallbacks);
     return {
+      // the fault hooks name "the N-th batch" and count on the batches before it being done: one at a time
+      concurrency: killMid || killAfter ? 1 : options.concurrency,
       async process(batch) {
         if (batch.committed) return; // retried after a later stage failed
         if (batch.rowCount > 0) {

@@ -45,7 +45,7 @@ export interface TestWorker {
 export async function startTestWorker(config: Config, stages = WORKER_STAGES): Promise<TestWorker> {
   const log = createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
   const redis = createRedis(config.CEA_REDIS_URL);
-  const pool = new pg.Pool({ connectionString: config.CEA_DATABASE_URL, max: 3 });
+  const pool = new pg.Pool({ connectionString: config.CEA_DATABASE_URL, max: config.CEA_WRITE_CONCURRENCY + 1 });
   pool.on("error", () => undefined);
   const handle = await startWorker({
     config,
@@ -53,7 +53,10 @@ export async function startTestWorker(config: Config, stages = WORKER_STAGES): P
     redis,
     pool,
     stages,
-    options: { decode: { threads: config.CEA_DECODE_THREADS } },
+    options: {
+      decode: { threads: config.CEA_DECODE_THREADS },
+      "batch-copy": { concurrency: config.CEA_WRITE_CONCURRENCY },
+    },
   });
   return {
     handle,
