@@ -54,6 +54,8 @@ export const configSchema = z.object({
   CEA_CLAIM_IDLE_MS: int(60_000, 1),
   CEA_MAX_DELIVERIES: int(5, 1),
   CEA_DECODE_THREADS: int(2, 0),
+  /** Batches the can-worker writes at once, each in its own transaction on its own connection. */
+  CEA_WRITE_CONCURRENCY: int(2, 1),
   CEA_AGG_REFRESH_MS: int(60_000, 1_000),
   CEA_HEALTH_TTL_S: int(30, 1),
   /**
