@@ -17,8 +17,13 @@
   2. Only when XLEN > hard: the oldest entries are trimmed exactly down to
      `hard`; the number of unacknowledged ones among them is added to
      dropped_hard_limit in KEYS[2] (exact).
+  3. backlog = the entries at or after the boundary, i.e. not yet acknowledged
+     by some group (all of them without a group, none when every group is
+     done), counted exactly after 1 and 2: XLEN minus the acknowledged entries
+     left below the boundary. This, not XLEN, is what the scanner warns about:
+     XLEN always includes the ~`keep` acknowledged entries kept by design.
 
-  Returns {xlen after, acknowledged entries trimmed, unacknowledged entries dropped, boundary or ""}.
+  Returns {xlen after, acknowledged entries trimmed, unacknowledged entries dropped, boundary or "", backlog}.
 ]]
 local stream, stats = KEYS[1], KEYS[2]
 local keep = tonumber(ARGV[1])
@@ -54,27 +59,27 @@ end
 
 local len = redis.call('XLEN', stream)
 local trimmed = 0
-if boundary ~= '0-0' and len > keep then
+local acked = 0 -- acknowledged entries left below the boundary (exact)
+if boundary ~= '0-0' then
+  -- at most keep + 1 entries are read: the cost is bounded by `keep`, not by the backlog
   local upper = boundary and ('(' .. boundary) or '+'
   local below = redis.call('XREVRANGE', stream, upper, '-', 'COUNT', keep + 1)
+  acked = #below
   if #below > keep then
     trimmed = redis.call('XTRIM', stream, 'MINID', below[keep][1])
     len = len - trimmed
+    acked = keep
   end
 end
 
 local dropped = 0
 if len > hard then
   local excess = len - hard
-  local acked = 0
-  if boundary == nil then
-    acked = excess
-  elseif boundary ~= '0-0' then
-    acked = #redis.call('XRANGE', stream, '-', '(' .. boundary, 'COUNT', excess)
-  end
-  dropped = excess - acked
+  local removedAcked = math.min(excess, acked)
+  dropped = excess - removedAcked
   redis.call('XTRIM', stream, 'MAXLEN', hard)
   if dropped > 0 then redis.call('HINCRBY', stats, 'dropped_hard_limit', dropped) end
+  acked = acked - removedAcked
   len = hard
 end
-return {len, trimmed, dropped, boundary or ''}
+return {len, trimmed, dropped, boundary or '', len - acked}

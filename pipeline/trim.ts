@@ -9,6 +9,8 @@ export interface TrimResult {
   trimmedAcked: number;
   droppedUnacked: number;
   boundary: string;
+  /** Entries at or after the boundary: not yet acknowledged by some group (exact). */
+  backlog: number;
 }
 
 const SCRIPT = "pipeline/trim.lua";
@@ -26,8 +28,10 @@ export async function trimStream(
   keep: number,
   hard: number,
 ): Promise<TrimResult> {
-  const r = redis as Redis & { ceaTrim?: (...args: (string | number)[]) => Promise<[number, number, number, string]> };
+  const r = redis as Redis & {
+    ceaTrim?: (...args: (string | number)[]) => Promise<[number, number, number, string, number]>;
+  };
   if (!r.ceaTrim) redis.defineCommand("ceaTrim", { numberOfKeys: 2, lua });
-  const [length, trimmedAcked, droppedUnacked, boundary] = await r.ceaTrim!(stream, statsKey, keep, hard);
-  return { length, trimmedAcked, droppedUnacked, boundary };
+  const [length, trimmedAcked, droppedUnacked, boundary, backlog] = await r.ceaTrim!(stream, statsKey, keep, hard);
+  return { length, trimmedAcked, droppedUnacked, boundary, backlog };
 }

@@ -40,6 +40,8 @@ export interface IngestStats {
   buffered: number;
   lastAppendAt: string | null;
   undecodable: number;
+  /** Entries of the stream not yet acknowledged by the workers, at the last trim (pipeline/trim.lua). */
+  backlog: number;
 }
 
 export interface IngestDeps {
@@ -61,6 +63,7 @@ export class Ingest {
     buffered: 0,
     lastAppendAt: null,
     undecodable: 0,
+    backlog: 0,
   };
   private buf: CanFrame[] = [];
   private head = 0;
@@ -190,12 +193,14 @@ export class Ingest {
         "stream passed its hard limit: unacknowledged entries dropped (counted in dropped_hard_limit)",
       );
     }
+    // warn about the backlog, not XLEN: the stream always keeps ~CEA_STREAM_TRIM_ACKED acknowledged entries
+    this.stats.backlog = r.backlog;
     const now = Date.now();
-    if (r.length > config.CEA_STREAM_WARN_LENGTH && now - this.lastWarn >= this.opts.warnEveryMs) {
+    if (r.backlog > config.CEA_STREAM_WARN_LENGTH && now - this.lastWarn >= this.opts.warnEveryMs) {
       this.lastWarn = now;
       log.warn(
-        { length: r.length, warnAt: config.CEA_STREAM_WARN_LENGTH },
-        "raw stream is long: the workers are behind",
+        { backlog: r.backlog, length: r.length, warnAt: config.CEA_STREAM_WARN_LENGTH },
+        "raw stream backlog is long: the workers are behind",
       );
     }
   }

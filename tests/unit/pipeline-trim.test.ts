@@ -43,7 +43,7 @@ describe("trim script", () => {
   it("without a group nothing counts as acknowledged: nothing is trimmed below the hard limit", async () => {
     const s = await fresh(300);
     const r = await trimStream(redis, lua, s.key, s.stats, 50, 1_000);
-    expect(r).toMatchObject({ length: 300, trimmedAcked: 0, droppedUnacked: 0 });
+    expect(r).toMatchObject({ length: 300, trimmedAcked: 0, droppedUnacked: 0, backlog: 300 });
     expect(await redis.xlen(s.key)).toBe(300);
   });
 
@@ -54,18 +54,19 @@ describe("trim script", () => {
     expect(r.boundary).toBe(s.ids[300]);
     expect(r.trimmedAcked).toBe(250);
     expect(r.length).toBe(250);
+    expect(r.backlog).toBe(200); // 100 pending + 100 never delivered
     const left = await redis.xrange(s.key, "-", "+");
     expect(left.map(([id]) => id)).toEqual(s.ids.slice(250));
     expect(await pendingCount(redis, s.key, "g")).toBe(100);
     // a second run changes nothing
-    expect((await trimStream(redis, lua, s.key, s.stats, 50, 10_000)).trimmedAcked).toBe(0);
+    expect(await trimStream(redis, lua, s.key, s.stats, 50, 10_000)).toMatchObject({ trimmedAcked: 0, backlog: 200 });
   });
 
   it("with everything acknowledged keeps the newest `keep` entries", async () => {
     const s = await fresh(200);
     await consume(s.key, 200, 200);
     const r = await trimStream(redis, lua, s.key, s.stats, 30, 10_000);
-    expect(r).toMatchObject({ length: 30, trimmedAcked: 170, droppedUnacked: 0, boundary: "" });
+    expect(r).toMatchObject({ length: 30, trimmedAcked: 170, droppedUnacked: 0, boundary: "", backlog: 0 });
     expect((await redis.xrange(s.key, "-", "+")).map(([id]) => id)).toEqual(s.ids.slice(170));
   });
 
@@ -76,6 +77,7 @@ describe("trim script", () => {
     const r = await trimStream(redis, lua, s.key, s.stats, 5, 10_000);
     expect(r.boundary).toBe(s.ids[20]);
     expect(r.trimmedAcked).toBe(15);
+    expect(r.backlog).toBe(80); // not yet acknowledged by h
     expect((await redis.xrange(s.key, "-", "+", "COUNT", 1))[0]![0]).toBe(s.ids[15]);
   });
 
@@ -84,7 +86,7 @@ describe("trim script", () => {
     await consume(s.key, 400, 100); // 0..99 acked, 100..399 pending, 400.. undelivered
     // keep is large, so the acked entries are not trimmed by step 1: the hard limit removes 100 acked + 500 unacked
     const r = await trimStream(redis, lua, s.key, s.stats, 10_000, 400);
-    expect(r).toMatchObject({ length: 400, trimmedAcked: 0, droppedUnacked: 500 });
+    expect(r).toMatchObject({ length: 400, trimmedAcked: 0, droppedUnacked: 500, backlog: 400 });
     expect(await redis.hget(s.stats, "dropped_hard_limit")).toBe("500");
     expect((await redis.xrange(s.key, "-", "+")).map(([id]) => id)).toEqual(s.ids.slice(600));
     // again past the limit by 7 unacked entries: counted on top
@@ -94,7 +96,24 @@ describe("trim script", () => {
       Array.from({ length: 7 }, (_, i) => entry(i)),
     );
     const again = await trimStream(redis, lua, s.key, s.stats, 10_000, 400);
-    expect(again).toMatchObject({ length: 400, droppedUnacked: 7 });
+    expect(again).toMatchObject({ length: 400, droppedUnacked: 7, backlog: 400 });
     expect(await redis.hget(s.stats, "dropped_hard_limit")).toBe("507");
+  });
+
+  it("backlog: a healthy stream holds `keep` acknowledged entries, longer than the warning length, with a backlog of only its unacknowledged ones", async () => {
+    const s = await fresh(1_300);
+    await consume(s.key, 1_200, 1_195); // 1 195 acked, 5 pending, 100 never delivered
+    const r = await trimStream(redis, lua, s.key, s.stats, 1_000, 100_000);
+    expect(r).toMatchObject({ length: 1_105, trimmedAcked: 195, droppedUnacked: 0, backlog: 105 });
+    // the backlog is exactly the entries at or after the boundary
+    expect((await redis.xrange(s.key, r.boundary, "+")).length).toBe(105);
+    // once the worker catches up, the backlog is 0 while the stream still holds `keep` entries
+    const rest = await readGroup(redis, s.key, "g", "c1", ">", 1_000, null);
+    await redis.xack(s.key, "g", ...s.ids.slice(1_195, 1_200), ...rest.ids);
+    expect(await trimStream(redis, lua, s.key, s.stats, 1_000, 100_000)).toMatchObject({
+      length: 1_000,
+      backlog: 0,
+      boundary: "",
+    });
   });
 });
