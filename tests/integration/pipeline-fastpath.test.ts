@@ -1,0 +1,244 @@
+import type { Redis } from "ioredis";
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { queuesAggregates, writeMeasurementsFast } from "../../db/measurements.js";
+import { loadSite } from "../../db/site.js";
+import type { DecodeTable } from "../../pipeline/kcd.js";
+import { redisKeys } from "../../pipeline/keys.js";
+import { projectPath } from "../../pipeline/paths.js";
+import { createRedis } from "../../pipeline/redis.js";
+import { simulatedSecond } from "../../pipeline/sim.js";
+import { appendEntries, pendingCount } from "../../pipeline/stream.js";
+import { decodePacked, packFrames } from "../../stages/decode.js";
+import { createTestDatabase, isCommunity, type TestDatabase, testPrefix } from "../support/db.js";
+import { asEntry, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
+
+// The can-worker's fast write path (db/measurements.ts writeMeasurementsFast):
+// COPY straight into `measurement`, falling back to staging + ON CONFLICT when
+// the batch holds a stored key, and the aggregate queue filled from the
+// buckets computed while decoding.
+
+let db: TestDatabase;
+let redis: Redis;
+let table: DecodeTable;
+let prefix: string;
+const prefixes: string[] = [];
+
+type Entry = ReturnType<typeof asEntry>;
+
+async function simEntries(seconds: number, startIso: string): Promise<Entry[]> {
+  const site = await loadSite(projectPath("ops/site.json"));
+  const opts = { table, site, startMs: Date.parse(startIso), speed: 1, iface: "sim0" };
+  return Array.from({ length: seconds }, (_, k) => simulatedSecond(opts, k))
+    .flat()
+    .map(asEntry);
+}
+
+const decode = (entries: readonly Entry[], format: "text" | "binary") => {
+  const p = packFrames(entries);
+  return decodePacked({ buf: p.buf, n: p.n, table, format });
+};
+const binaryOf = (out: ReturnType<typeof decode>) => new Uint8Array(out.rowsBuf, out.rowCount * 16, out.binaryLength);
+
+/** Distinct (sensor, hour) pairs as "sensor|epoch seconds" keys. */
+async function queued(): Promise<string[]> {
+  const { rows } = await db.pool.query<{ k: string }>(
+    "SELECT DISTINCT sensor_id || '|' || extract(epoch FROM bucket)::bigint AS k FROM measurement_agg_pending ORDER BY 1",
+  );
+  return rows.map((r) => r.k);
+}
+async function touched(): Promise<string[]> {
+  const { rows } = await db.pool.query<{ k: string }>(
+    `SELECT DISTINCT sensor_id || '|' || extract(epoch FROM time_bucket(INTERVAL '1 hour', time))::bigint AS k
+     FROM measurement ORDER BY 1`,
+  );
+  return rows.map((r) => r.k);
+}
+
+const cfg = (extra: Record<string, string> = {}) => testConfig(db.url, prefix, extra);
+const keys = () => redisKeys({ CEA_REDIS_PREFIX: prefix, CEA_STREAM: "can:raw", CEA_DEAD_STREAM: "can:dead" });
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  redis = createRedis(inject("redisUrl"));
+  table = await siteTable();
+});
+afterAll(async () => {
+  for (const p of prefixes) {
+    const ks = await redis.keys(`${p}*`);
+    if (ks.length) await redis.del(...ks);
+  }
+  await redis.quit();
+  await db?.drop();
+});
+beforeEach(async () => {
+  prefix = testPrefix();
+  prefixes.push(prefix);
+  await db.pool.query("TRUNCATE measurement");
+  await db.pool.query("DELETE FROM measurement_agg_pending");
+});
+
+describe("fast write path", () => {
+  it("asks the edition once: queues buckets on the Apache edition only", async () => {
+    expect(await queuesAggregates(db.pool)).toBe(!isCommunity());
+  });
+
+  for (const format of ["binary", "text"] as const) {
+    it(`${format}: a new batch is COPYed directly; one holding a stored key takes the fallback and stores nothing twice`, async () => {
+      const queue = await queuesAggregates(db.pool);
+      const first = await simEntries(600, "2024-03-10T22:55:00Z"); // hours 22 and 23
+      const out1 = decode(first, format);
+      const c = await db.pool.connect();
+      try {
+        await c.query("BEGIN");
+        const r1 = await writeMeasurementsFast(
+          c,
+          { copy: format === "binary" ? binaryOf(out1) : out1.copyText, buckets: out1.buckets },
+          queue,
+        );
+        await c.query("COMMIT");
+        expect(r1).toEqual({ inserted: out1.rowCount, fast: true });
+
+        // the last 100 s again (a redelivery) followed by 100 new seconds in hour 01
+        const second = [...first.slice(-1_500), ...(await simEntries(100, "2024-03-11T01:05:00Z"))];
+        const out2 = decode(second, format);
+        await c.query("BEGIN");
+        const r2 = await writeMeasurementsFast(
+          c,
+          { copy: format === "binary" ? binaryOf(out2) : out2.copyText, buckets: out2.buckets },
+          queue,
+        );
+        await c.query("COMMIT");
+        expect(r2).toEqual({ inserted: 100 * 50, fast: false });
+        expect(await reconcile(db.pool, table, [...first, ...second])).toEqual({
+          expected: 700 * 50,
+          stored: 700 * 50,
+          lost: 0,
+          duplicated: 0,
+          unexpected: 0,
+          wrongValue: 0,
+        });
+      } finally {
+        c.release();
+      }
+      if (queue) {
+        // exactly the touched buckets: those of the direct COPY and those of the fallback's new rows
+        expect(await queued()).toEqual(await touched());
+        expect((await touched()).length).toBe(50 * 3);
+      } else {
+        expect(await queued()).toEqual([]);
+      }
+    });
+  }
+
+  it("a failed direct COPY of another kind (not a duplicate) is not taken for a redelivery", async () => {
+    const entries = await simEntries(10, "2024-03-12T00:00:00Z");
+    const out = decode(entries, "binary");
+    // the same rows against a sensor that does not exist: a foreign-key violation must surface
+    const bad = new Uint8Array(binaryOf(out));
+    const view = new DataView(bad.buffer, bad.byteOffset, bad.byteLength);
+    view.setInt32(19 + 18, 999_999); // sensor_id of the first row
+    const c = await db.pool.connect();
+    try {
+      await c.query("BEGIN");
+      await expect(writeMeasurementsFast(c, { copy: bad, buckets: out.buckets }, false)).rejects.toMatchObject({
+        code: "23503",
+      });
+      await c.query("ROLLBACK");
+    } finally {
+      c.release();
+    }
+    expect((await db.pool.query("SELECT count(*)::int AS n FROM measurement")).rows[0].n).toBe(0);
+  });
+});
+
+describe("can-worker on the fast path", () => {
+  it("a redelivered entry inside a batch: fallback, nothing stored twice, queue = touched buckets, hourly = raw", async () => {
+    // a scanner that re-sent a chunk after a lost connection: entries 1 000..1 499 appear twice,
+    // the copies in later batches that also hold new entries; two batches are written at once
+    const entries = await simEntries(400, "2024-05-05T23:57:00Z"); // 6 000 frames, 20 000 rows, two hours
+    const resent = [...entries.slice(0, 2_000), ...entries.slice(1_000, 1_500), ...entries.slice(2_000)];
+    await appendEntries(redis, keys().raw, resent);
+    const w = await startTestWorker(
+      cfg({ CEA_DECODE_THREADS: "0", CEA_BATCH_SIZE: "700", CEA_WRITE_CONCURRENCY: "2" }),
+    );
+    try {
+      await waitFor("all entries", () => w.handle.stats.entries >= resent.length);
+    } finally {
+      await w.stop();
+    }
+    const fallbacks = (w.handle.ctx.shared.get("batchCopyFallbacks") as () => number)();
+    expect(fallbacks).toBeGreaterThanOrEqual(1);
+    expect(w.handle.stats.inserted).toBe(20_000);
+    expect(w.handle.stats.rows).toBe(20_000 + decode(entries.slice(1_000, 1_500), "text").rowCount);
+    expect(await reconcile(db.pool, table, entries)).toEqual({
+      expected: 20_000,
+      stored: 20_000,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
+    expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
+    expect(await redis.xlen(keys().dead)).toBe(0);
+
+    if (isCommunity()) {
+      expect(await queued()).toEqual([]);
+      return;
+    }
+    expect(await queued()).toEqual(await touched());
+    expect((await queued()).length).toBe(50 * 2);
+    await db.pool.query("SELECT cea_refresh_aggregates()");
+    // every raw hour has its aggregate row and nothing else is there; avg compared to rounding (summation order)
+    const { rows: diff } = await db.pool.query(
+      `WITH raw AS (
+         SELECT time_bucket(INTERVAL '1 hour', time) AS bucket, sensor_id,
+                min(value) AS min_value, max(value) AS max_value, avg(value) AS avg_value, count(*) AS sample_count
+         FROM measurement GROUP BY 1, 2)
+       SELECT raw.bucket, raw.sensor_id, h.bucket AS h_bucket, h.sensor_id AS h_sensor
+       FROM raw FULL JOIN measurement_hourly h ON h.bucket = raw.bucket AND h.sensor_id = raw.sensor_id
+       WHERE raw.bucket IS NULL OR h.bucket IS NULL
+          OR h.min_value <> raw.min_value OR h.max_value <> raw.max_value OR h.sample_count <> raw.sample_count
+          OR abs(h.avg_value - raw.avg_value) > 1e-9 * greatest(1, abs(raw.avg_value))`,
+    );
+    expect(diff).toEqual([]);
+    expect((await db.pool.query("SELECT count(*)::int AS n FROM measurement_hourly")).rows[0].n).toBe(100);
+  });
+
+  it("a row the database rejects on the binary path: its entry is dead-lettered by splitting, the rest committed", async () => {
+    const entries = await simEntries(100, "2024-05-06T10:00:00Z"); // 1 500 frames
+    // a sensor removed from the database after the worker loaded its map: the frames carrying it now fail the key
+    const victim = 510;
+    const { rows: saved } = await db.pool.query("SELECT * FROM sensor WHERE sensor_id = $1", [victim]);
+    expect(saved.length).toBe(1);
+    const w = await startTestWorker(cfg({ CEA_DECODE_THREADS: "2", CEA_BATCH_SIZE: "5000" }));
+    try {
+      await db.pool.query("DELETE FROM sensor WHERE sensor_id = $1", [victim]);
+      await appendEntries(redis, keys().raw, entries);
+      await waitFor("all entries", () => w.handle.stats.entries >= entries.length);
+    } finally {
+      await w.stop();
+      const cols = Object.keys(saved[0]);
+      await db.pool.query(
+        `INSERT INTO sensor (${cols.join(", ")}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")})`,
+        cols.map((k) => saved[0][k]),
+      );
+    }
+    const withVictim = entries.filter((e) => hasSensor(e, victim));
+    expect(withVictim.length).toBe(100);
+    expect(w.handle.stats.dead).toBe(100);
+    const r = await reconcile(
+      db.pool,
+      table,
+      entries.filter((e) => !withVictim.includes(e)),
+    );
+    expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    const reasons = (await redis.xrange(keys().dead, "-", "+")).map(([, f]) => f[f.indexOf("reason") + 1]);
+    expect(reasons.length).toBe(100);
+    expect(reasons.every((x) => /rejected by the database: .*foreign key.*\(23503\)/.test(x ?? ""))).toBe(true);
+  });
+});
+
+function hasSensor(e: Entry, sensor: number): boolean {
+  const out = decode([e], "text");
+  return new Int32Array(out.rowsBuf, out.rowCount * 12, out.rowCount).includes(sensor);
+}
