@@ -4,14 +4,16 @@ import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/kcd.js"
 import { projectPath } from "../pipeline/paths.js";
 import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/stage.js";
 
-// decode: raw stream entries → measurement rows (COPY text + columnar values).
+// decode: raw stream entries → measurement rows (binary COPY or COPY text +
+// columnar values + the hour buckets they touch).
 //
 // One piscina task per read batch. The main thread packs the batch into ONE
 // ArrayBuffer (ids, data bytes and timestamps in typed-array slots) that is
 // moved to the thread, not copied; the thread decodes every frame, applies the
 // sensor map the resolve-sensor stage owns (a small plain table sent with each
-// task) and builds the COPY text right there, so the main thread is left with
-// Redis and PostgreSQL I/O. CEA_DECODE_THREADS=0 runs the very same function
+// task) and builds the COPY data right there (binary by default: PostgreSQL
+// takes int64 microseconds without parsing timestamp text), moved back in one
+// buffer with the columns. CEA_DECODE_THREADS=0 runs the very same function
 // inline. A frame is all-or-nothing: if any of its signals cannot be decoded
 // or stored, the whole frame is dead-lettered and none of its rows written.
 

@@ -118,4 +118,89 @@ describe("stage runner", () => {
     expect(total.rows[0]!.n).toBe(120 * 50 + 120);
     expect(await pendingCount(redis, keys.raw, "can-worker-group")).toBe(0);
   });
+
+  it("sequential stages are lanes: two batches in a concurrency-2 writer at once, acks in batch order and each after its commit", async () => {
+    const table = await siteTable();
+    const site = await loadSite(projectPath("ops/site.json"));
+    const opts = { table, site, startMs: Date.parse("2024-07-02T10:00:00Z"), speed: 1, iface: "sim0" };
+    const entries = Array.from({ length: 60 }, (_, k) => simulatedSecond(opts, k))
+      .flat()
+      .map(asEntry);
+    const p2 = testPrefix();
+    const keys = redisKeys({ CEA_REDIS_PREFIX: p2, CEA_STREAM: "can:raw", CEA_DEAD_STREAM: "can:dead" });
+    await appendEntries(redis, keys.raw, entries);
+    const events: string[] = [];
+    let inside = 0;
+    let most = 0;
+    let bothInside!: () => void;
+    const both = new Promise<void>((r) => {
+      bothInside = r;
+    });
+    const noop = {
+      unrecoverable: [],
+      transient: [],
+      backoff: { baseMs: 10, maxMs: 10 },
+      classify: () => "fatal" as const,
+    };
+    // stands in for the writer: the first batch waits until the second is inside too (never, with concurrency 1)
+    const writer: StageSpec = {
+      name: "test-writer",
+      consumes: "measurement-rows",
+      emits: "committed-batch",
+      sequential: true,
+      defaults: {},
+      failure: noop,
+      create: () => ({
+        concurrency: 2,
+        async process(batch) {
+          inside++;
+          most = Math.max(most, inside);
+          events.push(`in ${batch.seq}`);
+          if (inside === 2) bothInside();
+          if (batch.seq === 1)
+            await Promise.race([
+              both,
+              new Promise((_, no) => setTimeout(() => no(new Error("alone in the writer")), 20_000)),
+            ]);
+          events.push(`committed ${batch.seq}`);
+          inside--;
+          batch.committed = true;
+        },
+      }),
+    };
+    const recorder: StageSpec = {
+      name: "test-recorder",
+      consumes: "committed-batch",
+      emits: "committed-batch",
+      sequential: true,
+      defaults: {},
+      failure: noop,
+      create: () => ({
+        process(batch) {
+          events.push(`acked ${batch.seq}`);
+        },
+      }),
+    };
+    const [decode, resolve, , ack] = WORKER_STAGES as [StageSpec, StageSpec, StageSpec, StageSpec];
+    const w = await startTestWorker(testConfig(db.url, p2, { CEA_DECODE_THREADS: "0", CEA_BATCH_SIZE: "100" }), [
+      decode,
+      resolve,
+      writer,
+      recorder,
+      ack,
+    ]);
+    try {
+      await waitFor("all entries", () => w.handle.stats.entries >= entries.length);
+    } finally {
+      await w.stop();
+    }
+    expect(most).toBe(2);
+    expect(events.slice(0, 2)).toEqual(["in 1", "in 2"]);
+    const acked = events.filter((e) => e.startsWith("acked")).map((e) => Number(e.split(" ")[1]));
+    expect(acked).toEqual(Array.from({ length: 9 }, (_, i) => i + 1));
+    for (const n of acked) expect(events.indexOf(`committed ${n}`)).toBeLessThan(events.indexOf(`acked ${n}`));
+    expect(await pendingCount(redis, keys.raw, "can-worker-group")).toBe(0);
+    const ks = await redis.keys(`${p2}*`);
+    if (ks.length) await redis.del(...ks);
+  });
 });
