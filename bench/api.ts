@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import pg from "pg";
-import { applySchema, edition } from "../db/schema.js";
+import { applySchema, edition, rebuildAggregates } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { projectPath } from "../pipeline/paths.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";
@@ -203,16 +203,7 @@ const bench: Bench = async (ctx) => {
       params.dataset_rows = ins.rowCount;
       const ed = await edition(db);
       params.edition = ed;
-      if (ed === "community") {
-        await db.query("CALL refresh_continuous_aggregate('measurement_hourly', NULL, NULL)");
-        await db.query("CALL refresh_continuous_aggregate('measurement_daily', NULL, NULL)");
-      } else {
-        await db.query(
-          `INSERT INTO measurement_agg_pending (sensor_id, bucket)
-           SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM measurement`,
-        );
-        await db.query("SELECT cea_refresh_aggregates()");
-      }
+      await rebuildAggregates(db);
       await db.query("ANALYZE");
     } finally {
       await db.end();

@@ -275,3 +275,22 @@ export async function setRetention(db: Queryable, keep: string | null): Promise<
     if (keep !== null) await db.query("SELECT add_retention_policy('measurement', $1::interval)", [keep]);
   }
 }
+
+/**
+ * Recompute both aggregates over every stored row: for data loaded around the
+ * platform's write path (bulk COPY in benchmarks, test fixtures), whose buckets
+ * were never queued. Community edition: a full refresh of the continuous
+ * aggregates; Apache edition: queue every hour bucket, then the usual refresh.
+ */
+export async function rebuildAggregates(db: Queryable): Promise<void> {
+  if ((await edition(db)) === "community") {
+    await db.query("CALL refresh_continuous_aggregate('measurement_hourly', NULL, NULL)");
+    await db.query("CALL refresh_continuous_aggregate('measurement_daily', NULL, NULL)");
+    return;
+  }
+  await db.query(
+    `INSERT INTO measurement_agg_pending (sensor_id, bucket)
+     SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM measurement`,
+  );
+  await db.query("SELECT cea_refresh_aggregates()");
+}

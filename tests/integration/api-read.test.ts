@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { isCommunity } from "../support/db.js";
+import { rebuildAggregates } from "../../db/schema.js";
 import { type Api, startApi } from "./api-harness.js";
 
 // Data set: sensor 301 one reading a minute and 302 one every 10 minutes, over
@@ -18,16 +18,7 @@ beforeAll(async () => {
           LATERAL generate_series($1::timestamptz, $2::timestamptz - INTERVAL '1 second', s.step) t`,
     [START, END],
   );
-  if (isCommunity()) {
-    await db.query("CALL refresh_continuous_aggregate('measurement_hourly', NULL, NULL)");
-    await db.query("CALL refresh_continuous_aggregate('measurement_daily', NULL, NULL)");
-  } else {
-    await db.query(
-      `INSERT INTO measurement_agg_pending (sensor_id, bucket)
-       SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM measurement`,
-    );
-    await db.query("SELECT cea_refresh_aggregates()");
-  }
+  await rebuildAggregates(db);
 });
 afterAll(() => api?.close());
 
