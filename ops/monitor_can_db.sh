@@ -48,17 +48,10 @@ render() {
     echo "(skipped: PostgreSQL is down)"
   fi
 
-  mon_section "consumer group status"
-  if ((REDIS_UP)); then mon_group_status summary; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "live values ($K_LIVE)"
-  if ((REDIS_UP)); then mon_live_values; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "measurement ingestion rate"
-  if ((PG_UP)); then mon_ingestion_rate; else echo "(skipped: PostgreSQL is down)"; fi
-
-  mon_section "dead letters"
-  if ((REDIS_UP)); then mon_dead_letters; else echo "(skipped: Redis is down)"; fi
+  mon_part "consumer group status" redis mon_group_status summary
+  mon_part "live values ($K_LIVE)" redis mon_live_values
+  mon_part "measurement ingestion rate" pg mon_ingestion_rate
+  mon_part "dead letters" redis mon_dead_letters
 }
 
 mon_parse_args "$@"

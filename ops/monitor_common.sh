@@ -98,6 +98,18 @@ mon_header() {
 
 mon_section() { printf '\n%s-- %s%s\n' "$C_BOLD" "$1" "$C_OFF"; }
 
+# One section: its title, then the command when the service it reads (redis
+# or pg) answered the probe, else a line saying why it was skipped.
+mon_part() {
+  local title=$1 needs=$2
+  shift 2
+  mon_section "$title"
+  case $needs in
+    redis) if ((REDIS_UP)); then "$@"; else echo "(skipped: Redis is down)"; fi ;;
+    pg) if ((PG_UP)); then "$@"; else echo "(skipped: PostgreSQL is down)"; fi ;;
+  esac
+}
+
 # redis-cli with the connection settings; -e makes an error reply exit 1.
 rcli() { timeout 10 "$REDIS_CLI" -u "$REDIS_URL" --no-auth-warning -e "$@"; }
 

@@ -116,32 +116,15 @@ render() {
   mon_header "CEA Redis + backend monitor"
   mon_probe
 
-  mon_section "consumer group"
-  if ((REDIS_UP)); then mon_group_status consumers; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "backpressure"
-  if ((REDIS_UP)); then mon_backpressure; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "can-scanner counters (${PREFIX}stats:can-scanner)"
-  if ((REDIS_UP)); then scanner_stats; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "service health keys"
-  if ((REDIS_UP)); then health_keys; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "schema health"
-  if ((PG_UP)); then schema_health; else echo "(skipped: PostgreSQL is down)"; fi
-
-  mon_section "newest stream entries ($K_RAW)"
-  if ((REDIS_UP)); then recent_entries; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "live sensor values ($K_LIVE)"
-  if ((REDIS_UP)); then mon_live_values; else echo "(skipped: Redis is down)"; fi
-
-  mon_section "measurement ingestion rate"
-  if ((PG_UP)); then mon_ingestion_rate; else echo "(skipped: PostgreSQL is down)"; fi
-
-  mon_section "dead letters"
-  if ((REDIS_UP)); then mon_dead_letters; else echo "(skipped: Redis is down)"; fi
+  mon_part "consumer group" redis mon_group_status consumers
+  mon_part "backpressure" redis mon_backpressure
+  mon_part "can-scanner counters (${PREFIX}stats:can-scanner)" redis scanner_stats
+  mon_part "service health keys" redis health_keys
+  mon_part "schema health" pg schema_health
+  mon_part "newest stream entries ($K_RAW)" redis recent_entries
+  mon_part "live sensor values ($K_LIVE)" redis mon_live_values
+  mon_part "measurement ingestion rate" pg mon_ingestion_rate
+  mon_part "dead letters" redis mon_dead_letters
 }
 
 mon_parse_args "$@"

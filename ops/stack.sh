@@ -21,9 +21,15 @@ DB_NAME="${CEA_STACK_DB:-cea}"
 TSDB_SUITE="${CEA_TSDB_SUITE:-trixie}"
 
 step=""
-die() { echo "stack: ${step:-setup}: $*" >&2; exit 1; }
+died=""
+die() { echo "stack: ${step:-setup}: $*" >&2; died=1; exit 1; }
 say() { echo "stack: $*" >&2; }
-trap 'rc=$?; [ $rc -eq 0 ] || echo "stack: step \"$step\" failed (exit $rc)" >&2' EXIT
+# A command that fails outside die() still names the step it failed in.
+on_exit() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || [ -n "$died" ] || echo "stack: step \"${step:-setup}\" failed (exit $rc)" >&2
+}
+trap on_exit EXIT
 
 # PostgreSQL refuses to run as root; as root the cluster belongs to `postgres`
 # and lives where that user can reach it even if the checkout is in a private
@@ -126,8 +132,8 @@ ensure_timescaledb() {
   rm -rf "$apt/src" && mkdir -p "$apt/src"
   (cd "$apt/src" && apt-get "${opts[@]}" source --download-only timescaledb >"$apt/source.log" 2>&1) ||
     die "apt-get source timescaledb failed; see $apt/source.log"
-  local dsc
-  dsc="$(ls "$apt/src"/timescaledb_*.dsc | head -n1)"
+  local dscs=("$apt/src"/timescaledb_*.dsc)
+  local dsc="${dscs[0]}"
   (cd "$apt/src" && dpkg-source -x "$dsc" tree >"$apt/extract.log" 2>&1) || die "dpkg-source -x failed; see $apt/extract.log"
   say "building TimescaleDB (Apache edition) for PostgreSQL $PG_MAJOR"
   step="TimescaleDB build"
