@@ -53,7 +53,12 @@ export const configSchema = z.object({
   CEA_FLUSH_MS: int(200, 1),
   CEA_CLAIM_IDLE_MS: int(60_000, 1),
   CEA_MAX_DELIVERIES: int(5, 1),
-  CEA_DECODE_THREADS: int(2, 0),
+  /**
+   * can-worker decode threads (piscina); 0 = inline. Inline by default: on the
+   * 2-core appliance PostgreSQL is the bottleneck and the pool measured no
+   * faster end to end (bench/pipeline.ts) while costing more CPU.
+   */
+  CEA_DECODE_THREADS: int(0, 0),
   /** Batches the can-worker writes at once, each in its own transaction on its own connection. */
   CEA_WRITE_CONCURRENCY: int(2, 1),
   CEA_AGG_REFRESH_MS: int(60_000, 1_000),

@@ -466,7 +466,7 @@ export const DECODE_WORKER_FILE = "dist/stages/decode-worker.js";
  * the decode hands the writer, "binary" COPY (default) or "text".
  */
 export const decodeOptionsDefaults: { threads: number; format: "text" | "binary" } = {
-  threads: 2,
+  threads: 0,
   format: "binary",
 };
 
