@@ -16,10 +16,10 @@ import { entryField, type StageSpec, type WorkBatch } from "../pipeline/stage.js
 // an already stored key (a redelivered entry) fails that COPY with a unique
 // violation and is written instead through staging + INSERT … ON CONFLICT DO
 // NOTHING on (sensor_id, time), so a redelivered entry writes nothing new.
-// Option fastPath=false always takes the staging path. A database that is unreachable
-// or shutting down is a TransientError: the batch stays unacked and the runtime
-// retries it with backoff, forever, never dead-lettering. Any other database
-// error rejects something in the rows themselves: the batch is split in halves
+// Option fastPath=false always takes the staging path. A database that is
+// unreachable or shutting down is a TransientError: the batch stays unacked and
+// the runtime retries it with backoff, forever, never dead-lettering. Any other
+// database error rejects something in the rows themselves: the batch is split in halves
 // (each half its own transaction) until the entry that fails alone is found;
 // that entry is dead-lettered with the database's message and the rest written.
 
@@ -117,10 +117,10 @@ export async function writeInTransaction(pool: pg.Pool, copyText: string, hooks:
 export async function writeFastInTransaction(
   pool: pg.Pool,
   rows: FastRows,
-  queueBuckets: () => Promise<boolean>,
+  queueBuckets: (c: pg.PoolClient) => Promise<boolean>,
   hooks: WriteHooks = {},
 ): Promise<{ inserted: number; fast: boolean }> {
-  return inTransaction(pool, async (c) => writeMeasurementsFast(c, rows, await queueBuckets()), hooks);
+  return inTransaction(pool, async (c) => writeMeasurementsFast(c, rows, await queueBuckets(c)), hooks);
 }
 
 /** The batch as the fast path takes it: decoded rows (binary or text) with their buckets, added rows apart. */
@@ -220,10 +220,10 @@ export const batchCopyStage: StageSpec<typeof batchCopyDefaults> = {
     const { CEA_FAULT_KILL_MID_BATCH: killMid, CEA_FAULT_KILL_AFTER_COMMIT: killAfter } = ctx.config;
     let written = 0;
     let fallbacks = 0;
-    // the edition, asked once (on the first write: the database may be down at start-up)
+    // the edition, asked once, on the first write's own connection (the database may be down at start-up)
     let queue: Promise<boolean> | null = null;
-    const queueBuckets = () => {
-      queue ??= queuesAggregates(ctx.pool).catch((err: unknown) => {
+    const queueBuckets = (c: pg.PoolClient) => {
+      queue ??= queuesAggregates(c).catch((err: unknown) => {
         queue = null;
         throw err;
       });
