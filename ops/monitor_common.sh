@@ -227,17 +227,25 @@ mon_group_status() {
   fi
 }
 
-# Backpressure by stream length: yellow above WARN_LENGTH, red above CRIT_LENGTH.
+# Backpressure is about the backlog: entries the workers have not acknowledged
+# (lag + pending). The stream itself always holds about CEA_STREAM_TRIM_ACKED
+# acknowledged entries on purpose, so its length alone says little. Without a
+# group nothing counts as acknowledged, so the whole stream is the backlog.
 mon_backpressure() {
-  local len=$STREAM_LENGTH
-  if ! [[ "$len" =~ ^[0-9]+$ ]]; then
-    echo "backpressure: unknown (stream length unavailable)"
-  elif ((len > CRIT_LENGTH)); then
-    echo "${C_RED}CRITICAL backpressure: stream length $len > $CRIT_LENGTH${C_OFF} (hard limit $HARD_LIMIT; backlog lag $GROUP_LAG + pending $GROUP_PENDING): is can-worker running and is PostgreSQL up?"
-  elif ((len > WARN_LENGTH)); then
-    echo "${C_YEL}WARNING backpressure: stream length $len > $WARN_LENGTH${C_OFF} (backlog lag $GROUP_LAG + pending $GROUP_PENDING; red above $CRIT_LENGTH)"
+  local len=$STREAM_LENGTH backlog
+  if [[ "$GROUP_LAG" =~ ^[0-9]+$ && "$GROUP_PENDING" =~ ^[0-9]+$ ]]; then
+    backlog=$((GROUP_LAG + GROUP_PENDING))
+  elif [[ "$GROUP_PENDING" == "?" && "$GROUP_LAG" == "?" && "$len" =~ ^[0-9]+$ ]]; then
+    backlog=$len
+  fi
+  if ! [[ "${backlog:-}" =~ ^[0-9]+$ ]]; then
+    echo "backpressure: unknown (backlog unavailable; stream length $len)"
+  elif ((backlog > CRIT_LENGTH)); then
+    echo "${C_RED}CRITICAL backpressure: backlog $backlog > $CRIT_LENGTH${C_OFF} (stream length $len, hard limit $HARD_LIMIT): is can-worker running and is PostgreSQL up?"
+  elif ((backlog > WARN_LENGTH)); then
+    echo "${C_YEL}WARNING backpressure: backlog $backlog > $WARN_LENGTH${C_OFF} (stream length $len; red above $CRIT_LENGTH)"
   else
-    echo "${C_GRN}backpressure: ok${C_OFF} (stream length $len <= $WARN_LENGTH)"
+    echo "${C_GRN}backpressure: ok${C_OFF} (backlog $backlog <= $WARN_LENGTH; stream length $len)"
   fi
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Redis stream and backend monitor: the consumer group (pending, lag, each
-# consumer's idle time), backpressure (stream length above 5000 yellow, above
+# consumer's idle time), backpressure (backlog above 5000 yellow, above
 # 50 000 or 80 % of the hard limit red), the scanner's drop counters, service
 # health keys, a schema health check (measurements in the last hour, latest
 # measurement, schema accessible), the newest stream entries, the live sensor

@@ -187,7 +187,7 @@ describe("monitor_redis_backend.sh --once", () => {
     expect(figure(r.stdout, "stream length:")).toBe("10");
     expect(figure(r.stdout, "pending (delivered, unacked):")).toBe("5");
     expect(r.stdout).toMatch(/^\s+c1\s+pending 5\s+idle \d+\.\d+s$/m);
-    expect(r.stdout).toContain("backpressure: ok (stream length 10 <= 5000)");
+    expect(r.stdout).toContain("backpressure: ok (backlog 8 <= 5000; stream length 10)");
     expect(r.stdout).toContain("DROPPED frames: dropped_hard_limit 3, dropped_buffer 0");
     expect(figure(r.stdout, "appended:")).toBe("10");
     expect(r.stdout).toMatch(/^health:can-worker\s+ttl\s+\d+s\s+\{"status":"ok"\}$/m);
@@ -200,7 +200,7 @@ describe("monitor_redis_backend.sh --once", () => {
     expect(r.stdout).toMatch(/^\d+-\d+\s+ts=\S+\s+id=257\s+data=0102\s+iface=can0$/m);
   });
 
-  it("warns in yellow text above 5000 entries and in red above the critical length", async () => {
+  it("warns in yellow above a backlog of 5000 entries and in red above the critical length", async () => {
     const p2 = testPrefix();
     try {
       const raw = `${p2}can:raw`;
@@ -217,7 +217,7 @@ describe("monitor_redis_backend.sh --once", () => {
       });
       expect(warn.code).toBe(0);
       expect(figure(warn.stdout, "stream length:")).toBe("5001");
-      expect(warn.stdout).toContain("WARNING backpressure: stream length 5001 > 5000");
+      expect(warn.stdout).toContain("WARNING backpressure: backlog 5001 > 5000 (stream length 5001;");
       expect(warn.stdout).not.toContain("CRITICAL");
       // no escape codes when stdout is not a terminal
       expect(warn.stdout).not.toContain("\u001b[");
@@ -227,7 +227,16 @@ describe("monitor_redis_backend.sh --once", () => {
         CEA_REDIS_PREFIX: p2,
         MONITOR_CRIT_LENGTH: "5000",
       });
-      expect(crit.stdout).toContain("CRITICAL backpressure: stream length 5001 > 5000");
+      expect(crit.stdout).toContain("CRITICAL backpressure: backlog 5001 > 5000 (stream length 5001,");
+
+      // a worker that caught up: the group has read and acknowledged everything,
+      // so a long stream of acknowledged entries is no backpressure
+      await redis.xgroup("CREATE", raw, "can-worker-group", "$");
+      const caughtUp = await runScript("ops/monitor_redis_backend.sh", ["--once", "--sample", "0"], {
+        ...env,
+        CEA_REDIS_PREFIX: p2,
+      });
+      expect(caughtUp.stdout).toContain("backpressure: ok (backlog 0 <= 5000; stream length 5001)");
     } finally {
       const keys = await redis.keys(`${p2}*`);
       if (keys.length) await redis.del(...keys);
