@@ -97,7 +97,9 @@ export class GroupWriter {
         return;
       }
       this.log?.debug({ rows: group.length, err }, "group commit failed; writing its readings one by one");
-      await Promise.all(group.map((w) => this.flush([w])));
+      // in arrival order, one after another: the first of two readings with the
+      // same key must be the one stored, as in a group statement
+      for (const w of group) await this.flush([w]);
       return;
     }
     this.log?.debug({ rows: group.length, ms: Math.round((performance.now() - started) * 100) / 100 }, "group commit");
