@@ -1,24 +1,12 @@
 #!/usr/bin/env node
 import { createPool } from "../db/pool.js";
-import { ackStage } from "../stages/ack.js";
-import { batchCopyStage } from "../stages/batch-copy.js";
-import { decodeStage } from "../stages/decode.js";
-import { resolveSensorStage } from "../stages/resolve-sensor.js";
 import { loadConfig } from "./config.js";
 import { redisKeys } from "./keys.js";
 import { createLogger } from "./log.js";
 import { createRedis } from "./redis.js";
 import { checkHealth, startWorker, type WorkerHandle } from "./runtime.js";
 import { onShutdown, runMain } from "./shutdown.js";
-import type { StageOptions, StageSpec } from "./stage.js";
-
-/** The worker's chain, in order. A new stage is one more entry here (and its module). */
-export const WORKER_STAGES = [
-  decodeStage,
-  resolveSensorStage,
-  batchCopyStage,
-  ackStage,
-] as unknown as StageSpec<StageOptions>[];
+import { WORKER_STAGES } from "./worker-stages.js";
 
 async function main(): Promise<void> {
   const config = loadConfig();

@@ -8,21 +8,14 @@ import { createLogger } from "../../pipeline/log.js";
 import { projectPath } from "../../pipeline/paths.js";
 import { createRedis } from "../../pipeline/redis.js";
 import { startWorker, type WorkerHandle } from "../../pipeline/runtime.js";
-import type { StageOptions, StageSpec } from "../../pipeline/stage.js";
-import { ackStage } from "../../stages/ack.js";
-import { batchCopyStage } from "../../stages/batch-copy.js";
-import { decodeStage, expectedRows } from "../../stages/decode.js";
-import { loadDecodeTable, resolveSensorStage } from "../../stages/resolve-sensor.js";
+import { WORKER_STAGES } from "../../pipeline/worker-stages.js";
+import { expectedRows } from "../../stages/decode.js";
+import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
 // Shared by the pipeline tests: in-process workers on the real stack, and the
 // entry-by-entry reconciliation of sent frames against `measurement`.
 
-export const WORKER_STAGES = [
-  decodeStage,
-  resolveSensorStage,
-  batchCopyStage,
-  ackStage,
-] as unknown as StageSpec<StageOptions>[];
+export { WORKER_STAGES };
 
 export function testConfig(dbUrl: string, prefix: string, extra: Record<string, string> = {}): Config {
   return loadConfig({
