@@ -5,6 +5,8 @@
 # Contract:
 #   ops/stack.sh up      idempotent; installs/starts what is missing, writes
 #                        $CEA_STATE_DIR/stack.env (CEA_DATABASE_URL, CEA_REDIS_URL, ...)
+#   ops/stack.sh up --test-tools
+#                        the same, plus the tools the tests use (shellcheck)
 #   ops/stack.sh down    stops the private PostgreSQL and Redis (data kept)
 #   ops/stack.sh status  prints where everything is
 # A step that cannot be done stops with "stack: <step>: <why>" and exit 1.
@@ -229,9 +231,15 @@ EOF
   mv "$STATE/stack.env.tmp" "$STATE/stack.env"
 }
 
+ensure_test_tools() {
+  step="test tools"
+  need_cmd shellcheck || { say "installing shellcheck"; apt_install shellcheck; }
+}
+
 cmd_up() {
   mkdir -p "$STATE"
   ensure_node_modules
+  [ "${1:-}" != "--test-tools" ] || ensure_test_tools
   if [ -z "${CEA_DATABASE_URL:-}" ]; then
     ensure_timescaledb
     ensure_postgres
@@ -262,7 +270,7 @@ cmd_status() {
 }
 
 case "${1:-up}" in
-  up) cmd_up ;;
+  up) cmd_up "${2:-}" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
