@@ -9,27 +9,18 @@
 
 MON_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# KEY=value lines of a systemd environment file, without overriding the caller's.
-mon_load_env_file() {
-  local line key value
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    [[ "$line" =~ ^[[:space:]]*([A-Z][A-Z0-9_]*)=(.*)$ ]] || continue
-    key=${BASH_REMATCH[1]}
-    value=${BASH_REMATCH[2]}
-    [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]] && value=${BASH_REMATCH[1]}
-    [[ -n "${!key:-}" ]] || export "$key=$value"
-  done <"$1"
-}
+# shellcheck source-path=SCRIPTDIR source=env_file.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env_file.sh"
 
 mon_setup() {
   local env_file=${CEA_ENV_FILE:-/etc/cea/cea.env}
   local stack_env=${CEA_STATE_DIR:-$MON_HERE/../.state}/stack.env
   MON_SETTINGS="defaults"
   if [[ -r "$env_file" ]]; then
-    mon_load_env_file "$env_file"
+    cea_load_env_file "$env_file"
     MON_SETTINGS=$env_file
   elif [[ -r "$stack_env" ]]; then
-    mon_load_env_file "$stack_env"
+    cea_load_env_file "$stack_env"
     MON_SETTINGS="$stack_env (local stack)"
   fi
   DB_URL=${CEA_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cea}

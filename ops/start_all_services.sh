@@ -44,23 +44,14 @@ for arg in "$@"; do
   esac
 done
 
-# KEY=value lines of a systemd environment file, without overriding the caller's.
-load_env_file() {
-  local line key value
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    [[ "$line" =~ ^[[:space:]]*([A-Z][A-Z0-9_]*)=(.*)$ ]] || continue
-    key=${BASH_REMATCH[1]}
-    value=${BASH_REMATCH[2]}
-    [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]] && value=${BASH_REMATCH[1]}
-    [[ -n "${!key:-}" ]] || export "$key=$value"
-  done <"$1"
-}
+# shellcheck source-path=SCRIPTDIR source=env_file.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env_file.sh"
 env_file=${CEA_ENV_FILE:-/etc/cea/cea.env}
 if [[ -r "$env_file" ]]; then
-  load_env_file "$env_file"
+  cea_load_env_file "$env_file"
   echo "settings: $env_file"
 elif [[ -r "$CEA_APP_DIR/.state/stack.env" ]]; then
-  load_env_file "$CEA_APP_DIR/.state/stack.env"
+  cea_load_env_file "$CEA_APP_DIR/.state/stack.env"
   echo "settings: $CEA_APP_DIR/.state/stack.env (local stack)"
 else
   echo "settings: environment only ($env_file not found)"

@@ -28,6 +28,8 @@ const SCRIPTS = [
   "ops/monitor_can_db.sh",
   "ops/monitor_redis_backend.sh",
   "ops/monitor_common.sh",
+  "ops/env_file.sh",
+  "ops/stack.sh",
 ];
 const UNITS = ["can-setup", "can-scanner", "can-worker", "cea-backend"];
 
