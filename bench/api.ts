@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import pg from "pg";
 import { applySchema, edition, rebuildAggregates } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
+import { freePort } from "../pipeline/net.js";
 import { projectPath } from "../pipeline/paths.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";
 
@@ -58,18 +58,6 @@ app.get("/", async () => ({ ok: true }));
 app.post("/", async () => ({ ok: true }));
 await app.listen({ host: "127.0.0.1", port: Number(process.env.PORT) });
 process.on("SIGTERM", () => app.close().then(() => process.exit(0)));`;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function dbUrl(base: string, name: string): string {
   const u = new URL(base);

@@ -2,13 +2,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { loadConfig } from "./config.js";
 import { redisKeys } from "./keys.js";
+import { freePort } from "./net.js";
 import { projectPath, projectRoot } from "./paths.js";
 import { createRedis } from "./redis.js";
 import { runMain } from "./shutdown.js";
@@ -27,18 +27,6 @@ const SERVICES: { name: string; script: string }[] = [
   { name: "can-scanner", script: "dist/pipeline/can-scanner.js" },
   { name: "cea-backend", script: "dist/pipeline/cea-backend.js" },
 ];
-
-/** The first port from `from` up that nothing listens on (127.0.0.1). */
-function freePort(from: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EADDRINUSE" && from < 65_535) resolve(freePort(from + 1));
-      else reject(err);
-    });
-    srv.listen(from, "127.0.0.1", () => srv.close(() => resolve(from)));
-  });
-}
 
 const PROGRESS = `SELECT r.name AS room, count(*)::int AS rows,
   to_char(max(m.time) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS newest,

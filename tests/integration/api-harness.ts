@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import type pg from "pg";
@@ -8,6 +7,7 @@ import { createPool } from "../../db/pool.js";
 import { buildApp } from "../../pipeline/backend/app.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
 import { type Config, loadConfig } from "../../pipeline/config.js";
+import { freePort } from "../../pipeline/net.js";
 import { createRedis } from "../../pipeline/redis.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 
@@ -73,20 +73,10 @@ export async function measurementCount(db: TestDatabase): Promise<number> {
   return rows[0]!.n;
 }
 
-/** A TCP port nothing listens on (bound, then released). */
-export async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** An ISO time `secondsAgo` before now, on a whole second. */
 export function ago(secondsAgo: number): string {
   return new Date(Math.floor(Date.now() / 1000) * 1000 - secondsAgo * 1000).toISOString();
 }
+
+/** A TCP port nothing listens on (bound, then released). */
+export const closedPort = (): Promise<number> => freePort();

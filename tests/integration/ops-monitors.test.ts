@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
+import { freePort } from "../../pipeline/net.js";
 import { projectPath } from "../../pipeline/paths.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 
@@ -45,16 +45,6 @@ function runScript(
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-/** A TCP port nothing listens on: bind an ephemeral one, then close it. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const addr = srv.address();
-  await new Promise<void>((r) => srv.close(() => r()));
-  if (addr === null || typeof addr === "string") throw new Error("no port");
-  return addr.port;
 }
 
 /** The value printed after `label` on its line. */
@@ -247,7 +237,7 @@ describe("monitor_redis_backend.sh --once", () => {
 describe("a dependency that is down", () => {
   for (const script of ["ops/monitor_can_db.sh", "ops/monitor_redis_backend.sh"]) {
     it(`${script}: Redis down is reported and the exit status is 2`, async () => {
-      const port = await closedPort();
+      const port = await freePort();
       const r = await runScript(script, ["--once", "--sample", "0"], {
         ...env,
         CEA_REDIS_URL: `redis://127.0.0.1:${port}`,
@@ -261,7 +251,7 @@ describe("a dependency that is down", () => {
     });
 
     it(`${script}: PostgreSQL down is reported and the exit status is 2`, async () => {
-      const port = await closedPort();
+      const port = await freePort();
       const url = new URL(db.url);
       url.port = String(port);
       const r = await runScript(script, ["--once", "--sample", "0"], { ...env, CEA_DATABASE_URL: url.toString() });
