@@ -4,8 +4,8 @@ import { createRequire } from "node:module";
 import pg from "pg";
 import { applySchema, edition, rebuildAggregates } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { freePort } from "../pipeline/net.js";
-import { projectPath } from "../pipeline/paths.js";
+import { freePort } from "../pipeline/runtime/net.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";
 
 // Issue 4's API benchmark. The API runs as its own process (dist/pipeline/

@@ -5,10 +5,10 @@ import pg from "pg";
 import { z } from "zod";
 import type { Site } from "../db/site.js";
 import { loadSite } from "../db/site.js";
-import { loadConfig } from "../pipeline/config.js";
-import { projectPath } from "../pipeline/paths.js";
-import { runMain } from "../pipeline/shutdown.js";
-import { withStackEnv } from "../pipeline/stack-env.js";
+import { loadConfig } from "../pipeline/runtime/config.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
+import { runMain } from "../pipeline/runtime/shutdown.js";
+import { withStackEnv } from "../pipeline/runtime/stack-env.js";
 
 // Realistic legacy data: a `can_messages` table as the old system filled it,
 // generated set-based inside PostgreSQL (generate_series), so 10 million rows

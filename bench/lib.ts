@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { projectPath } from "../pipeline/paths.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 
 // Shared by every benchmark: each one measures its subject and a baseline in
 // the same run and reports rates and ratios, never a bare time.

@@ -4,7 +4,7 @@ import { runMigration } from "../db/migrate/migrate.js";
 import type { ProgressSink } from "../db/migrate/progress.js";
 import { applySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { projectPath } from "../pipeline/paths.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import { framesForRows, generateLegacy } from "./legacy-gen.js";
 import type { Bench, BenchRow } from "./lib.js";
 

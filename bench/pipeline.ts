@@ -8,7 +8,7 @@ import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { applySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { projectPath } from "../pipeline/paths.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import { decodePacked, expectedRows, packFrames } from "../stages/decode.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";

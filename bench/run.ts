@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { runMain } from "../pipeline/shutdown.js";
-import { withStackEnv } from "../pipeline/stack-env.js";
+import { runMain } from "../pipeline/runtime/shutdown.js";
+import { withStackEnv } from "../pipeline/runtime/stack-env.js";
 import { type Bench, formatTable, writeResults } from "./lib.js";
 
 // npm run bench [-- --scale 0.1] [name ...]: runs each benchmark module

@@ -6,7 +6,7 @@ import { from as copyFrom } from "pg-copy-streams";
 import { writeMeasurements } from "../db/measurements.js";
 import { applySchema, edition, rebuildAggregates } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { projectPath } from "../pipeline/paths.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";
 
 // Issue 2's storage benchmark. Three ways of writing the same generated rows

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { projectPath } from "../pipeline/paths.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import type { Queryable } from "./pool.js";
 
 export const SCHEMA_FILE = "db/cea_schema.sql";

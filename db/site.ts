@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { z } from "zod";
-import { ConfigError } from "../pipeline/errors.js";
+import { ConfigError } from "../pipeline/runtime/errors.js";
 
 // The site file: the only source of facility metadata. Ids are explicit so that
 // every sync gives the same ids and a renamed sensor keeps its history.

@@ -5,7 +5,7 @@
 # Settings, in this order of precedence: the caller's environment; the file
 # CEA_ENV_FILE (default /etc/cea/cea.env); the checkout's .state/stack.env
 # (CEA_STATE_DIR) when run from a checkout; the built-in defaults of
-# pipeline/config.ts.
+# pipeline/runtime/config.ts.
 
 MON_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 

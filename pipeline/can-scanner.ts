@@ -2,18 +2,18 @@
 import { loadSite } from "../db/site.js";
 import { Ingest } from "../stages/can-ingest.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
-import type { FrameSource } from "./can-frame.js";
-import { type Config, loadConfig } from "./config.js";
-import { ConfigError } from "./errors.js";
-import { redisKeys } from "./keys.js";
-import { createLogger, type Logger } from "./log.js";
-import { projectPath } from "./paths.js";
-import { createRedis } from "./redis.js";
-import { replaySource } from "./replay.js";
-import { checkHealth } from "./runtime.js";
-import { onShutdown, runMain } from "./shutdown.js";
-import { simulatorSource } from "./sim.js";
-import { socketcanSource } from "./socketcan-source.js";
+import type { FrameSource } from "./can/frame.js";
+import { replaySource } from "./can/replay.js";
+import { simulatorSource } from "./can/simulator.js";
+import { socketcanSource } from "./can/socketcan.js";
+import { type Config, loadConfig } from "./runtime/config.js";
+import { ConfigError } from "./runtime/errors.js";
+import { redisKeys } from "./runtime/keys.js";
+import { createLogger, type Logger } from "./runtime/log.js";
+import { projectPath } from "./runtime/paths.js";
+import { createRedis } from "./runtime/redis.js";
+import { onShutdown, runMain } from "./runtime/shutdown.js";
+import { checkHealth } from "./runtime/worker.js";
 
 async function openSource(config: Config, log: Logger): Promise<FrameSource> {
   const files = { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) };

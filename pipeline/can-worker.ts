@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { createPool } from "../db/pool.js";
-import { loadConfig } from "./config.js";
-import { redisKeys } from "./keys.js";
-import { createLogger } from "./log.js";
-import { createRedis } from "./redis.js";
-import { checkHealth, startWorker, type WorkerHandle } from "./runtime.js";
-import { onShutdown, runMain } from "./shutdown.js";
-import { WORKER_STAGES } from "./worker-stages.js";
+import { WORKER_STAGES } from "../stages/chains.js";
+import { loadConfig } from "./runtime/config.js";
+import { redisKeys } from "./runtime/keys.js";
+import { createLogger } from "./runtime/log.js";
+import { createRedis } from "./runtime/redis.js";
+import { onShutdown, runMain } from "./runtime/shutdown.js";
+import { checkHealth, startWorker, type WorkerHandle } from "./runtime/worker.js";
 
 async function main(): Promise<void> {
   const config = loadConfig();

@@ -3,9 +3,9 @@ import { createPool } from "../db/pool.js";
 import { buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
-import { loadConfig } from "./config.js";
-import { createRedis } from "./redis.js";
-import { onShutdown, runMain } from "./shutdown.js";
+import { loadConfig } from "./runtime/config.js";
+import { createRedis } from "./runtime/redis.js";
+import { onShutdown, runMain } from "./runtime/shutdown.js";
 
 // cea-backend: configuration → pool + Redis client → app → listen. SIGTERM
 // stops accepting, lets requests in flight finish, then closes the clients.

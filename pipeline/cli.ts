@@ -3,9 +3,9 @@ import { parseArgs } from "node:util";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, setRetention, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { loadConfig } from "./config.js";
-import { projectPath } from "./paths.js";
-import { runMain } from "./shutdown.js";
+import { loadConfig } from "./runtime/config.js";
+import { projectPath } from "./runtime/paths.js";
+import { runMain } from "./runtime/shutdown.js";
 
 const USAGE = `usage: cea <command>
   schema apply            apply db/cea_schema.sql (idempotent), then verify

@@ -6,14 +6,14 @@ import { join } from "node:path";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
-import { loadConfig } from "./config.js";
-import { redisKeys } from "./keys.js";
-import { freePort } from "./net.js";
-import { projectPath, projectRoot } from "./paths.js";
-import { createRedis } from "./redis.js";
-import { runMain } from "./shutdown.js";
-import { withStackEnv } from "./stack-env.js";
-import { pendingCount } from "./stream.js";
+import { loadConfig } from "./runtime/config.js";
+import { redisKeys } from "./runtime/keys.js";
+import { freePort } from "./runtime/net.js";
+import { projectPath, projectRoot } from "./runtime/paths.js";
+import { createRedis } from "./runtime/redis.js";
+import { runMain } from "./runtime/shutdown.js";
+import { withStackEnv } from "./runtime/stack-env.js";
+import { pendingCount } from "./runtime/stream.js";
 
 // `npm run demo`: the whole system on its embedded defaults against the local
 // stack that ops/stack.sh brought up: schema, site, then the services as child

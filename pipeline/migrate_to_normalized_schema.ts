@@ -7,10 +7,10 @@ import { migrateOptionsSchema, runMigration } from "../db/migrate/migrate.js";
 import { createProgress } from "../db/migrate/progress.js";
 import { formatReport, writeReport } from "../db/migrate/report.js";
 import { loadSite } from "../db/site.js";
-import { loadConfig } from "./config.js";
-import { ConfigError } from "./errors.js";
-import { projectPath } from "./paths.js";
-import { runMain } from "./shutdown.js";
+import { loadConfig } from "./runtime/config.js";
+import { ConfigError } from "./runtime/errors.js";
+import { projectPath } from "./runtime/paths.js";
+import { runMain } from "./runtime/shutdown.js";
 
 const USAGE = `usage: migrate_to_normalized_schema [options]
 Moves every numeric reading of the legacy can_messages table into measurement,

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
-import type { RedisKeys } from "../pipeline/keys.js";
-import type { StageSpec, WorkBatch } from "../pipeline/stage.js";
-import { ensureGroup, isNoGroup } from "../pipeline/stream.js";
+import type { RedisKeys } from "../pipeline/runtime/keys.js";
+import type { StageSpec, WorkBatch } from "../pipeline/runtime/stage.js";
+import { ensureGroup, isNoGroup } from "../pipeline/runtime/stream.js";
 
 // ack: after COMMIT, in ONE MULTI: the dead letters of the batch (XADD to the
 // dead stream with orig_id, reason, deliveries and the entry's own fields),

@@ -6,9 +6,9 @@ import {
   writeMeasurementsFast,
   writeMeasurementsStaged,
 } from "../db/measurements.js";
-import { TransientError } from "../pipeline/errors.js";
-import type { Logger } from "../pipeline/log.js";
-import { entryField, type StageSpec, type WorkBatch } from "../pipeline/stage.js";
+import { TransientError } from "../pipeline/runtime/errors.js";
+import type { Logger } from "../pipeline/runtime/log.js";
+import { entryField, type StageSpec, type WorkBatch } from "../pipeline/runtime/stage.js";
 
 // batch-copy: the batch's rows in ONE transaction through db/measurements.ts.
 // Fast path (default): COPY straight into `measurement` inside a savepoint,

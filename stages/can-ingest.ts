@@ -1,17 +1,17 @@
 import type { Redis } from "ioredis";
-import type { CanFrame, FrameSource } from "../pipeline/can-frame.js";
-import { toHex } from "../pipeline/can-frame.js";
-import type { Config } from "../pipeline/config.js";
-import type { DecodeTable } from "../pipeline/kcd.js";
-import type { RedisKeys } from "../pipeline/keys.js";
-import type { Logger } from "../pipeline/log.js";
-import type { FailureSpec } from "../pipeline/stage.js";
-import { loadTrimScript, trimStream } from "../pipeline/trim.js";
+import type { CanFrame, FrameSource } from "../pipeline/can/frame.js";
+import { toHex } from "../pipeline/can/frame.js";
+import type { DecodeTable } from "../pipeline/can/kcd.js";
+import type { Config } from "../pipeline/runtime/config.js";
+import type { RedisKeys } from "../pipeline/runtime/keys.js";
+import type { Logger } from "../pipeline/runtime/log.js";
+import type { FailureSpec } from "../pipeline/runtime/stage.js";
+import { loadTrimScript, trimStream } from "../pipeline/runtime/trim.js";
 import { decodeFrame } from "./decode.js";
 
 // can-ingest (the can-scanner): frames from a source → one raw-stream entry per
 // frame, in order, XADD in pipelined chunks (never MAXLEN on XADD: that would
-// drop unacknowledged entries; trimming is pipeline/trim.lua's job). It never
+// drop unacknowledged entries; trimming is pipeline/runtime/trim.lua's job). It never
 // touches PostgreSQL. Frames wait in a bounded in-memory buffer; while Redis
 // is down the buffer holds up to CEA_SCANNER_BUFFER frames and every frame
 // beyond that is counted in dropped_buffer (exactly; the count is written when
@@ -40,7 +40,7 @@ export interface IngestStats {
   buffered: number;
   lastAppendAt: string | null;
   undecodable: number;
-  /** Entries of the stream not yet acknowledged by the workers, at the last trim (pipeline/trim.lua). */
+  /** Entries of the stream not yet acknowledged by the workers, at the last trim (pipeline/runtime/trim.lua). */
   backlog: number;
 }
 
@@ -174,7 +174,7 @@ export class Ingest {
     }
   }
 
-  /** pipeline/trim.lua: acknowledged entries to ~keep; hard limit with an exact drop count. */
+  /** pipeline/runtime/trim.lua: acknowledged entries to ~keep; hard limit with an exact drop count. */
   async trim(): Promise<void> {
     const { config, redis, keys, statsKey, log } = this.d;
     this.sinceTrim = 0;

@@ -1,8 +1,9 @@
 import { Piscina } from "piscina";
-import { UnrecoverableError } from "../pipeline/errors.js";
-import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/kcd.js";
-import { projectPath } from "../pipeline/paths.js";
-import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/stage.js";
+import { decodeSignal } from "../pipeline/can/codec.js";
+import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/can/kcd.js";
+import { UnrecoverableError } from "../pipeline/runtime/errors.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
+import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/runtime/stage.js";
 
 // decode: raw stream entries → measurement rows (binary COPY or COPY text +
 // columnar values + the hour buckets they touch).
@@ -24,51 +25,6 @@ const LEN_BAD_DATA = 255;
 const LEN_BAD_TS = 254;
 const LEN_MISSING = 253;
 const MAX_DLC = 8;
-
-/** Decode one signal's physical value (before calibration) from frame bytes at `base`. */
-export function decodeSignal(data: Uint8Array, base: number, s: TableSignal): number {
-  let raw = 0;
-  if (s.littleEndian) {
-    let i = 0;
-    while (i < s.length) {
-      const bit = s.offset + i;
-      const shift = bit & 7;
-      const take = Math.min(8 - shift, s.length - i);
-      raw += ((data[base + (bit >> 3)]! >> shift) & ((1 << take) - 1)) * 2 ** i;
-      i += take;
-    }
-  } else {
-    // big endian: offset is the MSB position counted from the MSB of byte 0
-    for (let p = s.offset; p < s.offset + s.length; p++) {
-      raw = raw * 2 + ((data[base + (p >> 3)]! >> (7 - (p & 7))) & 1);
-    }
-  }
-  if (s.signed && raw >= 2 ** (s.length - 1)) raw -= 2 ** s.length;
-  const scaled = s.divisor ? raw / s.divisor : raw * s.slope;
-  return s.intercept ? scaled + s.intercept : scaled;
-}
-
-/** Encode a physical value into frame bytes (simulator, tests); the inverse of decodeSignal. */
-export function encodeSignal(data: Uint8Array, s: TableSignal, physical: number): void {
-  let raw = Math.round(s.divisor ? (physical - s.intercept) * s.divisor : (physical - s.intercept) / s.slope);
-  const lo = s.signed ? -(2 ** (s.length - 1)) : 0;
-  const hi = s.signed ? 2 ** (s.length - 1) - 1 : 2 ** s.length - 1;
-  raw = Math.min(hi, Math.max(lo, raw));
-  if (raw < 0) raw += 2 ** s.length;
-  if (s.littleEndian) {
-    for (let i = 0; i < s.length; i++) {
-      const bit = s.offset + i;
-      const v = Math.floor(raw / 2 ** i) % 2;
-      data[bit >> 3] = (data[bit >> 3]! & ~(1 << (bit & 7))) | (v << (bit & 7));
-    }
-  } else {
-    for (let k = 0; k < s.length; k++) {
-      const p = s.offset + s.length - 1 - k;
-      const v = Math.floor(raw / 2 ** k) % 2;
-      data[p >> 3] = (data[p >> 3]! & ~(1 << (7 - (p & 7)))) | (v << (7 - (p & 7)));
-    }
-  }
-}
 
 /** The message of a frame, or why the frame cannot be used. */
 function frameMessage(table: DecodeTable, id: number, dlc: number): TableMessage | string {
@@ -118,7 +74,7 @@ export interface ExpectedRow {
 
 /**
  * The rows the worker stores for one raw-stream entry (fields ts, id, data as in
- * pipeline/keys.ts), or an UnrecoverableError with the dead-letter reason. Pure:
+ * pipeline/runtime/keys.ts), or an UnrecoverableError with the dead-letter reason. Pure:
  * the reconciliation key for tests and benchmarks.
  */
 export function expectedRows(

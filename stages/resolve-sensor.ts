@@ -2,11 +2,11 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { parseSite } from "../db/site.js";
-import { ConfigError } from "../pipeline/errors.js";
-import { buildDecodeTable, type DecodeTable, loadCanDb } from "../pipeline/kcd.js";
-import type { Logger } from "../pipeline/log.js";
-import { projectPath } from "../pipeline/paths.js";
-import type { StageSpec } from "../pipeline/stage.js";
+import { buildDecodeTable, type DecodeTable, loadCanDb } from "../pipeline/can/kcd.js";
+import { ConfigError } from "../pipeline/runtime/errors.js";
+import type { Logger } from "../pipeline/runtime/log.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
+import type { StageSpec } from "../pipeline/runtime/stage.js";
 import { isTransientPgError, PG_BACKOFF } from "./batch-copy.js";
 
 // resolve-sensor: signal "Message.Signal" → sensor_id (+ calibration_offset).

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { z } from "zod";
-import { ConfigError } from "../../pipeline/errors.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { ConfigError } from "../../pipeline/runtime/errors.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { edition } from "../schema.js";
 import { type Site, syncSite } from "../site.js";
 import type { ProgressSink } from "./progress.js";

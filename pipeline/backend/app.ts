@@ -4,9 +4,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Redis } from "ioredis";
 import type pg from "pg";
-import type { Config } from "../config.js";
-import { redisKeys } from "../keys.js";
-import type { Logger } from "../log.js";
+import type { Config } from "../runtime/config.js";
+import { redisKeys } from "../runtime/keys.js";
+import type { Logger } from "../runtime/log.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";

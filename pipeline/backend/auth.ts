@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import type { Config } from "../config.js";
-import { ConfigError } from "../errors.js";
+import type { Config } from "../runtime/config.js";
+import { ConfigError } from "../runtime/errors.js";
 
 export interface ApiToken {
   token: string;

@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Redis } from "ioredis";
 import type pg from "pg";
-import type { Config } from "../config.js";
-import type { RedisKeys } from "../keys.js";
+import type { Config } from "../runtime/config.js";
+import type { RedisKeys } from "../runtime/keys.js";
 import type { Directory } from "./directory.js";
 import type { GroupWriter } from "./group-writer.js";
 

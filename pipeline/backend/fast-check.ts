@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Config } from "../config.js";
+import type { Config } from "../runtime/config.js";
 import { INT4_MAX, STATUS_MAX } from "./schemas.js";
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the same rule as the status schema

@@ -1,6 +1,6 @@
 import type { Queryable } from "../../db/pool.js";
 import { getMeasurement, insertGroup, type StoredMeasurement } from "../../db/queries/measurement.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../runtime/log.js";
 import { isDependencyDown } from "./http-errors.js";
 
 export interface SingleReading {

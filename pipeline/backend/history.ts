@@ -7,7 +7,7 @@ import {
   type Resolution,
   rawHistory,
 } from "../../db/queries/measurement.js";
-import type { Config } from "../config.js";
+import type { Config } from "../runtime/config.js";
 import { HttpError } from "./http-errors.js";
 import type { HistoryQuery } from "./schemas.js";
 

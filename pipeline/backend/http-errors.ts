@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
-import { TransientError } from "../errors.js";
+import { TransientError } from "../runtime/errors.js";
 import type { ErrorBody } from "./schemas.js";
 
 /** An error with a status and a body meant for the client. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Config } from "../config.js";
+import type { Config } from "../runtime/config.js";
 
 // Every request and response shape of the API, in zod. The same schemas
 // validate requests, serialize responses and generate the OpenAPI document, so

@@ -1,8 +1,8 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import { redisKeys } from "../../pipeline/keys.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 import { killAll, pipelineEnv, spawnService, waitUntil } from "../support/procs.js";
 import { expectedRowsOf, groupState, readRawStream, reconcile, stats, waitDrained } from "../support/reconcile.js";

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { redisKeys } from "../../pipeline/keys.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { testPrefix } from "../support/db.js";
 import { type PrivatePg, startPrivatePg } from "../support/private-pg.js";
 import { killAll, pipelineEnv, spawnService, waitUntil } from "../support/procs.js";

@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { redisKeys } from "../../pipeline/keys.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { type PrivateRedis, startPrivateRedis } from "../support/private-redis.js";
 import { killAll, pipelineEnv, spawnService, waitUntil } from "../support/procs.js";

@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { redisKeys } from "../../pipeline/keys.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 import { killAll, pipelineEnv, runService, spawnService } from "../support/procs.js";
 import { expectedRowsOf, groupState, readRawStream, reconcile, waitDrained } from "../support/reconcile.js";

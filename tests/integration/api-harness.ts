@@ -6,9 +6,9 @@ import { inject } from "vitest";
 import { createPool } from "../../db/pool.js";
 import { buildApp } from "../../pipeline/backend/app.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
-import { type Config, loadConfig } from "../../pipeline/config.js";
-import { freePort } from "../../pipeline/net.js";
-import { createRedis } from "../../pipeline/redis.js";
+import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
+import { freePort } from "../../pipeline/runtime/net.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 
 // Shared by the api-*.test.ts files: the app on a database and Redis prefix of

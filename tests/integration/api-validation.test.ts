@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { batchFastCheck } from "../../pipeline/backend/fast-check.js";
 import { writeSchemas } from "../../pipeline/backend/schemas.js";
-import { loadConfig } from "../../pipeline/config.js";
+import { loadConfig } from "../../pipeline/runtime/config.js";
 
 // The batch route's quick check may only ever vouch for bodies the zod schema
 // accepts (the schema keeps deciding, and naming the fields, for the rest);

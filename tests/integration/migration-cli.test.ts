@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLegacy, type LegacyGenOptions } from "../../bench/legacy-gen.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { connect, loadTestSite, tableHash } from "./migration-helpers.js";
 

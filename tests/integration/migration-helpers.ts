@@ -1,7 +1,7 @@
 import pg from "pg";
 import type { ProgressSink } from "../../db/migrate/progress.js";
 import { loadSite, type Site } from "../../db/site.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 
 // Shared by the migration-*.test.ts files.
 

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 
 // Every SQL text of the provisioned dashboard runs on a real database with a

@@ -3,8 +3,8 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
-import { freePort } from "../../pipeline/net.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { freePort } from "../../pipeline/runtime/net.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 
 // The two monitor scripts run with --once against a database and a Redis key

@@ -15,7 +15,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { projectPath, projectRoot } from "../../pipeline/paths.js";
+import { projectPath, projectRoot } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 
 // The autostart and start scripts run against a stub systemctl that records
@@ -166,7 +166,7 @@ describe("systemd units", () => {
     expect(one("Restart")).toMatch(/^(always|on-failure)$/);
     expect(Number(one("RestartSec"))).toBeGreaterThan(0);
     expect(one("KillSignal")).toBe("SIGTERM");
-    // longer than the services' own graceful-stop timeout (15 s, pipeline/shutdown.ts)
+    // longer than the services' own graceful-stop timeout (15 s, pipeline/runtime/shutdown.ts)
     expect(Number(one("TimeoutStopSec"))).toBeGreaterThan(15);
     const deps = [...(unit.get("Unit")?.get("After") ?? []), ...(unit.get("Unit")?.get("Wants") ?? [])].join(" ");
     expect(deps).toContain("redis-server.service");

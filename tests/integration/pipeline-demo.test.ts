@@ -3,8 +3,8 @@ import { rmSync } from "node:fs";
 import { promisify } from "node:util";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { projectPath } from "../../pipeline/paths.js";
-import { createRedis } from "../../pipeline/redis.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 import { reconcile, siteTable } from "./pipeline-helpers.js";
 

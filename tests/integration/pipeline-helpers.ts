@@ -1,14 +1,14 @@
 import type { Redis } from "ioredis";
 import pg from "pg";
 import { inject } from "vitest";
-import { type CanFrame, toHex } from "../../pipeline/can-frame.js";
-import { type Config, loadConfig } from "../../pipeline/config.js";
-import type { DecodeTable } from "../../pipeline/kcd.js";
-import { createLogger } from "../../pipeline/log.js";
-import { projectPath } from "../../pipeline/paths.js";
-import { createRedis } from "../../pipeline/redis.js";
-import { startWorker, type WorkerHandle } from "../../pipeline/runtime.js";
-import { WORKER_STAGES } from "../../pipeline/worker-stages.js";
+import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
+import type { DecodeTable } from "../../pipeline/can/kcd.js";
+import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
+import { createLogger } from "../../pipeline/runtime/log.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
+import { startWorker, type WorkerHandle } from "../../pipeline/runtime/worker.js";
+import { WORKER_STAGES } from "../../stages/chains.js";
 import { expectedRows } from "../../stages/decode.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 

@@ -1,12 +1,12 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import type { DecodeTable } from "../../pipeline/kcd.js";
-import { redisKeys } from "../../pipeline/keys.js";
-import { projectPath } from "../../pipeline/paths.js";
-import { createRedis } from "../../pipeline/redis.js";
-import { simulatedSecond } from "../../pipeline/sim.js";
-import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipeline/stream.js";
+import type { DecodeTable } from "../../pipeline/can/kcd.js";
+import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
+import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipeline/runtime/stream.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 import {
   asEntry,

@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
 import { applySchema, verifySchema } from "../../db/schema.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, isCommunity, type TestDatabase } from "../support/db.js";
 
 const run = promisify(execFile);

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSite, syncSite } from "../../db/site.js";
-import { ConfigError } from "../../pipeline/errors.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { ConfigError } from "../../pipeline/runtime/errors.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 
 const siteText = () => readFile(projectPath("ops/site.json"), "utf8");

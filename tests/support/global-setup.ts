@@ -2,8 +2,8 @@ import pg from "pg";
 import type { TestProject } from "vitest/node";
 import { applySchema, edition } from "../../db/schema.js";
 import { loadSite, syncSite } from "../../db/site.js";
-import { projectPath } from "../../pipeline/paths.js";
-import { withStackEnv } from "../../pipeline/stack-env.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { withStackEnv } from "../../pipeline/runtime/stack-env.js";
 
 // One template per test run: runs started side by side must not drop each other's.
 const TEMPLATE_DB = `cea_test_template_${process.pid}`;

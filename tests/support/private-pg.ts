@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 import { applySchema } from "../../db/schema.js";
 import { loadSite, syncSite } from "../../db/site.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { freePort } from "./procs.js";
 
 const run = promisify(execFile);

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 
 // Child processes of the fault tests: the compiled service entry points run as
 // black boxes, configured only through CEA_* variables. Every child is tracked

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
-import { projectPath } from "../../pipeline/paths.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { expectedRows } from "../../stages/decode.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
@@ -8,7 +8,7 @@ import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 // the measurement table holds: lost, duplicated, unexpected and wrong values,
 // plus the consumer group's leftovers (pending, undelivered).
 
-/** One raw-stream entry as the scanner appends it (see pipeline/keys.ts). */
+/** One raw-stream entry as the scanner appends it (see pipeline/runtime/keys.ts). */
 export interface SentFrame {
   entryId?: string;
   ts: string;

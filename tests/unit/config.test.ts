@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { configSchema, loadConfig } from "../../pipeline/config.js";
-import { ConfigError } from "../../pipeline/errors.js";
-import { projectPath } from "../../pipeline/paths.js";
+import { configSchema, loadConfig } from "../../pipeline/runtime/config.js";
+import { ConfigError } from "../../pipeline/runtime/errors.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 
 describe("configuration", () => {
   const example = readFileSync(projectPath("ops/cea.env.example"), "utf8");

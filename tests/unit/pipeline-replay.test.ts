@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import type { CanFrame } from "../../pipeline/can-frame.js";
-import { projectPath } from "../../pipeline/paths.js";
-import { formatCandumpLine, parseCandumpLine, ReplayError, replaySource } from "../../pipeline/replay.js";
-import { simulatedSecond } from "../../pipeline/sim.js";
+import type { CanFrame } from "../../pipeline/can/frame.js";
+import { formatCandumpLine, parseCandumpLine, ReplayError, replaySource } from "../../pipeline/can/replay.js";
+import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
 async function collect(src: AsyncIterable<CanFrame[]>): Promise<CanFrame[]> {

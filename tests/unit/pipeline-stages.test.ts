@@ -1,12 +1,12 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import { redisKeys } from "../../pipeline/keys.js";
-import { projectPath } from "../../pipeline/paths.js";
-import { createRedis } from "../../pipeline/redis.js";
-import { simulatedSecond } from "../../pipeline/sim.js";
-import { addRows, checkChain, entryField, type StageOptions, type StageSpec } from "../../pipeline/stage.js";
-import { appendEntries, pendingCount } from "../../pipeline/stream.js";
+import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
+import { addRows, checkChain, entryField, type StageOptions, type StageSpec } from "../../pipeline/runtime/stage.js";
+import { appendEntries, pendingCount } from "../../pipeline/runtime/stream.js";
 import { expectedRows } from "../../stages/decode.js";
 import {
   asEntry,

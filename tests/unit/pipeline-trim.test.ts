@@ -1,11 +1,11 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createRedis } from "../../pipeline/redis.js";
-import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipeline/stream.js";
-import { loadTrimScript, trimStream } from "../../pipeline/trim.js";
+import { createRedis } from "../../pipeline/runtime/redis.js";
+import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipeline/runtime/stream.js";
+import { loadTrimScript, trimStream } from "../../pipeline/runtime/trim.js";
 import { testPrefix } from "../support/db.js";
 
-// pipeline/trim.lua on the real Redis of the stack.
+// pipeline/runtime/trim.lua on the real Redis of the stack.
 
 const entry = (i: number) => ({ ts: "2024-01-01T00:00:00.000000Z", id: 0x101, data: i.toString(16).padStart(4, "0") });
 

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { dbHealth } from "../../../db/queries/health.js";
 import { lastMeasurementTime } from "../../../db/queries/measurement.js";
 import { verifySchema } from "../../../db/schema.js";
-import { TransientError } from "../../errors.js";
+import { TransientError } from "../../runtime/errors.js";
 import type { ApiContext } from "../context.js";
 import { isDependencyDown, redisCall } from "../http-errors.js";
 import { type Health, health } from "../schemas.js";

@@ -1,8 +1,8 @@
-import { ackStage } from "../stages/ack.js";
-import { batchCopyStage } from "../stages/batch-copy.js";
-import { decodeStage } from "../stages/decode.js";
-import { resolveSensorStage } from "../stages/resolve-sensor.js";
-import type { StageOptions, StageSpec } from "./stage.js";
+import type { StageOptions, StageSpec } from "../pipeline/runtime/stage.js";
+import { ackStage } from "./ack.js";
+import { batchCopyStage } from "./batch-copy.js";
+import { decodeStage } from "./decode.js";
+import { resolveSensorStage } from "./resolve-sensor.js";
 
 /**
  * The can-worker's chain, in order. A new stage is one more entry here (and its

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import { projectPath } from "./paths.js";
 
-// Loader for pipeline/trim.lua (its contract is at the top of that file).
+// Loader for pipeline/runtime/trim.lua (its contract is at the top of that file).
 
 export interface TrimResult {
   length: number;
@@ -13,7 +13,7 @@ export interface TrimResult {
   backlog: number;
 }
 
-const SCRIPT = "pipeline/trim.lua";
+const SCRIPT = "pipeline/runtime/trim.lua";
 
 export function loadTrimScript(): string {
   return readFileSync(projectPath(SCRIPT), "utf8");

@@ -1,6 +1,6 @@
-import type { Site } from "../db/site.js";
-import { encodeSignal } from "../stages/decode.js";
-import { type CanFrame, type FrameSource, isoMicros } from "./can-frame.js";
+import type { Site } from "../../db/site.js";
+import { encodeSignal } from "./codec.js";
+import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
 import type { DecodeTable, TableMessage } from "./kcd.js";
 
 // The simulator: for every message of the CAN database that carries a sensor

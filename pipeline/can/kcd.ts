@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { parseKcdFile } from "socketcan/dist/parse_kcd.js";
 import { z } from "zod";
-import type { Site } from "../db/site.js";
-import { ConfigError } from "./errors.js";
+import type { Site } from "../../db/site.js";
+import { ConfigError } from "../runtime/errors.js";
 
 // The CAN database (KCD) as plain data, validated, plus the decode table that
 // joins it with the site file. Both are plain objects so they can be handed to

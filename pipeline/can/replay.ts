@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
-import { type CanFrame, type FrameSource, isoMicros, toHex } from "./can-frame.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError } from "../runtime/errors.js";
+import { type CanFrame, type FrameSource, isoMicros, toHex } from "./frame.js";
 
 // Replay of `candump -l` logs: lines "(1700000000.123456) can0 101#0A1B2C3D".
 // Classic frames only (standard 3-digit or extended 8-digit hex ids, 0–8 data

@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { type CanFrame, type FrameSource, isoMicros } from "./can-frame.js";
+import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
 
 // SocketCAN through the socketcan package: a raw channel with kernel receive
 // timestamps. This sandbox has no CAN support in its kernel, so this path is

@@ -6,7 +6,7 @@ import type { Logger } from "./log.js";
 
 // Declarative stages. A stage module exports a StageSpec: what it consumes and
 // emits, its option defaults, how it fails, and a factory. The runtime
-// (pipeline/runtime.ts) only knows this interface: it checks that the chain
+// (pipeline/runtime/worker.ts) only knows this interface: it checks that the chain
 // connects, runs every stage's `process` on each batch in order, and owns the
 // retries. Stages up to the first `sequential` one form the "prepare" part that
 // the runtime runs one batch ahead (read + decode of batch N+1 overlap the
