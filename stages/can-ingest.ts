@@ -149,7 +149,19 @@ export class Ingest {
       const p = redis.pipeline();
       for (let i = this.head; i < end; i++) {
         const f = this.buf[i]!;
-        p.xadd(keys.raw, "*", "ts", f.ts, "id", String(f.id), "data", toHex(f.data), "iface", f.iface, ...frameFlags(f));
+        p.xadd(
+          keys.raw,
+          "*",
+          "ts",
+          f.ts,
+          "id",
+          String(f.id),
+          "data",
+          toHex(f.data),
+          "iface",
+          f.iface,
+          ...frameFlags(f),
+        );
       }
       const n = end - this.head;
       const dropped = this.droppedUnpersisted;

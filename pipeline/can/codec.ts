@@ -33,6 +33,8 @@ export interface SignalCodec {
   offset: number;
   /** When 1/factor is an integer, raw / divisor is the correctly rounded decimal (0.01 → 100); else 0. */
   divisor: number;
+  /** offset × divisor when that is an integer: (raw + it) / divisor rounds once; else NaN. */
+  scaledOffset: number;
 }
 
 function divisorOf(factor: number): number {
@@ -60,6 +62,8 @@ export function compileSignal(s: SignalDef): SignalCodec {
     (half ? hi : lo).push(p >> 3, p & 7, (1 << w) - 1, pos, 2 ** pos);
     i += w;
   }
+  const divisor = s.valueType === "float32" || s.valueType === "float64" ? 0 : divisorOf(s.factor);
+  const so = s.offset * divisor;
   return {
     length: s.length,
     kind: KINDS[s.valueType],
@@ -67,7 +71,9 @@ export function compileSignal(s: SignalDef): SignalCodec {
     hi,
     factor: s.factor,
     offset: s.offset,
-    divisor: s.valueType === "float32" || s.valueType === "float64" ? 0 : divisorOf(s.factor),
+    divisor,
+    scaledOffset:
+      divisor && Math.abs(so - Math.round(so)) < 1e-9 && Math.abs(so) < 2 ** 52 ? Math.round(so) : Number.NaN,
   };
 }
 
@@ -83,7 +89,7 @@ const TWO_32 = 4_294_967_296;
 /**
  * The raw value of a signal: the integer (sign applied) or the IEEE value.
  * NaN for an integer wider than 53 bits whose value a double cannot hold
- * exactly (|raw| > 2^53).
+ * exactly (beyond 2^53 only every second, fourth … integer has a double).
  */
 export function rawValue(d: Uint8Array, base: number, c: SignalCodec): number {
   const lo = sum(d, base, c.lo);
@@ -104,14 +110,19 @@ export function rawValue(d: Uint8Array, base: number, c: SignalCodec): number {
   let big = (BigInt(hi) << 32n) | BigInt(lo);
   if (c.kind === KIND_SIGNED) big = BigInt.asIntN(c.length, big);
   const v = Number(big);
-  return Number.isSafeInteger(v) ? v : Number.NaN;
+  return BigInt(v) === big ? v : Number.NaN;
 }
 
 /** The physical value: raw × factor + offset (the integer case rounded as the decimal the file means). */
 export function physicalValue(d: Uint8Array, base: number, c: SignalCodec): number {
   const raw = rawValue(d, base, c);
   if (c.kind >= KIND_FLOAT32) return c.factor === 1 && c.offset === 0 ? raw : raw * c.factor + c.offset;
-  const scaled = c.divisor ? raw / c.divisor : raw * c.factor;
+  if (c.divisor) {
+    // one rounding: 9234 × 0.1 − 800 is 123.4, not 923.4 − 800 = 123.39999999999998
+    if (!Number.isNaN(c.scaledOffset) && Math.abs(raw) < 2 ** 52) return (raw + c.scaledOffset) / c.divisor;
+    return raw / c.divisor + c.offset;
+  }
+  const scaled = raw * c.factor;
   return c.offset ? scaled + c.offset : scaled;
 }
 

@@ -30,7 +30,10 @@ export function parseCandumpLine(line: string, lineNo: number, file: string): Ca
   const fd = dataHex.startsWith("#");
   // CAN FD: "#" then one hex digit of flags (BRS, ESI), then the payload
   const payload = fd ? dataHex.slice(2) : dataHex;
-  if (payload.length % 2 !== 0 || (fd ? !(FD_LENGTHS as readonly number[]).includes(payload.length / 2) : payload.length > 16))
+  if (
+    payload.length % 2 !== 0 ||
+    (fd ? !(FD_LENGTHS as readonly number[]).includes(payload.length / 2) : payload.length > 16)
+  )
     throw new ReplayError(
       fd
         ? `${file}:${lineNo}: CAN FD data must be a CAN FD payload size (${FD_LENGTHS.join(", ")} bytes) of hex, got "${payload}"`
@@ -50,7 +53,10 @@ export function formatCandumpLine(f: CanFrame): string {
   const us = Number(f.ts.slice(23, 26));
   const sec = Math.floor(ms / 1000);
   const frac = String((ms - sec * 1000) * 1000 + us).padStart(6, "0");
-  const id = f.id.toString(16).toUpperCase().padStart(f.ext ? 8 : 3, "0");
+  const id = f.id
+    .toString(16)
+    .toUpperCase()
+    .padStart(f.ext ? 8 : 3, "0");
   return `(${sec}.${frac}) ${f.iface} ${id}#${f.fd ? "#0" : ""}${toHex(f.data)}`;
 }
 
