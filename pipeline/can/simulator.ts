@@ -132,6 +132,11 @@ function variants(m: TableMessage): { selectors: Map<number, number>; signals: T
     g.signals.push(s);
     groups.set(key, g);
   }
+  // signals outside the multiplexing are in every frame, as a real node sends them
+  const plain = groups.get("[]");
+  if (!plain || groups.size === 1) return [...groups.values()];
+  groups.delete("[]");
+  for (const g of groups.values()) g.signals.unshift(...plain.signals);
   return [...groups.values()];
 }
 

@@ -7,10 +7,12 @@ import { parseSite, type Site } from "../../db/site.js";
 import { loadCanDb } from "../../pipeline/can/candb.js";
 import { compileSignal, EncodeError, encodeMessage, physicalValue } from "../../pipeline/can/codec.js";
 import type { CanDb, SignalDef } from "../../pipeline/can/model.js";
+import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import { buildDecodeTable, type DecodeTable, labelOf } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { decodeFrame } from "../../stages/decode.js";
+import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
 // The CAN database loaders (KCD, DBC) and the codec against files in the
 // shapes vendors ship (tests/fixtures/greenhouse.{dbc,kcd}: same content in
@@ -172,6 +174,37 @@ describe.each([
       /message refused by the CAN database: .*Temp16.*32 bits/,
     );
   });
+});
+
+describe("the simulator speaks whichever CAN database is configured", () => {
+  it.each([
+    ["DBC", dbcFile],
+    ["KCD", kcdFile],
+  ])(
+    "%s: every sensor reports each simulated second, in range, with the message's id kind and FD flag",
+    async (_f, file) => {
+      const { table } = await loadDecodeTable({ siteFile, canDbFile: file });
+      const site = parseSite(readFileSync(siteFile, "utf8"), siteFile);
+      const opts = { table, site, startMs: Date.parse("2024-06-01T12:00:00Z"), speed: 1, iface: "sim0" };
+      for (const k of [0, 1, 3600]) {
+        const frames = simulatedSecond(opts, k);
+        const seen = new Set<string>();
+        for (const f of frames) {
+          const m = Object.values(table.messages).find((x) => x.id === f.id && x.extended === (f.ext ?? false));
+          expect(m, `frame ${f.id.toString(16)}`).toBeDefined();
+          expect(f.fd ?? false).toBe(m?.fd);
+          expect(f.data).toHaveLength(m?.length ?? -1);
+          for (const v of decodeFrame(table, f.id, f.data, f.ext ?? false).values) {
+            expect(v.outOfRange, v.signal.sensorName).toBe(false);
+            seen.add(v.signal.sensorName);
+          }
+        }
+        expect([...seen].sort()).toEqual(site.devices.flatMap((d) => d.sensors.map((s) => s.name)).sort());
+        // one frame per multiplexer value the sensors need: channels 0, 1 and 2 of the substrate probe
+        expect(frames.filter((f) => f.id === 0x620).map((f) => f.data[0])).toEqual([0, 1, 2]);
+      }
+    },
+  );
 });
 
 describe("DBC specifics", () => {
