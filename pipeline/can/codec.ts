@@ -25,6 +25,11 @@ const C = 5;
 export interface SignalCodec {
   length: number;
   kind: number;
+  /** 2^(length-1) and 2^length for the sign of integers up to 53 bits. */
+  signBit: number;
+  span: number;
+  /** An integer of at most 32 bits: all its chunks are in `lo` (the common, fast case). */
+  narrow: boolean;
   /** Chunks of value bits 0..31: [byte, shift, mask, pos, 2^pos] per chunk. */
   lo: number[];
   /** Chunks of value bits 32..63, positions relative to bit 32. */
@@ -64,9 +69,13 @@ export function compileSignal(s: SignalDef): SignalCodec {
   }
   const divisor = s.valueType === "float32" || s.valueType === "float64" ? 0 : divisorOf(s.factor);
   const so = s.offset * divisor;
+  const kind = KINDS[s.valueType];
   return {
     length: s.length,
-    kind: KINDS[s.valueType],
+    kind,
+    signBit: 2 ** (s.length - 1),
+    span: 2 ** s.length,
+    narrow: kind <= KIND_SIGNED && s.length <= 32,
     lo,
     hi,
     factor: s.factor,
@@ -105,7 +114,7 @@ export function rawValue(d: Uint8Array, base: number, c: SignalCodec): number {
   }
   if (c.length <= 53) {
     const v = hi * TWO_32 + lo;
-    return c.kind === KIND_SIGNED && v >= 2 ** (c.length - 1) ? v - 2 ** c.length : v;
+    return c.kind === KIND_SIGNED && v >= c.signBit ? v - c.span : v;
   }
   let big = (BigInt(hi) << 32n) | BigInt(lo);
   if (c.kind === KIND_SIGNED) big = BigInt.asIntN(c.length, big);
@@ -115,8 +124,17 @@ export function rawValue(d: Uint8Array, base: number, c: SignalCodec): number {
 
 /** The physical value: raw × factor + offset (the integer case rounded as the decimal the file means). */
 export function physicalValue(d: Uint8Array, base: number, c: SignalCodec): number {
-  const raw = rawValue(d, base, c);
-  if (c.kind >= KIND_FLOAT32) return c.factor === 1 && c.offset === 0 ? raw : raw * c.factor + c.offset;
+  let raw: number;
+  if (c.narrow) {
+    // inline of sum() for the common case: most sensor signals are integers of up to 32 bits
+    const ch = c.lo;
+    raw = 0;
+    for (let k = 0; k < ch.length; k += C) raw += ((d[base + ch[k]!]! >> ch[k + 1]!) & ch[k + 2]!) * ch[k + 4]!;
+    if (c.kind === KIND_SIGNED && raw >= c.signBit) raw -= c.span;
+  } else {
+    raw = rawValue(d, base, c);
+    if (c.kind >= KIND_FLOAT32) return c.factor === 1 && c.offset === 0 ? raw : raw * c.factor + c.offset;
+  }
   if (c.divisor) {
     // one rounding: 9234 × 0.1 − 800 is 123.4, not 923.4 − 800 = 123.39999999999998
     if (!Number.isNaN(c.scaledOffset) && Math.abs(raw) < 2 ** 52) return (raw + c.scaledOffset) / c.divisor;

@@ -218,6 +218,23 @@ export function decodedSignals(table: DecodeTable): DecodedSignals {
 export function decodeMessage(m: TableMessage, d: Uint8Array, base: number, out: DecodedSignals): string | null {
   const sigs = m.signals;
   let n = 0;
+  if (!m.muxed) {
+    // no multiplexing: every signal of the table is a mapped one
+    for (let i = 0; i < sigs.length; i++) {
+      const s = sigs[i]!;
+      const v = physicalValue(d, base, s);
+      if (!Number.isFinite(v)) {
+        out.count = 0;
+        return `value of ${m.name}.${s.name} is not a finite number a double holds exactly`;
+      }
+      out.signal[n] = s;
+      out.value[n] = v;
+      out.outOfRange[n] = v < s.min || v > s.max ? 1 : 0;
+      n++;
+    }
+    out.count = n;
+    return null;
+  }
   for (let i = 0; i < sigs.length; i++) {
     const s = sigs[i]!;
     if (m.muxed) {
