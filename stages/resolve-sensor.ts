@@ -34,6 +34,8 @@ export interface LoadedDecodeTable {
   hash: string;
   /** Messages of the CAN database that cannot be decoded exactly (their frames are dead-lettered). */
   refused: Refusal[];
+  /** What looks wrong but decodes as written (overlapping signals, duplicate names). */
+  warnings: string[];
   /** CAN database signals no sensor maps. */
   unmapped: string[];
 }
@@ -50,7 +52,7 @@ export async function loadDecodeTable(files: SensorMapFiles, log?: Logger): Prom
   const db = loadCanDb(files.canDbFile);
   const { table, unmapped } = buildDecodeTable(db, site, files.siteFile);
   const hash = createHash("sha1").update(siteText).update("\0").update(dbBytes).digest("hex");
-  const loaded = { table, hash, refused: db.refused, unmapped };
+  const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped };
   if (log) reportLoad(log, files, loaded);
   return loaded;
 }
@@ -61,6 +63,11 @@ export function reportLoad(log: Logger, files: SensorMapFiles, loaded: LoadedDec
     log.error(
       { file: files.canDbFile, message: r.message, signal: r.signal, reason: r.reason },
       `CAN database message refused (its frames are dead-lettered): ${r.text}`,
+    );
+  if (loaded.warnings.length)
+    log.warn(
+      { file: files.canDbFile, count: loaded.warnings.length, warnings: loaded.warnings.slice(0, 50) },
+      "CAN database: signals that overlap or share a name (decoded as the file writes them)",
     );
   if (loaded.unmapped.length)
     log.warn(

@@ -8,6 +8,7 @@ import {
   type CanDb,
   formatId,
   layoutProblems,
+  layoutWarnings,
   type MessageDef,
   messageDefSchema,
   messageKey,
@@ -74,6 +75,7 @@ function refusal(c: Candidate, signal: string | undefined, reason: string): Refu
 export function validate(file: string, format: "kcd" | "dbc", candidates: Candidate[]): CanDb {
   const messages: MessageDef[] = [];
   const refused: Refusal[] = [];
+  const warnings: string[] = [];
   const byKey = new Map<number, Candidate>();
   const byName = new Map<string, Candidate>();
   for (const c of candidates) {
@@ -114,13 +116,13 @@ export function validate(file: string, format: "kcd" | "dbc", candidates: Candid
       continue;
     }
     const sameName = byName.get(m.name);
-    if (sameName) {
-      refused.push(refusal(c, undefined, `the name is already used by the message at ${sameName.where}`));
-      continue;
-    }
+    // decodes all the same; only the site file cannot name its signals (ambiguous there)
+    if (sameName)
+      warnings.push(refusal(c, undefined, `the name is also used by the message at ${sameName.where}`).text);
+    for (const w of layoutWarnings(m)) warnings.push(refusal(c, w.signal, w.reason).text);
     byKey.set(key, c);
     byName.set(m.name, c);
     messages.push(m);
   }
-  return { file, format, messages, refused };
+  return { file, format, messages, refused, warnings };
 }

@@ -172,6 +172,13 @@ export function parseDbc(text: string, file: string): Candidate[] {
     if (tok.k !== "num" || !Number.isFinite(x)) throw new Syntax(`${what}: expected a number, found "${tok.v}"`);
     return x;
   };
+  /** A range bound; one beyond a double (1E+481, as some J1939 files write) is no bound: ±Infinity. */
+  const bound = (what: string): number => {
+    const tok = next();
+    const x = Number(tok.v);
+    if (tok.k !== "num" || Number.isNaN(x)) throw new Syntax(`${what}: expected a number, found "${tok.v}"`);
+    return x;
+  };
   const ident = (what: string): string => {
     const tok = next();
     if (tok.k !== "id") throw new Syntax(`${what}: expected a name, found "${tok.v}"`);
@@ -268,9 +275,9 @@ export function parseDbc(text: string, file: string): Candidate[] {
             const offset = number("offset");
             expect(")");
             expect("[");
-            const min = number("minimum");
+            const min = bound("minimum");
             expect("|");
-            const max = number("maximum");
+            const max = bound("maximum");
             expect("]");
             const unitTok = next();
             if (unitTok.k !== "str") throw new Syntax(`unit: expected a string, found "${unitTok.v}"`);
@@ -460,6 +467,8 @@ export function parseDbc(text: string, file: string): Candidate[] {
         else muxedBy = { selector: plainSelectors[0]!.name, values: [Number(/^m(\d+)/.exec(s.mux)![1])] };
       }
       const noRange = s.min === 0 && s.max === 0;
+      const min = Number.isFinite(s.min) ? s.min : undefined;
+      const max = Number.isFinite(s.max) ? s.max : undefined;
       const l = labels.get(key);
       return {
         name: s.name,
@@ -469,7 +478,8 @@ export function parseDbc(text: string, file: string): Candidate[] {
         valueType,
         factor: s.factor,
         offset: s.offset,
-        ...(noRange ? {} : { min: s.min, max: s.max }),
+        ...(noRange || min === undefined ? {} : { min }),
+        ...(noRange || max === undefined ? {} : { max }),
         unit: s.unit,
         ...(l?.length ? { labels: l } : {}),
         multiplexer: s.mux?.endsWith("M") ?? false,

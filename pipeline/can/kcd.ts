@@ -59,6 +59,15 @@ function num(n: XmlNode, attr: string, int = false): number | undefined {
   return x;
 }
 
+/** A range bound; one beyond a double (1E+481) is no bound at all. */
+function bound(n: XmlNode, attr: string): number | undefined {
+  const v = n.attrs[attr];
+  if (v === undefined) return undefined;
+  const x = v.trim() === "" ? Number.NaN : Number(v);
+  if (Number.isNaN(x)) throw new Error(`${attr}="${v}" is not a number`);
+  return Number.isFinite(x) ? x : undefined;
+}
+
 interface RawSignal {
   name: string;
   startBit: number;
@@ -115,8 +124,8 @@ function signalOf(n: XmlNode, multiplexer: boolean): RawSignal {
     valueType,
     factor: (value && num(value, "slope")) ?? 1,
     offset: (value && num(value, "intercept")) ?? 0,
-    min: value && num(value, "min"),
-    max: value && num(value, "max"),
+    min: value && bound(value, "min"),
+    max: value && bound(value, "max"),
     unit: value?.attrs.unit ?? "",
     labels: labels.length ? labels : undefined,
     multiplexer,

@@ -98,6 +98,8 @@ export interface CanDb {
   format: "kcd" | "dbc";
   messages: MessageDef[];
   refused: Refusal[];
+  /** Things that do not stop a message from decoding exactly but look wrong (overlapping signals, duplicate names). */
+  warnings: string[];
 }
 
 /** Key of a message in the decode table: the id, with bit 31 set for a 29-bit id (as DBC writes it). */
@@ -119,9 +121,9 @@ export function rawRange(s: Pick<SignalDef, "length" | "valueType">): { lo: numb
 
 /**
  * Every reason the decoder cannot decode this message exactly (empty = fine):
- * signals outside the payload, overlapping signals that are present together,
- * a payload length no frame can have, multiplexing that does not resolve,
- * duplicate signal names. Schema problems are checked by the loaders first.
+ * signals outside the payload, a payload length no frame can have, an id
+ * its kind cannot hold, multiplexing that does not resolve. Schema problems
+ * are checked by the loaders first.
  */
 export function layoutProblems(m: MessageDef): { signal: string | undefined; reason: string }[] {
   const out: { signal: string | undefined; reason: string }[] = [];
@@ -138,11 +140,7 @@ export function layoutProblems(m: MessageDef): { signal: string | undefined; rea
       reason: `${m.length} bytes is not a CAN FD payload size (${FD_LENGTHS.join(", ")})`,
     });
   const byName = new Map<string, SignalDef>();
-  for (const s of m.signals) {
-    if (byName.has(s.name)) out.push({ signal: s.name, reason: "two signals of this message have this name" });
-    byName.set(s.name, s);
-  }
-  const bits = new Map<string, number[]>();
+  for (const s of m.signals) if (!byName.has(s.name)) byName.set(s.name, s);
   for (const s of m.signals) {
     const pos = signalBits(s);
     const last = Math.max(...pos);
@@ -151,7 +149,6 @@ export function layoutProblems(m: MessageDef): { signal: string | undefined; rea
         signal: s.name,
         reason: `its bits reach bit ${last} (byte ${last >> 3}) but the message has ${m.length} bytes`,
       });
-    bits.set(s.name, pos);
     if (s.muxedBy) {
       const sel = byName.get(s.muxedBy.selector);
       if (!sel) out.push({ signal: s.name, reason: `its multiplexer "${s.muxedBy.selector}" is not a signal here` });
@@ -179,15 +176,34 @@ export function layoutProblems(m: MessageDef): { signal: string | undefined; rea
       seen.add(cur.name);
     }
   }
-  // signals that can be present in the same frame must not share bits
+  return out;
+}
+
+/**
+ * What looks wrong in a message that still decodes exactly as written: signals
+ * present in the same frame that share bits (each is decoded from the bits
+ * the file gives it), two signals with one name (the site file cannot map
+ * such a name: it is ambiguous there).
+ */
+export function layoutWarnings(m: MessageDef): { signal: string; reason: string }[] {
+  const out: { signal: string; reason: string }[] = [];
+  const byName = new Map<string, SignalDef>();
+  for (const s of m.signals) {
+    if (byName.has(s.name)) out.push({ signal: s.name, reason: "two signals of this message have this name" });
+    else byName.set(s.name, s);
+  }
+  const bits = m.signals.map((s) => new Set(signalBits(s)));
   for (let i = 0; i < m.signals.length; i++) {
     for (let j = i + 1; j < m.signals.length; j++) {
       const a = m.signals[i]!;
       const b = m.signals[j]!;
-      if (exclusive(a, b, byName)) continue;
-      const bb = new Set(bits.get(b.name));
-      if (bits.get(a.name)?.some((p) => bb.has(p)))
-        out.push({ signal: b.name, reason: `its bits overlap those of "${a.name}", which the same frame carries` });
+      if (a.name === b.name || exclusive(a, b, byName)) continue;
+      const bb = bits[j]!;
+      for (const p of bits[i]!)
+        if (bb.has(p)) {
+          out.push({ signal: b.name, reason: `its bits overlap those of "${a.name}", which the same frame carries` });
+          break;
+        }
     }
   }
   return out;

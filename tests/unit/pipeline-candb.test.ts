@@ -242,6 +242,10 @@ describe("DBC specifics", () => {
       ' SG_ Y : 16|8@1+ (1,0) [0|0] "" B',
       "BO_ 258 BadType: 8 A",
       ' SG_ Z : 0|32@1+ (1,0) [0|0] "" B',
+      "BO_ 259 Overlap: 8 A",
+      ' SG_ Word : 0|16@1+ (1,0) [0|1E+481] "" B',
+      ' SG_ Low : 0|8@1+ (1,0) [0|0] "" B',
+      ' SG_ Low : 8|8@1+ (1,0) [0|0] "" B',
       "BO_ 3221225472 VECTOR__INDEPENDENT_SIG_MSG: 0 Vector__XXX",
       ' SG_ Orphan : 0|8@1+ (1,0) [0|0] "" Vector__XXX',
       'CM_ SG_ 256 T "temperature; tenths";',
@@ -250,14 +254,26 @@ describe("DBC specifics", () => {
     ].join("\r\n");
     writeFileSync(f, Buffer.from(text, "latin1"));
     const db = loadCanDb(f);
-    expect(db.messages.map((m) => m.name)).toEqual(["Good"]);
+    expect(db.messages.map((m) => m.name)).toEqual(["Good", "Overlap"]);
     expect(db.messages[0]?.signals[0]).toMatchObject({ name: "T", unit: "°C", valueType: "signed", min: -40, max: 85 });
     expect(db.refused.map((r) => r.text)).toEqual([
       `${f}:11: message "Broken" 0x101 (11-bit): signal "X": line 12: byte order "2" is not 0 or 1`,
-      `${f}:14: message "BadType" 0x102 (11-bit): signal "Z": line 19: SIG_VALTYPE_ 3 is not 0, 1 (single) or 2 (double)`,
+      `${f}:14: message "BadType" 0x102 (11-bit): signal "Z": line 23: SIG_VALTYPE_ 3 is not 0, 1 (single) or 2 (double)`,
     ]);
-    const table = tableOf(db, siteFor(["Good.T"]));
+    // overlapping signals and a name used twice decode as written: warnings, not refusals
+    expect(db.warnings).toEqual([
+      `${f}:16: message "Overlap" 0x103 (11-bit): signal "Low": two signals of this message have this name`,
+      `${f}:16: message "Overlap" 0x103 (11-bit): signal "Low": its bits overlap those of "Word", which the same frame carries`,
+      `${f}:16: message "Overlap" 0x103 (11-bit): signal "Low": its bits overlap those of "Word", which the same frame carries`,
+    ]);
+    // a bound no double holds is no bound
+    expect(db.messages[1]?.signals[0]).toMatchObject({ name: "Word", min: 0 });
+    expect(db.messages[1]?.signals[0]?.max).toBeUndefined();
+    const table = tableOf(db, siteFor(["Good.T", "Overlap.Word"]));
     expect(values(decode(table, 256, "1701000000000000"))).toEqual({ s1: 27.9 });
+    expect(values(decode(table, 259, "3412000000000000"))).toEqual({ s2: 0x1234 });
+    // but the site file cannot map a name two signals have
+    expect(() => tableOf(db, siteFor(["Overlap.Low"]))).toThrow(/"Overlap\.Low" names more than one signal/);
   });
 
   it("a file that is not a CAN database at all stops start-up naming the file and line", () => {
