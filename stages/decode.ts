@@ -1,6 +1,7 @@
 import { Piscina } from "piscina";
 import { messageKey } from "../pipeline/can/model.js";
 import {
+  type DecodedSignals,
   type DecodeTable,
   decodedSignals,
   decodeMessage,
@@ -46,6 +47,9 @@ export interface SignalValue {
   outOfRange: boolean;
 }
 
+/** decodeFrame's reusable output, one per table (the scanner decodes every frame for the live values). */
+const scratch = new WeakMap<DecodeTable, DecodedSignals>();
+
 /**
  * Decode one frame into the values of its mapped signals (stored = decoded +
  * calibration_offset). Throws UnrecoverableError with the dead-letter reason.
@@ -58,7 +62,8 @@ export function decodeFrame(
 ): { message: TableMessage; values: SignalValue[] } {
   const m = frameMessage(table, messageKey(id, extended), data.length);
   if (typeof m === "string") throw new UnrecoverableError(m, m);
-  const out = decodedSignals(table);
+  const out = scratch.get(table) ?? decodedSignals(table);
+  scratch.set(table, out);
   const bad = decodeMessage(m, data, 0, out);
   if (bad) throw new UnrecoverableError(bad, bad);
   const values: SignalValue[] = [];

@@ -11,7 +11,7 @@ import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import { buildDecodeTable, type DecodeTable, labelOf } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { decodeFrame } from "../../stages/decode.js";
+import { decodeFrame, decodePacked, packFrames, unpackRows } from "../../stages/decode.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 
 // The CAN database loaders (KCD, DBC) and the codec against files in the
@@ -205,6 +205,65 @@ describe("the simulator speaks whichever CAN database is configured", () => {
       }
     },
   );
+});
+
+describe("raw stream entries: ext and fd fields, out_of_range in both COPY formats", () => {
+  const site = parseSite(readFileSync(siteFile, "utf8"), siteFile);
+  const table = tableOf(loadCanDb(dbcFile), site);
+  const ts = "2024-06-01T00:00:00.000000Z";
+
+  it("ext=1 is a 29-bit id; no ext (an older scanner) above 0x7FF can only be 29-bit; ext=0 above 0x7FF, other ext values and a classic frame over 8 bytes are dead letters", () => {
+    const p = packFrames([
+      { ts, id: 0xa0, data: "0205" },
+      { ts, id: 0xa0, data: "0307", ext: "1" },
+      { ts, id: 0x18ff1001, data: "0000AC4100005D42" },
+      { ts, id: 0x18ff1001, data: "0000AC4100005D42", ext: "0" },
+      { ts, id: 0xa0, data: "0307", ext: "yes" },
+      { ts, id: 0x18ff5003, data: "00".repeat(64), ext: "1" },
+      { ts, id: 0x18ff5003, data: "00".repeat(64), ext: "1", fd: "1" },
+    ]);
+    const out = decodePacked({ buf: p.buf, n: p.n, table });
+    expect(out.dead).toEqual([
+      [3, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)"],
+      [4, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)"],
+      [5, "data is not hex of at most 8 bytes (64 with fd=1)"],
+    ]);
+    const rows = unpackRows(out.rowsBuf, out.rowCount);
+    const byEntry = (e: number) => [...rows.entry].flatMap((x, r) => (x === e ? [rows.value[r]] : []));
+    expect(byEntry(0)).toEqual([2]); // node_state_a
+    expect(byEntry(1)).toEqual([3]); // node_state_b
+    expect(byEntry(2)).toEqual([21.5, 55.25]);
+    expect(byEntry(6)).toHaveLength(6);
+  });
+
+  it("a row out of range carries status out_of_range in COPY text and binary alike", () => {
+    const frames = [
+      { ts, id: 0x501, data: "032C7FFF40370000" },
+      { ts: "2024-06-01T00:00:01.000000Z", id: 0x501, data: "032CFB2E40370000" },
+    ];
+    const text = decodePacked({ ...packFrames(frames), table });
+    expect(text.copyText.split("\n").filter((l) => l.includes("out_of_range"))).toEqual([
+      `${ts}\t1005\t327.67\tout_of_range`,
+    ]);
+    const bin = decodePacked({ ...packFrames(frames), table, format: "binary" });
+    const v = new DataView(bin.rowsBuf, bin.binaryOffset, bin.binaryLength);
+    const lines: string[] = [];
+    let o = 19;
+    for (let r = 0; r < bin.rowCount; r++) {
+      const len = v.getInt32(o + 34);
+      const status = len < 0 ? "\\N" : Buffer.from(bin.rowsBuf, bin.binaryOffset + o + 38, len).toString("latin1");
+      lines.push(`${v.getInt32(o + 18)}\t${v.getFloat64(o + 26)}\t${status}`);
+      o += 38 + Math.max(0, len);
+    }
+    expect(v.getInt16(o)).toBe(-1);
+    expect(lines).toEqual(
+      text.copyText
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => l.split("\t").slice(1).join("\t")),
+    );
+    expect(lines.filter((l) => l.endsWith("out_of_range"))).toEqual(["1005\t327.67\tout_of_range"]);
+  });
 });
 
 describe("DBC specifics", () => {
