@@ -41,6 +41,11 @@ function tokenize(text: string, file: string): Token[] {
       i++;
       continue;
     }
+    if (c === "/" && text[i + 1] === "/") {
+      // a line comment (some tools write them; Vector's do not)
+      while (i < n && text[i] !== "\n") i++;
+      continue;
+    }
     if (c === '"') {
       const start = line;
       let s = "";

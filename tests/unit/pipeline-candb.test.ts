@@ -282,7 +282,7 @@ describe("DBC specifics", () => {
     expect(values(decode(table, id, "22 2F08 0000000000", true))).toEqual({});
   });
 
-  it("reads CRLF, Windows-1252, the standard NS_ block; a bad signal line refuses only its message", () => {
+  it("reads CRLF, Windows-1252, the standard NS_ block, // comments; a bad signal line refuses only its message", () => {
     const dir = mkdtempSync(join(tmpdir(), "dbc-"));
     const f = join(dir, "small.dbc");
     const text = [
@@ -307,7 +307,7 @@ describe("DBC specifics", () => {
       ' SG_ Low : 8|8@1+ (1,0) [0|0] "" B',
       "BO_ 3221225472 VECTOR__INDEPENDENT_SIG_MSG: 0 Vector__XXX",
       ' SG_ Orphan : 0|8@1+ (1,0) [0|0] "" Vector__XXX',
-      'CM_ SG_ 256 T "temperature; tenths";',
+      'CM_ SG_ 256 T "temperature; tenths"; // a line comment, as some tools write',
       "SIG_VALTYPE_ 258 Z : 3;",
       "",
     ].join("\r\n");
