@@ -95,9 +95,10 @@ afterAll(async () => {
 });
 
 describe.each([
-  ["DBC", "tests/fixtures/greenhouse.dbc"],
-  ["KCD", "tests/fixtures/greenhouse.kcd"],
-])("a facility's %s file end to end: candump replay → can-scanner → can-worker → measurement", (_f, canDb) => {
+  // the DBC through the decode thread pool (the table crosses to the threads), the KCD inline
+  ["DBC", "tests/fixtures/greenhouse.dbc", "2"],
+  ["KCD", "tests/fixtures/greenhouse.kcd", "0"],
+])("a facility's %s file end to end: candump replay → can-scanner → can-worker → measurement", (_f, canDb, threads) => {
   it("stores every signal with its hand-computed value; out of range as out_of_range; the refused message dead-lettered", async () => {
     await db.pool.query("TRUNCATE measurement");
     const prefix = testPrefix();
@@ -154,7 +155,11 @@ describe.each([
     expect(liveByName.air_temp_gh).toEqual([21.5, null]);
 
     const worker = await startTestWorker(
-      testConfig(db.url, prefix, { CEA_CAN_DB_FILE: projectPath(canDb), CEA_SITE_FILE: siteFile }),
+      testConfig(db.url, prefix, {
+        CEA_CAN_DB_FILE: projectPath(canDb),
+        CEA_SITE_FILE: siteFile,
+        CEA_DECODE_THREADS: threads,
+      }),
     );
     try {
       await waitFor("every entry acknowledged", async () => {
