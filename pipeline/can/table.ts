@@ -187,6 +187,8 @@ export function frameMessage(table: DecodeTable, key: number, length: number): T
 export interface DecodedSignals {
   count: number;
   signal: TableSignal[];
+  /** Index of each decoded signal in TableMessage.signals. */
+  index: Uint32Array;
   /** Physical value, before calibration. */
   value: Float64Array;
   /** 1 = outside the signal's physical range. */
@@ -202,6 +204,7 @@ export function decodedSignals(table: DecodeTable): DecodedSignals {
   return {
     count: 0,
     signal: new Array(n),
+    index: new Uint32Array(n),
     value: new Float64Array(n),
     outOfRange: new Uint8Array(n),
     raw: new Float64Array(n),
@@ -228,6 +231,7 @@ export function decodeMessage(m: TableMessage, d: Uint8Array, base: number, out:
         return `value of ${m.name}.${s.name} is not a finite number a double holds exactly`;
       }
       out.signal[n] = s;
+      out.index[n] = i;
       out.value[n] = v;
       out.outOfRange[n] = v < s.min || v > s.max ? 1 : 0;
       n++;
@@ -250,6 +254,7 @@ export function decodeMessage(m: TableMessage, d: Uint8Array, base: number, out:
       return `value of ${m.name}.${s.name} is not a finite number a double holds exactly`;
     }
     out.signal[n] = s;
+    out.index[n] = i;
     out.value[n] = v;
     out.outOfRange[n] = v < s.min || v > s.max ? 1 : 0;
     n++;

@@ -6,9 +6,15 @@ import { describe, expect, it } from "vitest";
 import { parseSite, type Site } from "../../db/site.js";
 import { loadCanDb } from "../../pipeline/can/candb.js";
 import { compileSignal, EncodeError, encodeMessage, physicalValue } from "../../pipeline/can/codec.js";
-import type { CanDb, SignalDef } from "../../pipeline/can/model.js";
+import { type CanDb, messageKey, type SignalDef } from "../../pipeline/can/model.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
-import { buildDecodeTable, type DecodeTable, labelOf } from "../../pipeline/can/table.js";
+import {
+  buildDecodeTable,
+  type DecodeTable,
+  decodedSignals,
+  decodeMessage,
+  labelOf,
+} from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { decodeFrame, decodePacked, packFrames, unpackRows } from "../../stages/decode.js";
@@ -280,6 +286,23 @@ describe("DBC specifics", () => {
     // Page 1, Sub 4: nothing mapped is present; Page 2, Sub 2: Sub itself is absent, so O2 too
     expect(values(decode(table, id, "41 7B00 0000000000", true))).toEqual({});
     expect(values(decode(table, id, "22 2F08 0000000000", true))).toEqual({});
+  });
+
+  it("the per-frame decode reports each value with its signal's index in the table message and its range flag", () => {
+    const db = loadCanDb(dbcFile);
+    const table = tableOf(db, siteFor(["Lab_ExtMux.O2", "Lab_ExtMux.LightLevel"]));
+    const m = table.messages[messageKey(0x18ff3004, true)]!;
+    // multiplexers first (Page, then Sub), then the mapped signals
+    expect(m.signals.map((s) => [s.name, s.sensorId, s.mux])).toEqual([
+      ["Page", 0, -1],
+      ["Sub", 0, 0],
+      ["LightLevel", 2, 0],
+      ["O2", 1, 1],
+    ]);
+    const out = decodedSignals(table);
+    expect(decodeMessage(m, hex("21 FFFF 0000000000"), 0, out)).toBeNull();
+    expect(out.count).toBe(1);
+    expect([out.index[0], out.value[0], out.outOfRange[0]]).toEqual([3, 655.35, 1]);
   });
 
   it("reads CRLF, Windows-1252, the standard NS_ block, // comments; a bad signal line refuses only its message", () => {
