@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { createPool } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
+import { loadCanDb } from "./can/candb.js";
+import { cycleIntervals } from "./can/intervals.js";
 import { loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { freePort } from "./runtime/net.js";
@@ -51,7 +53,9 @@ async function main(): Promise<void> {
     if (!report.ok) throw new Error("schema verification failed");
     const client = await pool.connect();
     try {
-      const r = await syncSite(client, await loadSite(projectPath(config.CEA_SITE_FILE)));
+      const site = await loadSite(projectPath(config.CEA_SITE_FILE));
+      const defaultIntervalS = cycleIntervals(loadCanDb(projectPath(config.CEA_CAN_DB_FILE)), site);
+      const r = await syncSite(client, site, { defaultIntervalS });
       process.stdout.write(`site: ${r.rooms} rooms, ${r.devices} devices, ${r.sensors} sensors\n`);
     } finally {
       client.release();

@@ -7,7 +7,7 @@ import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { appliedMigrations, checksum, loadMigrations, MIGRATIONS_DIR, migrate } from "../../db/migrations.js";
 import { applySchema, applySchemaFile, rebuildAggregates, verifySchema } from "../../db/schema.js";
-import { loadSite, syncSite } from "../../db/site.js";
+import { loadSite, type Site } from "../../db/site.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
@@ -206,16 +206,36 @@ describe("upgrade from the schema as it was before migrations", () => {
     sensors: (await pool.query("SELECT count(*)::int AS n FROM sensor")).rows[0],
   });
 
+  /** The site's metadata in the columns the schema had before migrations (what `cea site sync` wrote then). */
+  async function syncSiteAsBefore(pool: pg.Pool, site: Site): Promise<void> {
+    const f = site.facility;
+    await pool.query("INSERT INTO facility (facility_id, name, timezone) VALUES ($1, $2, $3)", [
+      f.id,
+      f.name,
+      f.timezone,
+    ]);
+    for (const r of site.rooms) {
+      await pool.query("INSERT INTO room (room_id, facility_id, name) VALUES ($1, $2, $3)", [r.id, f.id, r.name]);
+      for (const k of r.racks)
+        await pool.query("INSERT INTO rack (rack_id, room_id, name) VALUES ($1, $2, $3)", [k.id, r.id, k.name]);
+    }
+    for (const d of site.devices) {
+      await pool.query(
+        "INSERT INTO device (device_id, room_id, rack_id, name, device_type, node_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        [d.id, d.room_id, d.rack_id ?? null, d.name, d.type, d.node_id],
+      );
+      for (const x of d.sensors)
+        await pool.query(
+          "INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel) VALUES ($1, $2, $3, $4, $5, $6)",
+          [x.id, d.id, x.name, x.unit, x.data_type, x.channel],
+        );
+    }
+  }
+
   it("keeps every row and aggregate, and ends with the same schema as a fresh database", async () => {
     // a database set up by the landed one-file schema, in use: site synced, readings, aggregates
     await old.pool.query(readFileSync(projectPath("tests/fixtures/schema-before-migrations.sql"), "utf8"));
-    const site = await loadSite(projectPath("ops/site.json"));
-    const client = await old.pool.connect();
-    try {
-      await syncSite(client, site);
-    } finally {
-      client.release();
-    }
+    await syncSiteAsBefore(old.pool, await loadSite(projectPath("ops/site.json")));
     await old.pool.query(
       `INSERT INTO measurement (time, sensor_id, value, status)
        SELECT timestamptz '2026-03-28 00:00:00+00' + (i * INTERVAL '7 minutes'), s.sensor_id,
