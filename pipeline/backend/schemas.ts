@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SENSOR_KIND_NAMES } from "../../db/kinds.js";
 import type { Config } from "../runtime/config.js";
 
 // Every request and response shape of the API, in zod. The same schemas
@@ -91,6 +92,8 @@ export const sensorQuery = z.strictObject({
   room_id: idParam.optional(),
   device_id: idParam.optional(),
   unit: z.string().max(32).optional(),
+  /** What the sensors measure (db/kinds.ts): air_temperature, relative_humidity, co2, air_vpd, … */
+  kind: z.enum(SENSOR_KIND_NAMES).optional(),
 });
 
 export const sensor = z.object({
@@ -105,6 +108,8 @@ export const sensor = z.object({
   room_id: z.number().int(),
   room_name: z.string(),
   rack_id: z.number().int().nullable(),
+  kind: z.string().nullable().describe("what it measures (sensor_kind); null when the site file gives none"),
+  quantity: z.string().nullable(),
 });
 
 export const sensorList = z.object({ sensors: z.array(sensor) });
@@ -127,7 +132,13 @@ export const facilityTree = z.object({
           node_id: z.number().int().nullable(),
           rack_id: z.number().int().nullable(),
           sensors: z.array(
-            z.object({ id: z.number().int(), name: z.string(), unit: z.string(), data_type: z.string() }),
+            z.object({
+              id: z.number().int(),
+              name: z.string(),
+              unit: z.string(),
+              data_type: z.string(),
+              kind: z.string().nullable(),
+            }),
           ),
         }),
       ),
