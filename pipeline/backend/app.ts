@@ -7,6 +7,7 @@ import type pg from "pg";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
+import { AlertEvaluator } from "./alerts.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";
@@ -62,11 +63,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   const check = bearerChecker(deps.token);
+  const keys = redisKeys(config);
+  const alerts = new AlertEvaluator({ config, pool: deps.pool, redis: deps.redis, keys, log: deps.log });
+  app.addHook("onReady", async () => alerts.start());
+  app.addHook("onClose", async () => alerts.stop());
   const ctx: ApiContext = {
     config,
     pool: deps.pool,
     redis: deps.redis,
-    keys: redisKeys(config),
+    keys,
+    alerts,
     directory: new Directory(deps.pool),
     writer: new GroupWriter(deps.pool, deps.log, {
       maxGroup: config.CEA_API_GROUP_MAX,

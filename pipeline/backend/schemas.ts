@@ -241,6 +241,41 @@ export const health = z.object({
       })
       .optional(),
   }),
+  alerts: z
+    .object({
+      evaluated_at: z.string().nullable().describe("when the conditions were last evaluated (every CEA_ALERT_EVAL_MS)"),
+      incomplete: z.string().nullable().describe("what the last evaluation could not read (database or Redis down)"),
+      active: z.array(
+        z.object({
+          id: z.string(),
+          condition: z.enum([
+            "sensor_silent",
+            "room_no_good_reading",
+            "room_out_of_band",
+            "backlog_high",
+            "dead_letters_high",
+            "database_unreachable",
+            "worker_degraded",
+            "timescaledb_job_failing",
+          ]),
+          severity: z.enum(["warning", "critical"]),
+          summary: z.string(),
+          since: z.string(),
+        }),
+      ),
+      silent_sensors: z.array(
+        z.object({
+          sensor_id: z.number().int(),
+          sensor: z.string(),
+          kind: z.string().nullable(),
+          room: z.string(),
+          last_reading: z.string().nullable(),
+          age_s: z.number().nullable().describe("null: no reading within the last 24 h"),
+          silent_after_s: z.number(),
+        }),
+      ),
+    })
+    .describe("the alert conditions (ops/prometheus/cea-alerts.yml evaluates the same from the metrics)"),
 });
 export type Health = z.infer<typeof health>;
 
