@@ -4,6 +4,7 @@ import { buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
 import { loadConfig } from "./runtime/config.js";
+import { createRegistry, type MetricsServer, serveMetrics } from "./runtime/metrics.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 
@@ -20,15 +21,25 @@ async function main(): Promise<void> {
   const pool = createPool(config.CEA_DATABASE_URL, { max: 10, application: "cea-backend" });
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
-  const app = await buildApp({ config, pool, redis, log, token });
+  const metrics = config.CEA_METRICS ? createRegistry("cea-backend") : undefined;
+  const app = await buildApp({ config, pool, redis, log, token, ...(metrics ? { metrics } : {}) });
+  let metricsServer: MetricsServer | undefined;
   onShutdown(log, async () => {
     try {
       await app.close();
     } finally {
-      await Promise.allSettled([pool.end(), redis.quit()]);
+      await Promise.allSettled([pool.end(), redis.quit(), metricsServer?.close()]);
     }
   });
   await app.listen({ host: config.CEA_HTTP_HOST, port: config.CEA_HTTP_PORT });
+  if (metrics)
+    metricsServer = await serveMetrics(metrics, {
+      host: config.CEA_METRICS_HOST,
+      port: config.CEA_BACKEND_METRICS_PORT,
+      token: config.CEA_METRICS_TOKEN,
+      log,
+      setting: "CEA_BACKEND_METRICS_PORT",
+    });
 }
 
 runMain(main);

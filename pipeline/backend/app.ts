@@ -7,12 +7,14 @@ import type pg from "pg";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
+import type { Registry } from "../runtime/metrics.js";
 import { AlertEvaluator } from "./alerts.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";
 import { GroupWriter } from "./group-writer.js";
 import { HttpError, installErrorHandling } from "./http-errors.js";
+import { registerBackendMetrics } from "./metrics.js";
 import { registerRoutes } from "./routes/index.js";
 import { API_PREFIX } from "./schemas.js";
 
@@ -23,6 +25,8 @@ export interface AppDeps {
   log: Logger;
   /** the bearer token of the write routes (resolveToken) */
   token: string;
+  /** the service's metrics registry; request, group-commit and alert metrics are added to it */
+  metrics?: Registry;
 }
 
 /**
@@ -67,6 +71,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const alerts = new AlertEvaluator({ config, pool: deps.pool, redis: deps.redis, keys, log: deps.log });
   app.addHook("onReady", async () => alerts.start());
   app.addHook("onClose", async () => alerts.stop());
+  const metrics = deps.metrics ? await registerBackendMetrics(app, deps.metrics, config, alerts) : undefined;
   const ctx: ApiContext = {
     config,
     pool: deps.pool,
@@ -77,6 +82,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     writer: new GroupWriter(deps.pool, deps.log, {
       maxGroup: config.CEA_API_GROUP_MAX,
       maxInFlight: config.CEA_API_GROUP_INFLIGHT,
+      ...(metrics ? { onGroup: metrics.groupSize } : {}),
     }),
     requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
       if (check(req.headers.authorization)) return;
