@@ -1,7 +1,7 @@
+import { classifyDbError } from "../../db/pg-errors.js";
 import type { Queryable } from "../../db/pool.js";
 import { getMeasurement, insertGroup, type StoredMeasurement } from "../../db/queries/measurement.js";
 import type { Logger } from "../runtime/log.js";
-import { isDependencyDown } from "./http-errors.js";
 
 export interface SingleReading {
   time: string;
@@ -38,9 +38,10 @@ export interface GroupWriterOptions {
  * current turn of the event loop, so the requests parsed in it join), so an
  * idle server adds no delay; under load the group grows with the wait.
  *
- * A row the database rejects fails the whole statement: the group is then
- * retried one reading per statement, so only that reading's request fails.
- * A database that is unreachable fails every waiting request with its error.
+ * A row the database rejects (a data or constraint error, db/pg-errors.ts)
+ * fails the whole statement: the group is then retried one reading per
+ * statement, so only that reading's request fails. Any other failure is an
+ * outage and fails every waiting request with its error, written nothing.
  */
 export class GroupWriter {
   private queue: Waiting[] = [];
@@ -92,7 +93,7 @@ export class GroupWriter {
         group.map((w) => w.reading),
       );
     } catch (err) {
-      if (group.length === 1 || isDependencyDown(err)) {
+      if (group.length === 1 || classifyDbError(err).kind === "outage") {
         for (const w of group) w.reject(err);
         return;
       }

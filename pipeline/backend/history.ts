@@ -10,6 +10,7 @@ import {
 import type { Config } from "../runtime/config.js";
 import { HttpError } from "./http-errors.js";
 import type { HistoryQuery } from "./schemas.js";
+import { INSTANT_MIN, utcMillis, utcOf } from "./time.js";
 
 export type Point = Omit<RawPoint, "sensor_id"> | Omit<AggPoint, "sensor_id">;
 
@@ -24,6 +25,7 @@ export interface History {
 }
 
 const DAY_MS = 86_400_000;
+const maxUtc = (a: string, b: string) => (a > b ? a : b);
 
 /**
  * History of some sensors over [start, end). `auto` takes the finest resolution
@@ -36,9 +38,10 @@ export async function loadHistory(
   sensorIds: number[],
   q: HistoryQuery,
 ): Promise<History> {
-  const end = q.end ?? new Date().toISOString();
-  const start = q.start ?? new Date(Date.parse(end) - DAY_MS).toISOString();
-  if (Date.parse(start) >= Date.parse(end))
+  // canonical UTC texts (schemas.ts instant): they compare as the instants do, to the microsecond
+  const end = q.end ?? utcOf(Date.now());
+  const start = q.start ?? maxUtc(INSTANT_MIN, `${utcOf(utcMillis(end) - DAY_MS).slice(0, 23)}${end.slice(23)}`);
+  if (start >= end)
     throw new HttpError(400, "validation_failed", "invalid querystring: start: must be before end", {
       issues: [{ path: "start", message: "must be before end" }],
     });
@@ -69,9 +72,15 @@ export async function loadHistory(
   return { resolution, requested_resolution: q.resolution, start, end, point_budget: budget, bySensor };
 }
 
-function csvField(v: string | number | null): string {
+/**
+ * A text cell (sensor name, status). A cell that begins with = + - @, a tab or
+ * a carriage return is a formula to a spreadsheet (=HYPERLINK(…), =cmd|…):
+ * it gets a leading apostrophe, as OWASP's CSV-injection guidance says, so
+ * it opens as the text it is. Numbers and times are the API's own and go out as they are.
+ */
+function csvText(v: string | null): string {
   if (v === null) return "";
-  const s = String(v);
+  const s = /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
@@ -87,9 +96,9 @@ export function historyCsv(h: History, timezone: string, names: Map<number, stri
     agg ? "sensor_id,sensor,time,min,max,avg,count" : "sensor_id,sensor,time,value,status",
   ];
   for (const [id, points] of h.bySensor) {
-    const name = csvField(names.get(id) ?? "");
+    const name = csvText(names.get(id) ?? "");
     for (const p of points) {
-      const rest = "value" in p ? `${p.value},${csvField(p.status)}` : `${p.min},${p.max},${p.avg},${p.count}`;
+      const rest = "value" in p ? `${p.value},${csvText(p.status)}` : `${p.min},${p.max},${p.avg},${p.count}`;
       lines.push(`${id},${name},${p.time},${rest}`);
     }
   }

@@ -1,7 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { classifyDbError } from "../../db/pg-errors.js";
 import { GroupWriter, type SingleReading, type WriteOutcome } from "../../pipeline/backend/group-writer.js";
-import { isDependencyDown } from "../../pipeline/backend/http-errors.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
 import { isCommunity } from "../support/db.js";
 import { type Api, closedPort, measurementCount, startApi } from "./api-harness.js";
@@ -240,7 +240,7 @@ describe("GroupWriter", () => {
       const settled = await Promise.allSettled(rows(12, 8000).map((r) => writer.write(r)));
       for (const s of settled) {
         expect(s.status).toBe("rejected");
-        expect(isDependencyDown((s as PromiseRejectedResult).reason)).toBe(true);
+        expect(classifyDbError((s as PromiseRejectedResult).reason).kind).toBe("outage");
       }
     } finally {
       await pool.end();

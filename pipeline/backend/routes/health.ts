@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { classifyDbError } from "../../../db/pg-errors.js";
 import { dbHealth } from "../../../db/queries/health.js";
 import { lastMeasurementTime } from "../../../db/queries/measurement.js";
 import { verifySchema } from "../../../db/schema.js";
-import { TransientError } from "../../runtime/errors.js";
 import type { ApiContext } from "../context.js";
-import { isDependencyDown, redisCall } from "../http-errors.js";
+import { databaseUnavailable, HttpError, redisCall } from "../http-errors.js";
 import { type Health, health } from "../schemas.js";
 
 const FEATURES_TTL_MS = 5 * 60_000;
@@ -15,7 +15,7 @@ async function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> 
     return await Promise.race([
       p,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new TransientError(`${what} did not answer within ${ms} ms`)), ms);
+        timer = setTimeout(() => reject(databaseUnavailable(new Error(`${what} did not answer within ${ms} ms`))), ms);
       }),
     ]);
   } finally {
@@ -62,7 +62,9 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       );
     } catch (err) {
       app.log.warn({ err }, "health: postgres check failed");
-      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "query failed (see the service log)" };
+      // the SQLSTATE and what it means (read-only, missing grant, …) help the operator and reveal no data
+      const f = classifyDbError(err instanceof HttpError ? err.underlying : err);
+      return { ok: false, error: f.code && /^[0-9A-Z]{5}$/.test(f.code) ? `${f.code} ${f.what}` : "unreachable" };
     }
   };
 
@@ -89,7 +91,7 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       };
     } catch (err) {
       app.log.warn({ err }, "health: redis check failed");
-      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "command failed (see the service log)" };
+      return { ok: false, error: err instanceof HttpError ? "unreachable" : "command failed (see the service log)" };
     }
   };
 
