@@ -40,6 +40,8 @@ const intOrNull = (v: unknown) => (v === null || v === undefined || Number.isNaN
  * Open without a token, so monitoring needs no secret; it reveals no data.
  */
 export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
+  // each check ends well inside the request's deadline, so health always answers in its own shape
+  const checkMs = Math.min(3_000, Math.floor(ctx.config.CEA_API_REQUEST_TIMEOUT_MS * 0.6));
   // verifySchema is a dozen catalog queries: its feature summary is cached
   let features: { at: number; value: Record<string, string> } | undefined;
 
@@ -57,7 +59,7 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
             last_measurement_time: await lastMeasurementTime(ctx.pool),
           };
         })(),
-        3_000,
+        checkMs,
         "postgres",
       );
     } catch (err) {
@@ -72,11 +74,15 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     const key = ctx.keys.raw;
     const group = ctx.config.CEA_GROUP;
     try {
-      const [length, groups] = await redisCall(ctx.redis.status, async () => {
-        const len = await ctx.redis.xlen(key);
-        if (len === 0 && (await ctx.redis.exists(key)) === 0) return [0, []] as const;
-        return [len, groupsOf(await ctx.redis.xinfo("GROUPS", key))] as const;
-      });
+      const [length, groups] = await redisCall(
+        ctx.redis.status,
+        async () => {
+          const len = await ctx.redis.xlen(key);
+          if (len === 0 && (await ctx.redis.exists(key)) === 0) return [0, []] as const;
+          return [len, groupsOf(await ctx.redis.xinfo("GROUPS", key))] as const;
+        },
+        checkMs,
+      );
       const g = groups.find((x) => x.name === group);
       return {
         ok: true,

@@ -9,6 +9,8 @@ import { errorBody, idParam, idParams, liveEntry, liveValue, liveValues } from "
  */
 export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
   const staleAfter = ctx.config.CEA_LIVE_STALE_S;
+  // a Redis that does not answer gives a 503 naming Redis, inside the request's deadline
+  const redisMs = Math.min(1_000, Math.floor(ctx.config.CEA_API_REQUEST_TIMEOUT_MS * 0.6));
 
   const present = (fields: [string, string | null][]) => {
     const now = Date.now();
@@ -57,7 +59,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       },
     },
     async () => {
-      const all = await redisCall(ctx.redis.status, () => ctx.redis.hgetall(ctx.keys.live));
+      const all = await redisCall(ctx.redis.status, () => ctx.redis.hgetall(ctx.keys.live), redisMs);
       return present(Object.entries(all));
     },
   );
@@ -77,7 +79,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       if (!ids) throw new HttpError(404, "not_found", `no room with id ${req.params.id}`);
       if (ids.length === 0) return present([]);
       const fields = ids.map(String);
-      const got = await redisCall(ctx.redis.status, () => ctx.redis.hmget(ctx.keys.live, ...fields));
+      const got = await redisCall(ctx.redis.status, () => ctx.redis.hmget(ctx.keys.live, ...fields), redisMs);
       return present(fields.map((f, i) => [f, got[i] ?? null]));
     },
   );
