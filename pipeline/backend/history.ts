@@ -10,7 +10,6 @@ import {
 import type { Config } from "../runtime/config.js";
 import { HttpError } from "./http-errors.js";
 import type { HistoryQuery } from "./schemas.js";
-import { INSTANT_MIN, utcMillis, utcOf } from "./time.js";
 
 export type Point = Omit<RawPoint, "sensor_id"> | Omit<AggPoint, "sensor_id">;
 
@@ -24,9 +23,6 @@ export interface History {
   bySensor: Map<number, Point[]>;
 }
 
-const DAY_MS = 86_400_000;
-const maxUtc = (a: string, b: string) => (a > b ? a : b);
-
 /**
  * History of some sensors over [start, end). `auto` takes the finest resolution
  * whose answer stays within the point budget (counted with a LIMIT, so the cost
@@ -38,13 +34,8 @@ export async function loadHistory(
   sensorIds: number[],
   q: HistoryQuery,
 ): Promise<History> {
-  // canonical UTC texts (schemas.ts instant): they compare as the instants do, to the microsecond
-  const end = q.end ?? utcOf(Date.now());
-  const start = q.start ?? maxUtc(INSTANT_MIN, `${utcOf(utcMillis(end) - DAY_MS).slice(0, 23)}${end.slice(23)}`);
-  if (start >= end)
-    throw new HttpError(400, "validation_failed", "invalid querystring: start: must be before end", {
-      issues: [{ path: "start", message: "must be before end" }],
-    });
+  // the window as the schema resolved it: canonical UTC, start < end
+  const { start, end } = q;
   const budget = config.CEA_HISTORY_POINT_BUDGET;
   const max = config.CEA_HISTORY_RAW_MAX;
 

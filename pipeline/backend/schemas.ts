@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { Config } from "../runtime/config.js";
-import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis } from "./time.js";
+import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis, utcOf } from "./time.js";
 
 // Every request and response shape of the API, in zod. The same schemas
 // validate requests, serialize responses and generate the OpenAPI document, so
@@ -163,12 +163,31 @@ export const facilityTree = z.object({
 
 export const RESOLUTIONS = ["raw", "hourly", "daily"] as const;
 
-export const historyQuery = z.strictObject({
-  start: instant.optional().describe("window start (inclusive), RFC 3339 with an offset; default end - 24 h"),
-  end: instant.optional().describe("window end (exclusive), RFC 3339 with an offset; default now"),
-  resolution: z.enum([...RESOLUTIONS, "auto"]).default("auto"),
-  format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
-});
+const DAY_MS = 86_400_000;
+
+/**
+ * The history window [start, end) in canonical UTC, defaults resolved (end:
+ * now; start: end - 24 h, never before INSTANT_MIN), start before end to the
+ * microsecond: a window the schema admits is one the queries can run.
+ */
+export const historyQuery = z
+  .strictObject({
+    start: instant.optional().describe("window start (inclusive), RFC 3339 with an offset; default end - 24 h"),
+    end: instant.optional().describe("window end (exclusive), RFC 3339 with an offset; default now"),
+    resolution: z.enum([...RESOLUTIONS, "auto"]).default("auto"),
+    format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
+  })
+  .transform((q, ctx) => {
+    const end = q.end ?? utcOf(Date.now());
+    // a day before end, keeping end's microseconds; a text before year 1 starts with "-" and sorts first
+    const dayBefore = `${utcOf(utcMillis(end) - DAY_MS).slice(0, 23)}${end.slice(23)}`;
+    const start = q.start ?? (dayBefore > INSTANT_MIN ? dayBefore : INSTANT_MIN);
+    if (start >= end) {
+      ctx.addIssue({ code: "custom", path: ["start"], message: "must be before end" });
+      return z.NEVER;
+    }
+    return { ...q, start, end };
+  });
 export type HistoryQuery = z.infer<typeof historyQuery>;
 
 export const rawPoint = z.object({ time: z.string(), value: z.number(), status: z.string().nullable() });
