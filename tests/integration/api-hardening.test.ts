@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../pipeline/runtime/config.js";
+import { createTestDatabase } from "../support/db.js";
 import { type Api, measurementCount, startApi } from "./api-harness.js";
 
 // Client input must never produce a 5xx, and what the API promises (headers,
@@ -187,6 +188,55 @@ describe("database data errors from a request", () => {
     } finally {
       await api.db.pool.query(`DROP TRIGGER cea_test_refuse ON measurement; DROP FUNCTION cea_test_refuse();
         ALTER TABLE measurement DROP CONSTRAINT cea_test_check;`);
+    }
+  });
+});
+
+describe("a dependency that answers with an error", () => {
+  it("a read-only database: writes answer 503 naming the database (not 500, not 4xx), health says so; reads still answer", async () => {
+    const db = await createTestDatabase();
+    await db.pool.query(`ALTER DATABASE ${db.name} SET default_transaction_read_only = on`);
+    const ro = await startApi({}, { db });
+    try {
+      const w = await ro.app.inject({
+        method: "POST",
+        url: "/api/v1/measurement",
+        headers: ro.auth,
+        payload: { time: "2024-01-01T00:00:00Z", sensor_id: 101, value: 1 },
+      });
+      expect(w.statusCode, w.body).toBe(503);
+      expect(w.json()).toMatchObject({ error: "unavailable", message: "database unavailable" });
+      const b = await ro.app.inject({
+        method: "POST",
+        url: "/api/v1/measurements",
+        headers: ro.auth,
+        payload: [{ time: "2024-01-01T00:00:00Z", sensor_id: 101, value: 1 }],
+      });
+      expect(b.statusCode, b.body).toBe(503);
+      expect((await ro.app.inject({ url: "/api/v1/sensors/101", headers: ro.auth })).statusCode).toBe(200);
+      // and health says so
+      const health = await ro.app.inject({ url: "/api/v1/health" });
+      expect(health.statusCode).toBe(503);
+      expect(health.json()).toMatchObject({
+        down: ["postgres"],
+        postgres: { ok: false, error: expect.stringContaining("read-only") },
+      });
+    } finally {
+      await ro.close();
+      await db.drop();
+    }
+  });
+
+  it("Redis answering an error (the live key of the wrong type): 503 naming Redis", async () => {
+    const key = `${api.prefix}live:values`;
+    await api.redis.del(key);
+    await api.redis.set(key, "not a hash");
+    try {
+      const res = await get("/live");
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.json()).toMatchObject({ error: "unavailable", message: "redis unavailable" });
+    } finally {
+      await api.redis.del(key);
     }
   });
 });

@@ -49,11 +49,13 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     try {
       return await deadline(
         (async () => {
-          const h = await dbHealth(ctx.pool);
+          const { read_only, ...h } = await dbHealth(ctx.pool);
           if (!features || Date.now() - features.at > FEATURES_TTL_MS)
             features = { at: Date.now(), value: (await verifySchema(ctx.pool)).features };
           return {
-            ok: true,
+            // reachable but refusing every write is no healthy database for this service
+            ok: !read_only,
+            ...(read_only ? { error: "25006 read-only (every write is refused)" } : {}),
             ...h,
             features: features.value,
             last_measurement_time: await lastMeasurementTime(ctx.pool),
