@@ -79,13 +79,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log,
     bodyLimit: config.CEA_BODY_LIMIT,
     genReqId: () => randomUUID(),
-    // the body is never echoed back, and proto pollution keys are refused outright
-    onProtoPoisoning: "error",
-    onConstructorPoisoning: "error",
     return503OnClosing: true,
     frameworkErrors,
   }) as unknown as FastifyInstance;
-  // JSON only: a text/plain body would otherwise reach validation as a string
+  // JSON only: a text/plain body would otherwise reach validation as a string;
+  // our JSON parser refuses prototype keys naming them (json-body.ts)
   app.removeContentTypeParser("text/plain");
   installJsonParser(app, config.CEA_BODY_LIMIT);
   app.setValidatorCompiler(validatorCompiler);
