@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import { loadavg } from "node:os";
 import pg from "pg";
 import { edition } from "../db/schema.js";
+import { writeSchemas } from "../pipeline/backend/schemas.js";
 import { freePort } from "../pipeline/runtime/net.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
 import { datasetValue, ensureDataset } from "./api-dataset.js";
@@ -399,6 +400,37 @@ const bench: Bench = async (ctx) => {
       target: "within 2x of first writes (ratio >= 0.5)",
       met: replay.perSecond / first.perSecond >= 0.5,
       note: `every batch answered 200, nothing inserted; p50 ${replay.r.latency.p50} ms, p99 ${replay.r.latency.p99} ms`,
+    });
+
+    // what validating a batch body costs in the schema (every body goes through it: no hand-written quick path)
+    const { batchIn } = writeSchemas({
+      CEA_TIME_FLOOR: "2000-01-01T00:00:00Z",
+      CEA_FUTURE_TOLERANCE_S: 300,
+      CEA_BATCH_MAX: BATCH_SIZE,
+    });
+    const bodies = Array.from({ length: 20 }, (_, k) =>
+      JSON.parse(
+        JSON.stringify(
+          Array.from({ length: BATCH_SIZE }, (_, j) => ({
+            time: new Date(writeDay + (k * BATCH_SIZE + j) * 1000).toISOString().replace("Z", "+02:00"),
+            sensor_id: sensors[j % sensors.length],
+            value: j / 10,
+            status: j % 2 ? "ok" : null,
+          })),
+        ),
+      ),
+    );
+    for (const b of bodies) batchIn.parse(b);
+    const v0 = performance.now();
+    for (let r = 0; r < 5; r++) for (const b of bodies) batchIn.parse(b);
+    const parseMs = (performance.now() - v0) / (5 * bodies.length);
+    rows.push({
+      case: `batch body validation (zod schema, ${BATCH_SIZE} items)`,
+      value: parseMs,
+      unit: "ms",
+      baseline: "batch POST measurements (first writes)",
+      ratio: parseMs / first.r.latency.p50,
+      note: "ratio = validation time / first-write batch latency p50; times with an offset, converted to UTC by the schema",
     });
 
     ctx.log(`history: ${days} days hourly, ${historyRequests} sequential requests`);
