@@ -18,8 +18,15 @@ export interface WriteOutcome {
 
 interface Waiting {
   reading: SingleReading;
+  /** Date.now() past which the request has had its answer: the reading is not written any more */
+  expiresAt: number;
   resolve: (o: WriteOutcome) => void;
   reject: (err: unknown) => void;
+}
+
+/** The request gave up waiting (its deadline passed) before its reading left the queue: nothing was written. */
+export class WriteExpired extends Error {
+  override name = "WriteExpired";
 }
 
 export interface GroupWriterOptions {
@@ -59,10 +66,15 @@ export class GroupWriter {
     this.maxInFlight = opts.maxInFlight ?? 2;
   }
 
-  /** Store one reading (resolves after COMMIT). */
-  write(reading: SingleReading): Promise<WriteOutcome> {
+  /**
+   * Store one reading (resolves after COMMIT). A reading still queued at
+   * `expiresAt` (its request already answered, e.g. 503 while the database
+   * hangs) is dropped unwritten, so a long outage cannot pile up a queue of
+   * writes nobody waits for.
+   */
+  write(reading: SingleReading, expiresAt = Number.POSITIVE_INFINITY): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ reading, resolve, reject });
+      this.queue.push({ reading, expiresAt, resolve, reject });
       this.schedule();
     });
   }
@@ -73,7 +85,12 @@ export class GroupWriter {
     setImmediate(() => {
       this.scheduled = false;
       while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-        const group = this.queue.splice(0, this.maxGroup);
+        const now = Date.now();
+        const taken = this.queue.splice(0, this.maxGroup);
+        const group = taken.filter((w) => w.expiresAt > now);
+        for (const w of taken)
+          if (w.expiresAt <= now) w.reject(new WriteExpired("the request's deadline passed before its write began"));
+        if (group.length === 0) continue;
         this.inFlight++;
         // flush settles every request of the group itself and never rejects
         void this.flush(group).finally(() => {

@@ -52,12 +52,11 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
       let inserted: boolean;
       let stored: StoredMeasurement;
       try {
-        ({ inserted, stored } = await ctx.writer.write({
-          time: m.time,
-          sensor_id: m.sensor_id,
-          value: m.value,
-          status,
-        }));
+        ({ inserted, stored } = await ctx.writer.write(
+          { time: m.time, sensor_id: m.sensor_id, value: m.value, status },
+          // still queued past the request's deadline, the answer (503) is out: then it is not written
+          Date.now() + ctx.config.CEA_API_REQUEST_TIMEOUT_MS,
+        ));
       } catch (err) {
         // the sensor went away between the cache check and the insert
         if ((err as { code?: string }).code === FK_VIOLATION)
