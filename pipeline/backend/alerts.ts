@@ -8,6 +8,7 @@ import {
   type SensorFreshness,
   sensorFreshness,
 } from "../../db/queries/alerts.js";
+import { dbHealth } from "../../db/queries/health.js";
 import type { Config } from "../runtime/config.js";
 import type { RedisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
@@ -27,7 +28,7 @@ export type AlertCondition =
   | "room_out_of_band"
   | "backlog_high"
   | "dead_letters_high"
-  | "database_unreachable"
+  | "database_degraded"
   | "worker_degraded"
   | "timescaledb_job_failing";
 
@@ -150,11 +151,20 @@ export class AlertEvaluator {
     const missing: string[] = [];
 
     try {
+      if ((await dbHealth(pool)).read_only) {
+        s.database_up = false;
+        alerts.push({
+          id: "database_degraded",
+          condition: "database_degraded",
+          severity: "critical",
+          summary: "PostgreSQL is read-only: every write is refused (readings wait in the stream)",
+        });
+      }
       const fresh = await sensorFreshness(pool, {
         defaultIntervalS: config.CEA_SENSOR_INTERVAL_S,
         lookbackS: LOOKBACK_S,
       });
-      s.database_up = true;
+      s.database_up ??= true;
       const rooms = new Map<string, { last: Date | null; good: Date | null; now: Date }>();
       for (const f of fresh) {
         const age = ageS(f.now, f.last_time);
@@ -218,10 +228,10 @@ export class AlertEvaluator {
       s.database_up = false;
       missing.push(`database: ${(err as Error).message}`);
       alerts.push({
-        id: "database_unreachable",
-        condition: "database_unreachable",
+        id: "database_degraded",
+        condition: "database_degraded",
         severity: "critical",
-        summary: `PostgreSQL: ${(err as Error).message}`,
+        summary: `PostgreSQL unreachable or failing: ${(err as Error).message}`,
       });
     }
 

@@ -124,8 +124,12 @@ export async function registerBackendMetrics(
     ["job_id", "proc"],
     () => st().failing_jobs.map((j) => [{ job_id: j.job_id, proc: j.proc }, 1]),
   );
-  gaugeFrom(registry, "cea_database_up", "1 when cea-backend's last evaluation could query PostgreSQL", [], () =>
-    st().database_up === null ? [] : [[{}, st().database_up ? 1 : 0]],
+  gaugeFrom(
+    registry,
+    "cea_database_up",
+    "1 when PostgreSQL answered cea-backend's last evaluation and accepts writes",
+    [],
+    () => (st().database_up === null ? [] : [[{}, st().database_up ? 1 : 0]]),
   );
   gaugeFrom(registry, "cea_redis_up", "1 when cea-backend's last evaluation could reach Redis", [], () =>
     st().redis_up === null ? [] : [[{}, st().redis_up ? 1 : 0]],

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { type Api, closedPort, startApi } from "./api-harness.js";
 
 // The alert conditions as cea-backend evaluates them on the real database and
@@ -147,10 +148,33 @@ describe("alert conditions while PostgreSQL is unreachable", () => {
 
   it("the evaluation says the database is unreachable and what it could not see; health still answers", async () => {
     const a = await evaluatedAfter(api, Date.now());
-    expect(a.active.map((x) => x.condition)).toContain("database_unreachable");
+    expect(a.active.map((x) => x.condition)).toContain("database_degraded");
     expect(a.incomplete).toMatch(/^database: /);
     const res = await health(api);
     expect(res.statusCode).toBe(503);
     expect(res.json().down).toEqual(["postgres"]);
+  });
+});
+
+describe("alert conditions while PostgreSQL is read-only", () => {
+  let api: Api;
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await db.pool.query(`ALTER DATABASE ${db.name} SET default_transaction_read_only = on`);
+    api = await startApi({ CEA_ALERT_EVAL_MS: "1000" }, { db });
+  });
+  afterAll(async () => {
+    await api?.close();
+    await db?.drop();
+  });
+
+  it("a database that refuses every write is degraded, though it answers the reads", async () => {
+    const a = await evaluatedAfter(api, Date.now());
+    const d = a.active.find((x) => x.condition === "database_degraded");
+    expect(d?.summary).toMatch(/read-only/);
+    // the reads still work: the silent sensors are still listed
+    expect(a.silent_sensors.length).toBe(50);
+    expect(a.incomplete).toBeNull();
   });
 });
