@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -32,11 +33,18 @@ describe("demo", () => {
   });
 
   it("runs scanner + worker, shows rows arriving, stops with 0 pending and every frame stored exactly", async () => {
+    // the stack as ops/stack.sh describes it, found through CEA_STATE_DIR like
+    // every command of the checkout; the URL carries a password (the test
+    // cluster trusts local connections and never asks for it) that must not be printed
+    const url = new URL(db.url);
+    url.password = "demo-s3cret";
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(join(stateDir, "stack.env"), `CEA_DATABASE_URL=${url}\nCEA_REDIS_URL=${inject("redisUrl")}\n`);
+    const base: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("CEA_")) base[k] = v;
     const { stdout } = await run(process.execPath, [projectPath("dist/pipeline/demo.js")], {
       env: {
-        ...process.env,
-        CEA_DATABASE_URL: db.url,
-        CEA_REDIS_URL: inject("redisUrl"),
+        ...base,
         CEA_REDIS_PREFIX: prefix,
         CEA_CAN_SOURCE: "simulator",
         CEA_DEMO_SECONDS: "6",
@@ -44,6 +52,10 @@ describe("demo", () => {
       },
       timeout: 60_000,
     });
+    expect(stdout).toContain(
+      `PostgreSQL + TimescaleDB  ${url.protocol}//${url.username}:***@${url.host}${url.pathname}`,
+    );
+    expect(stdout).not.toContain("demo-s3cret");
     expect(stdout).toMatch(/rows since start: [1-9]\d*/);
     expect(stdout).toContain("can-scanner stopped (exit 0)");
     expect(stdout).toContain("can-worker stopped (exit 0)");
