@@ -178,14 +178,13 @@ export class Ingest {
   async trim(): Promise<void> {
     const { config, redis, keys, statsKey, log } = this.d;
     this.sinceTrim = 0;
-    const r = await trimStream(
-      redis,
-      this.lua,
-      keys.raw,
+    const r = await trimStream(redis, this.lua, {
+      stream: keys.raw,
       statsKey,
-      config.CEA_STREAM_TRIM_ACKED,
-      config.CEA_STREAM_HARD_LIMIT,
-    );
+      group: config.CEA_GROUP,
+      keep: config.CEA_STREAM_TRIM_ACKED,
+      hard: config.CEA_STREAM_HARD_LIMIT,
+    });
     if (r.droppedUnacked > 0) {
       this.stats.droppedHardLimit += r.droppedUnacked;
       log.error(
