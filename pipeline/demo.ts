@@ -67,6 +67,10 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
 
+    // Simulated nodes when there is no bus: the demo's choice only (production reads
+    // the bus or stops), and its readings are stored as simulated.
+    if (!env.CEA_CAN_SOURCE) env.CEA_CAN_SOURCE = "auto";
+
     // The API: the caller's port and token when given, else a free port and a
     // token made for this run (printed below; write routes need it).
     if (!env.CEA_HTTP_PORT) env.CEA_HTTP_PORT = String(await freePort(config.CEA_HTTP_PORT));

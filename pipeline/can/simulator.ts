@@ -149,6 +149,7 @@ export function simulatorSource(opts: SimOptions): FrameSource {
   let closed = false;
   return {
     name: "simulator",
+    src: "simulator",
     pausable: true,
     close() {
       closed = true;

@@ -46,7 +46,8 @@ describe("demo", () => {
       env: {
         ...base,
         CEA_REDIS_PREFIX: prefix,
-        CEA_CAN_SOURCE: "simulator",
+        // no CEA_CAN_SOURCE: the demo chooses auto (the bus, else the simulator); no such bus here
+        CEA_CAN_INTERFACE: "ceanone0",
         CEA_DEMO_SECONDS: "6",
         CEA_STATE_DIR: stateDir,
       },
@@ -63,8 +64,9 @@ describe("demo", () => {
     // every frame the scanner appended is stored, exactly (the stream is far below the trim size)
     const entries = (await redis.xrange(`${prefix}can:raw`, "-", "+")).map(([, f]) => {
       const o = Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i]!, f[2 * i + 1]!]));
-      return { ts: o.ts!, id: o.id!, data: o.data! };
+      return { ts: o.ts!, id: o.id!, data: o.data!, src: o.src };
     });
+    expect(new Set(entries.map((e) => e.src))).toEqual(new Set(["simulator"]));
     expect(entries.length).toBeGreaterThanOrEqual(15 * 4);
     expect(await redis.hget(`${prefix}stats:can-scanner`, "appended")).toBe(String(entries.length));
     const r = await reconcile(db.pool, await siteTable(), entries);
