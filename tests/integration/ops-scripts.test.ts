@@ -151,7 +151,10 @@ describe("systemd units", () => {
     const svc = unit.get("Service")!;
     const one = (k: string) => svc.get(k)?.at(-1);
     expect(unit.get("Install")?.get("WantedBy")).toEqual(["multi-user.target"]);
-    expect(svc.get("EnvironmentFile")).toEqual(["/etc/cea/cea.env"]);
+    // the shared settings, then (node services) an optional file of the service's own, e.g. its database URL
+    expect(svc.get("EnvironmentFile")).toEqual(
+      name === "can-setup" ? ["/etc/cea/cea.env"] : ["/etc/cea/cea.env", `-/etc/cea/${name}.env`],
+    );
     expect(one("NoNewPrivileges")).toBe("yes");
     expect(one("ProtectSystem")).toBe("strict");
     expect(one("PrivateTmp")).toBe("yes");
