@@ -489,7 +489,9 @@ export class Ingest {
       );
       return;
     }
-    this.buf.unshift(...frames);
+    // ahead of everything (the buffer is empty at start); concat, not a spread: a spool holds up to CEA_SCANNER_BUFFER frames
+    this.buf = frames.concat(this.buf.slice(this.head));
+    this.head = 0;
     this.spoolLeft = frames.length;
     this.spoolCounters = { id: head.id, counters: head.counters };
     this.spoolOnDisk = true;
