@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
@@ -103,6 +103,63 @@ describe("can-scanner", () => {
       expect.stringMatching(/:1502: not a candump -l line/),
     ]);
   });
+
+  it("a spool left by a stop while Redis was down is appended first, in order, its counters once, then removed", async () => {
+    const prefix = testPrefix();
+    prefixes.push(prefix);
+    const config = loadConfig({
+      CEA_REDIS_PREFIX: prefix,
+      CEA_REDIS_URL: inject("redisUrl"),
+      CEA_SCANNER_BUFFER: "200000",
+    });
+    const keys = redisKeys(config);
+    const { table } = await loadDecodeTable({
+      siteFile: projectPath("ops/site.json"),
+      canDbFile: projectPath("ops/cea.kcd"),
+    });
+    // as large as a full buffer can be
+    const n = 150_000;
+    const spoolFile = join(dir, "big.spool");
+    const ts = (i: number) => new Date(Date.UTC(2026, 2, 1) + i * 10).toISOString().replace("Z", "000Z");
+    const lines = [JSON.stringify({ id: "t1", counters: { dropped_buffer: 7, skipped_lines: 0 }, frames: n })];
+    for (let i = 0; i < n; i++)
+      lines.push(JSON.stringify({ ts: ts(i), id: 0x101, data: "0011223344556677", iface: "can0", src: "socketcan" }));
+    writeFileSync(spoolFile, `${lines.join("\n")}\n`);
+    const client = createRedis(config.CEA_REDIS_URL);
+    const empty: FrameSource = {
+      name: "simulator",
+      src: "simulator",
+      pausable: true,
+      close() {},
+      async *frames() {},
+    };
+    const make = () =>
+      new Ingest({
+        config,
+        log: createLogger("test", "silent"),
+        redis: client,
+        keys,
+        table,
+        statsKey: keys.stats("can-scanner"),
+        spoolFile,
+      });
+    try {
+      expect(await make().run(empty)).toMatchObject({ reason: "end", spooled: 0 });
+      expect(existsSync(spoolFile)).toBe(false);
+      const entries = await redis.xrange(keys.raw, "-", "+");
+      expect(entries.length).toBe(n);
+      expect(entries.map(([, f]) => fields(f).ts)).toEqual(Array.from({ length: n }, (_, i) => ts(i)));
+      expect(new Set(entries.map(([, f]) => fields(f).src))).toEqual(new Set(["socketcan"]));
+      expect(await redis.hget(keys.stats("can-scanner"), "dropped_buffer")).toBe("7");
+      // the same file again (a crash before it was removed): its frames again, its counters not
+      writeFileSync(spoolFile, `${lines.slice(0, 2).join("\n").replace(`"frames":${n}`, '"frames":1')}\n`);
+      await make().run(empty);
+      expect(await redis.hget(keys.stats("can-scanner"), "dropped_buffer")).toBe("7");
+      expect(await redis.xlen(keys.raw)).toBe(n + 1);
+    } finally {
+      client.disconnect();
+    }
+  }, 120_000);
 
   it("a live bus that ends is a failure: every frame it gave is appended, then the run fails", async () => {
     const prefix = testPrefix();
