@@ -1,7 +1,8 @@
 #!/usr/bin/env node
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { loadSite } from "../db/site.js";
-import { Ingest } from "../stages/can-ingest.js";
+import { Ingest, spoolTarget } from "../stages/can-ingest.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import type { FrameSource } from "./can/frame.js";
 import { replaySource } from "./can/replay.js";
@@ -63,12 +64,16 @@ async function openSource(config: Config, log: Logger, onSkip: (err: Error) => v
   }
 }
 
-/** CEA_SCANNER_SPOOL, else systemd's StateDirectory, else the checkout's state dir. */
-function spoolFile(config: Config): string {
+/**
+ * CEA_SCANNER_SPOOL, else can-scanner-<stream>.spool in systemd's StateDirectory,
+ * else in the checkout's state dir. The name carries a digest of the Redis URL and
+ * stream, so scanners of other streams (other checkouts' tests) never share one.
+ */
+function spoolFile(config: Config, stream: string): string {
   if (config.CEA_SCANNER_SPOOL) return projectPath(config.CEA_SCANNER_SPOOL);
-  const stateDirectory = process.env.STATE_DIRECTORY?.split(":")[0];
-  if (stateDirectory) return join(stateDirectory, "can-scanner.spool");
-  return join(process.env.CEA_STATE_DIR ?? join(projectRoot(), ".state"), "can-scanner.spool");
+  const digest = createHash("sha1").update(spoolTarget(config.CEA_REDIS_URL, stream)).digest("hex").slice(0, 10);
+  const dir = process.env.STATE_DIRECTORY?.split(":")[0] ?? process.env.CEA_STATE_DIR ?? join(projectRoot(), ".state");
+  return join(dir, `can-scanner-${digest}.spool`);
 }
 
 async function main(): Promise<void> {
@@ -94,7 +99,7 @@ async function main(): Promise<void> {
     keys,
     table,
     statsKey: keys.stats("can-scanner"),
-    spoolFile: spoolFile(config),
+    spoolFile: spoolFile(config, keys.raw),
   });
   let source: FrameSource;
   try {

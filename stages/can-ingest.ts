@@ -17,6 +17,7 @@ import type { DecodeTable } from "../pipeline/can/kcd.js";
 import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import type { Logger } from "../pipeline/runtime/log.js";
+import { redactUrl } from "../pipeline/runtime/stack-env.js";
 import type { FailureSpec } from "../pipeline/runtime/stage.js";
 import { loadTrimScript, trimStream } from "../pipeline/runtime/trim.js";
 import { decodeFrame } from "./decode.js";
@@ -99,6 +100,11 @@ export interface IngestDeps {
   statsKey: string;
   /** Where frames that Redis did not take by the time of a stop are kept until the next start. */
   spoolFile: string;
+}
+
+/** The stream a spool belongs to: a spool is only ever appended to the stream it was written for. */
+export function spoolTarget(redisUrl: string, stream: string): string {
+  return `${redactUrl(redisUrl)} ${stream}`;
 }
 
 export interface RunResult {
@@ -470,10 +476,18 @@ export class Ingest {
     const file = this.d.spoolFile;
     if (!existsSync(file)) return;
     const lines = readFileSync(file, "utf8").split("\n").filter(Boolean);
-    let head: { id: string; counters: Unwritten; frames: number };
+    let head: { id: string; counters: Unwritten; frames: number; target?: string };
     const frames: Queued[] = [];
     try {
       head = JSON.parse(lines[0] ?? "") as typeof head;
+      const target = spoolTarget(this.d.config.CEA_REDIS_URL, this.d.keys.raw);
+      if (head.target !== target) {
+        this.d.log.error(
+          { file, spoolFor: head.target, stream: target },
+          "scanner spool written for another Redis or stream: left as it is, not appended",
+        );
+        return;
+      }
       for (const l of lines.slice(1)) {
         const { data, src, ...f } = JSON.parse(l) as CanFrame & { data: string; src: FrameSrc };
         frames.push({ f: { ...f, data: Buffer.from(data, "hex") }, src });
@@ -538,7 +552,9 @@ export class Ingest {
       if (!existsSync(dirname(file))) mkdirSync(dirname(file));
       const fd = openSync(tmp, "w", 0o600);
       try {
-        writeSync(fd, `${JSON.stringify({ id, counters, frames: frames.length, at: new Date().toISOString() })}\n`);
+        const target = spoolTarget(this.d.config.CEA_REDIS_URL, this.d.keys.raw);
+        const at = new Date().toISOString();
+        writeSync(fd, `${JSON.stringify({ id, target, counters, frames: frames.length, at })}\n`);
         let text = "";
         for (const { f, src } of frames) {
           text += `${JSON.stringify({ ...f, data: toHex(f.data), src })}\n`;

@@ -49,8 +49,9 @@ export const configSchema = z.object({
   /**
    * File where the scanner keeps the frames it could not append when it stops
    * while Redis is unreachable; the next start appends them first. Default:
-   * can-scanner.spool in systemd's StateDirectory ($STATE_DIRECTORY), else in
-   * the checkout's state dir ($CEA_STATE_DIR or .state).
+   * can-scanner-<digest of Redis URL and stream>.spool in systemd's
+   * StateDirectory ($STATE_DIRECTORY), else in the checkout's state dir
+   * ($CEA_STATE_DIR or .state). Appended only to the Redis and stream it was written for.
    */
   CEA_SCANNER_SPOOL: z.string().optional(),
   /** Simulator: time acceleration (1 = real time; 3600 = one simulated hour per second). */

@@ -10,7 +10,7 @@ import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
-import { BusEndedError, Ingest } from "../../stages/can-ingest.js";
+import { BusEndedError, Ingest, spoolTarget } from "../../stages/can-ingest.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 import { testPrefix } from "../support/db.js";
 import { killAll, pipelineEnv, spawnService } from "../support/procs.js";
@@ -121,7 +121,8 @@ describe("can-scanner", () => {
     const n = 150_000;
     const spoolFile = join(dir, "big.spool");
     const ts = (i: number) => new Date(Date.UTC(2026, 2, 1) + i * 10).toISOString().replace("Z", "000Z");
-    const lines = [JSON.stringify({ id: "t1", counters: { dropped_buffer: 7, skipped_lines: 0 }, frames: n })];
+    const target = spoolTarget(config.CEA_REDIS_URL, keys.raw);
+    const lines = [JSON.stringify({ id: "t1", target, counters: { dropped_buffer: 7, skipped_lines: 0 }, frames: n })];
     for (let i = 0; i < n; i++)
       lines.push(JSON.stringify({ ts: ts(i), id: 0x101, data: "0011223344556677", iface: "can0", src: "socketcan" }));
     writeFileSync(spoolFile, `${lines.join("\n")}\n`);
@@ -156,6 +157,14 @@ describe("can-scanner", () => {
       await make().run(empty);
       expect(await redis.hget(keys.stats("can-scanner"), "dropped_buffer")).toBe("7");
       expect(await redis.xlen(keys.raw)).toBe(n + 1);
+      // a spool written for another stream is never appended here
+      writeFileSync(
+        spoolFile,
+        `${lines.slice(0, 2).join("\n").replace(`"frames":${n}`, '"frames":1').replace(target, "redis://elsewhere:1 can:raw")}\n`,
+      );
+      await make().run(empty);
+      expect(await redis.xlen(keys.raw)).toBe(n + 1);
+      expect(existsSync(spoolFile)).toBe(true);
     } finally {
       client.disconnect();
     }
