@@ -1,5 +1,25 @@
 import pg from "pg";
 
+export interface PoolOptions {
+  max?: number;
+  application?: string;
+  onError?: (err: Error) => void;
+  /** Waiting for a connection (from the pool, or a new one to the server); default 10 s. */
+  connectTimeoutMs?: number;
+  /** Server side: a statement running longer is cancelled (57014). Unset = the server's setting. */
+  statementTimeoutMs?: number;
+  /** Server side: waiting longer for a lock fails the statement (55P03). Unset = the server's setting. */
+  lockTimeoutMs?: number;
+  /**
+   * Client side: a query without an answer for this long fails and its
+   * connection is dropped. The only limit that holds when the server itself
+   * does not answer (a frozen host or disk). Unset = none.
+   */
+  queryTimeoutMs?: number;
+  /** TCP keepalive, so a connection to a host that vanished is noticed. */
+  keepAlive?: boolean;
+}
+
 /**
  * The platform's connection pool. A connection that dies while checked out
  * (PostgreSQL stopped or restarted mid-query) makes its client emit 'error';
@@ -7,16 +27,17 @@ import pg from "pg";
  * flight already rejects and its caller retries. So every client gets a
  * listener for its whole life, and idle clients are covered by the pool's own.
  */
-export function createPool(
-  url: string,
-  opts: { max?: number; application?: string; onError?: (err: Error) => void } = {},
-): pg.Pool {
+export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: opts.max ?? 10,
     application_name: opts.application ?? "cea",
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
+    ...(opts.statementTimeoutMs === undefined ? {} : { statement_timeout: opts.statementTimeoutMs }),
+    ...(opts.lockTimeoutMs === undefined ? {} : { lock_timeout: opts.lockTimeoutMs }),
+    ...(opts.queryTimeoutMs === undefined ? {} : { query_timeout: opts.queryTimeoutMs }),
+    ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } : {}),
   });
   const onError = opts.onError ?? (() => undefined);
   pool.on("error", onError);
