@@ -8,6 +8,7 @@ import { cycleIntervals } from "./can/intervals.js";
 import { loadConfig } from "./runtime/config.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
+import { withStackEnv } from "./runtime/stack-env.js";
 
 const USAGE = `usage: cea <command>
   schema apply            apply the migrations the database lacks (db/migrations/), then verify
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
     process.exitCode = values.help ? 0 : 2;
     return;
   }
-  const config = loadConfig();
+  const config = loadConfig(withStackEnv());
   const siteFile = projectPath(config.CEA_SITE_FILE);
 
   if (group === "site" && action === "check") {

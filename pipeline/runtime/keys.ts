@@ -4,7 +4,8 @@ import type { Config } from "./config.js";
  * Every Redis key the platform uses, in one place. Contract (also in
  * ops/IMPLEMENTATION_SUMMARY.md):
  * - raw:     stream, one entry per CAN frame: fields ts (receive time, ISO 8601 UTC
- *            with microseconds), id (arbitration id, decimal), data (hex), iface
+ *            with microseconds), id (arbitration id, decimal), data (hex), iface,
+ *            src (socketcan | simulator | replay; absent = an older scanner's, socketcan)
  * - dead:    stream of dead letters: fields orig_id, reason, deliveries, and the
  *            original entry's fields
  * - live:    hash, field = sensor_id, value = JSON {"value": number, "time": ISO,
