@@ -4,7 +4,7 @@ import { apiPoolOptions, buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
 import { loadConfig } from "./runtime/config.js";
-import { createRegistry, type MetricsServer, serveMetrics } from "./runtime/metrics.js";
+import { createRegistry, type KeptMetricsServer, keepServingMetrics } from "./runtime/metrics.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 
@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
   const metrics = config.CEA_METRICS ? createRegistry("cea-backend") : undefined;
   const app = await buildApp({ config, pool, redis, log, token, ...(metrics ? { metrics } : {}) });
-  let metricsServer: MetricsServer | undefined;
+  let metricsServer: KeptMetricsServer | undefined;
   onShutdown(log, async () => {
     try {
       await app.close();
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   });
   await app.listen({ host: config.CEA_HTTP_HOST, port: config.CEA_HTTP_PORT });
   if (metrics)
-    metricsServer = await serveMetrics(metrics, {
+    metricsServer = keepServingMetrics(metrics, {
       host: config.CEA_METRICS_HOST,
       port: config.CEA_BACKEND_METRICS_PORT,
       token: config.CEA_METRICS_TOKEN,

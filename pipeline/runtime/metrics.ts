@@ -62,7 +62,8 @@ export function counterFrom<L extends string = never>(
     registers: [registry],
     collect() {
       this.reset();
-      for (const [labels, total] of read()) if (total > 0) this.inc(labels, total);
+      // every label set from the start, at 0 too: rate() and increase() need the series before the first event
+      for (const [labels, total] of read()) this.inc(labels, Math.max(0, total));
     },
   });
 }
@@ -275,5 +276,53 @@ export async function serveMetrics(registry: Registry, opts: MetricsServerOption
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+  };
+}
+
+export interface KeptMetricsServer {
+  /** The listener while it is up, else undefined (port taken: retrying). */
+  current(): MetricsServer | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Serve the metrics for a service whose real work must never wait on them: a
+ * port that cannot be bound is logged as an error and retried every
+ * `retryMs` (Prometheus meanwhile shows the target down), instead of stopping
+ * the service and with it the readings.
+ */
+export function keepServingMetrics(
+  registry: Registry,
+  opts: MetricsServerOptions & { retryMs?: number },
+): KeptMetricsServer {
+  let server: MetricsServer | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  let failures = 0;
+  const attempt = () => {
+    serveMetrics(registry, opts).then(
+      (s) => {
+        if (closed) void s.close();
+        else server = s;
+        if (failures) opts.log.info({ port: s.port }, "metrics served again");
+      },
+      (err: Error) => {
+        if (failures++ === 0)
+          opts.log.error({ err: err.message }, "metrics not served; retrying (the service goes on)");
+        if (!closed) {
+          timer = setTimeout(attempt, opts.retryMs ?? 30_000);
+          timer.unref();
+        }
+      },
+    );
+  };
+  attempt();
+  return {
+    current: () => server,
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await server?.close();
+    },
   };
 }

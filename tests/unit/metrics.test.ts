@@ -8,6 +8,7 @@ import {
   counterFrom,
   createRegistry,
   gaugeFrom,
+  keepServingMetrics,
   type MetricsServer,
   serveMetrics,
 } from "../../pipeline/runtime/metrics.js";
@@ -56,7 +57,8 @@ describe("metrics read at scrape time", () => {
     counterFrom(r, "cea_frames_dropped_total", "dropped frames", ["reason"], () =>
       Object.entries(stats).map(([reason, n]) => [{ reason }, n] as const),
     );
-    expect(samples(await r.metrics()).get('cea_frames_dropped_total{reason="hard_limit"}')).toBeUndefined();
+    // every label set is there from the start, at 0
+    expect(samples(await r.metrics()).get('cea_frames_dropped_total{reason="hard_limit"}')).toBe(0);
     stats.hard_limit = 5;
     stats.buffer = 2;
     let s = samples(await r.metrics());
@@ -182,7 +184,27 @@ describe("the metrics listener", () => {
     expect(s.get("cea_flaky")).toBe(1);
   });
 
-  it("a port that is taken stops start-up naming the setting", async () => {
+  it("keepServingMetrics: a port that is taken is logged and retried; the listener comes up once it is free", async () => {
+    const r = createRegistry("t", { processMetrics: false });
+    const blocker = await serveMetrics(r, { host: "127.0.0.1", port: 0, log });
+    const lines: string[] = [];
+    const capture = pino({ level: "info" }, { write: (l: string) => void lines.push(l) });
+    const kept = keepServingMetrics(r, { host: "127.0.0.1", port: blocker.port, log: capture, retryMs: 50 });
+    try {
+      for (let i = 0; i < 100 && !lines.some((l) => l.includes("metrics not served")); i++)
+        await new Promise((res) => setTimeout(res, 20));
+      expect(kept.current()).toBeUndefined();
+      expect(lines.filter((l) => l.includes("metrics not served"))).toHaveLength(1);
+      await blocker.close();
+      for (let i = 0; i < 200 && !kept.current(); i++) await new Promise((res) => setTimeout(res, 20));
+      expect(kept.current()?.port).toBe(blocker.port);
+      expect((await fetch(kept.current()!.url)).status).toBe(200);
+    } finally {
+      await kept.close();
+    }
+  });
+
+  it("a port that is taken is a ConfigError naming the setting", async () => {
     const r = createRegistry("t", { processMetrics: false });
     server = await serveMetrics(r, { host: "127.0.0.1", port: 0, log });
     const second = serveMetrics(r, { host: "127.0.0.1", port: server.port, log, setting: "CEA_WORKER_METRICS_PORT" });
