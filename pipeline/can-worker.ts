@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { createPool } from "../db/pool.js";
 import { WORKER_STAGES } from "../stages/chains.js";
+import { registerWorkerMetrics } from "../stages/worker-metrics.js";
 import { loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger } from "./runtime/log.js";
+import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 import { checkHealth, startWorker, type WorkerHandle } from "./runtime/worker.js";
@@ -25,12 +27,25 @@ async function main(): Promise<void> {
   });
   // an idle client losing its connection must not crash the process; the next query reconnects
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection lost"));
+  // installed before start-up, which may wait for the database: SIGTERM then simply exits 0 (nothing held)
+  let worker: WorkerHandle | null = null;
+  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
+  if (config.CEA_METRICS) {
+    const registry = createRegistry("can-worker");
+    registerWorkerMetrics(registry, () => worker?.stats ?? null, { config, redis });
+    metrics = keepServingMetrics(registry, {
+      host: config.CEA_METRICS_HOST,
+      port: config.CEA_WORKER_METRICS_PORT,
+      token: config.CEA_METRICS_TOKEN,
+      log,
+      setting: "CEA_WORKER_METRICS_PORT",
+    });
+  }
   const close = async () => {
+    await metrics?.close();
     await pool.end();
     redis.disconnect();
   };
-  // installed before start-up, which may wait for the database: SIGTERM then simply exits 0 (nothing held)
-  let worker: WorkerHandle | null = null;
   onShutdown(log, async () => {
     await worker?.stop();
     await close();
