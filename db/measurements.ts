@@ -2,6 +2,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
+import { encodeBinaryCopy, hourBuckets } from "./copy-binary.js";
+import type { ReadingColumns } from "./readings.js";
 
 // The one write path of measurements, shared by the can-worker, the HTTP API and
 // the tools: COPY into a session-local staging table, then one INSERT … ON
@@ -101,17 +103,18 @@ export async function writeMeasurements(
 
 // ---- the can-worker's fast path ----------------------------------------------
 //
-// A batch from the stream is nearly always new: COPY it straight into the
-// hypertable inside a SAVEPOINT. A redelivered entry (or the same key twice in
-// the batch) makes that COPY fail with a unique violation on (sensor_id, time);
-// then the savepoint is rolled back and the same rows go through the staging +
-// ON CONFLICT path above, so a redelivery still writes nothing new. The
-// aggregate buckets of the rows (computed by the caller while decoding) are
-// queued with one INSERT in the same transaction (Apache edition only).
+// A batch from the stream is nearly always new: COPY it (binary) straight into
+// the hypertable inside a SAVEPOINT. A redelivered entry (or the same key twice
+// in the batch) makes that COPY fail with a unique violation on (sensor_id,
+// time); then the savepoint is rolled back and the same rows go through the
+// staging + ON CONFLICT path above, so a redelivery still writes nothing new.
+// The hour buckets of the rows are queued with one INSERT in the same
+// transaction (Apache edition only).
 
 const UNIQUE_VIOLATION = "23505";
 const FAST_SAVEPOINT = "cea_fast";
-const COPY_DIRECT = "COPY measurement (time, sensor_id, value, status) FROM STDIN";
+const COPY_DIRECT = "COPY measurement (time, sensor_id, value, status) FROM STDIN (FORMAT binary)";
+const COPY_STAGING = `COPY ${STAGING} (time, sensor_id, value, status) FROM STDIN (FORMAT binary)`;
 const QUEUE_BUCKETS = `INSERT INTO measurement_agg_pending (sensor_id, bucket)
 SELECT s, to_timestamp(h::bigint * 3600) FROM unnest($1::int[], $2::int[]) AS u(s, h)`;
 
@@ -121,69 +124,71 @@ export async function queuesAggregates(db: Pick<pg.ClientBase, "query">): Promis
   return rows[0]?.apache === true;
 }
 
-export interface FastRows {
-  /** The rows: a complete binary COPY stream of (time, sensor_id, value, status), or COPY text. */
-  copy: Uint8Array | string;
-  /** Distinct hour buckets of `copy`'s rows as flat pairs [sensor_id, hours since 1970-01-01 UTC, ...]. */
-  buckets: readonly number[];
-  /** Further rows as COPY text whose buckets are not known: written through staging + merge. */
-  more?: string;
-}
-
-export interface FastResult {
+export interface ReadingsResult {
   inserted: number;
-  /** False when the batch held a key already stored and took the staging + ON CONFLICT path. */
+  /** False when the rows held a key already stored and took the staging + ON CONFLICT path. */
   fast: boolean;
 }
 
-async function copyInto(client: pg.ClientBase, target: string, data: Uint8Array | string): Promise<number> {
-  const binary = typeof data !== "string";
-  if (data.length === 0) return 0;
-  const stream = client.query(copyFrom(binary ? `${target} (FORMAT binary)` : target));
-  const chunk = binary ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : data;
-  await pipeline(Readable.from([chunk]), stream);
+async function copyBinary(client: pg.ClientBase, statement: string, data: Uint8Array): Promise<number> {
+  const stream = client.query(copyFrom(statement));
+  await pipeline(Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]), stream);
   return stream.rowCount;
 }
 
-/** The staging + ON CONFLICT path for FastRows (binary or text); it queues the buckets of the new rows itself. */
-export async function writeMeasurementsStaged(client: pg.ClientBase, rows: FastRows): Promise<number> {
+/** The staging + ON CONFLICT path for reading columns; the merge queues the buckets of the new rows itself. */
+export async function writeReadingsStaged(client: pg.ClientBase, cols: ReadingColumns): Promise<number> {
+  if (cols.count === 0) return 0;
   await ensureStaging(client);
-  const target = `COPY ${STAGING} (time, sensor_id, value, status) FROM STDIN`;
-  await copyInto(client, target, rows.copy);
-  if (rows.more) await copyInto(client, target, rows.more);
+  await copyBinary(client, COPY_STAGING, encodeBinaryCopy(cols));
   return mergeStaging(client);
 }
 
 /**
- * The worker's write of one batch, inside a transaction of the caller's (BEGIN
- * … COMMIT): direct COPY, or on a unique violation the idempotent staging path.
+ * Write reading columns inside a transaction of the caller's (BEGIN … COMMIT):
+ * direct binary COPY, or on a unique violation the idempotent staging path.
  * `queueBuckets`: the result of queuesAggregates().
  */
-export async function writeMeasurementsFast(
+export async function writeReadings(
   client: pg.ClientBase,
-  rows: FastRows,
+  cols: ReadingColumns,
   queueBuckets: boolean,
-): Promise<FastResult> {
+): Promise<ReadingsResult> {
+  if (cols.count === 0) return { inserted: 0, fast: true };
+  const data = encodeBinaryCopy(cols);
   await client.query(`SAVEPOINT ${FAST_SAVEPOINT}`);
   let inserted: number;
   try {
-    inserted = await copyInto(client, COPY_DIRECT, rows.copy);
+    inserted = await copyBinary(client, COPY_DIRECT, data);
     await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
   } catch (err) {
     if ((err as { code?: unknown }).code !== UNIQUE_VIOLATION) throw err;
     await client.query(`ROLLBACK TO SAVEPOINT ${FAST_SAVEPOINT}`);
     await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
-    return { inserted: await writeMeasurementsStaged(client, rows), fast: false };
+    return { inserted: await writeReadingsStaged(client, cols), fast: false };
   }
-  if (queueBuckets && rows.buckets.length) {
-    const sensors: number[] = [];
-    const hours: number[] = [];
-    for (let i = 0; i + 1 < rows.buckets.length; i += 2) {
-      sensors.push(rows.buckets[i]!);
-      hours.push(rows.buckets[i + 1]!);
-    }
-    await client.query(QUEUE_BUCKETS, [sensors, hours]);
+  if (queueBuckets) {
+    const b = hourBuckets(cols);
+    await client.query(QUEUE_BUCKETS, [b.sensors, b.hours]);
   }
-  if (rows.more) inserted += await writeMeasurements(client, rows.more);
   return { inserted, fast: true };
+}
+
+/**
+ * Which of these (time, sensor) keys are stored: one row of an entry is enough
+ * to know the entry was committed (its rows commit together).
+ */
+export async function storedKeys(
+  db: Pick<pg.ClientBase, "query">,
+  keys: readonly { sensor: number; timeUs: number }[],
+): Promise<boolean[]> {
+  if (keys.length === 0) return [];
+  const { rows } = await db.query<{ i: number }>(
+    `SELECT k.i FROM unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS k(s, us, i)
+     WHERE EXISTS (SELECT 1 FROM measurement m
+                   WHERE m.sensor_id = k.s AND m.time = 'epoch'::timestamptz + k.us * INTERVAL '1 microsecond')`,
+    [keys.map((k) => k.sensor), keys.map((k) => k.timeUs)],
+  );
+  const found = new Set(rows.map((r) => Number(r.i)));
+  return keys.map((_, i) => found.has(i + 1));
 }

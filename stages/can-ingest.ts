@@ -5,7 +5,6 @@ import type { DecodeTable } from "../pipeline/can/kcd.js";
 import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import type { Logger } from "../pipeline/runtime/log.js";
-import type { FailureSpec } from "../pipeline/runtime/stage.js";
 import { loadTrimScript, trimStream } from "../pipeline/runtime/trim.js";
 import { decodeFrame } from "./decode.js";
 
@@ -30,7 +29,7 @@ export const canIngestSpec = {
     transient: ["Redis unreachable: frames buffered up to CEA_SCANNER_BUFFER, overflow counted in dropped_buffer"],
     backoff: { baseMs: 100, maxMs: 5_000 },
     classify: () => "transient",
-  } satisfies FailureSpec,
+  },
 };
 
 export interface IngestStats {

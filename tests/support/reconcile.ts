@@ -1,8 +1,10 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import { loadSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/kcd.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { expectedRows } from "../../stages/decode.js";
-import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import { expectedRows } from "../../stages/expected.js";
+import { loadDecodeTable } from "../../stages/sensor-map.js";
 
 // Entry-by-entry reconciliation of what was sent to the raw stream with what
 // the measurement table holds: lost, duplicated, unexpected and wrong values,
@@ -15,6 +17,7 @@ export interface SentFrame {
   id: number;
   data: string;
   iface?: string;
+  src?: string;
 }
 
 export interface ExpectedRow {
@@ -50,7 +53,9 @@ const SAMPLES = 5;
 
 /**
  * The rows the worker must store for these frames, by the pipeline's own pure
- * decode (CAN database + site file joined as the worker does). A frame that
+ * decode + resolve (CAN database + site file joined as the worker does), and
+ * checked against an independent decoder written here (checkIndependently):
+ * a fault of the product's decoder must not hide behind itself. A frame that
  * cannot be decoded throws: the fault tests send no poison frames.
  */
 export async function expectedRowsOf(
@@ -60,7 +65,62 @@ export async function expectedRowsOf(
   const { table } = await loadDecodeTable(files);
   const out: ExpectedRow[] = [];
   for (const f of frames) for (const r of expectedRows(table, f)) out.push(r);
+  await checkIndependently(frames, out, files);
   return out;
+}
+
+/**
+ * Decode every frame again with a deliberately plain decoder (the frame as one
+ * big integer, bits taken with BigInt arithmetic, scale and offset applied in
+ * decimal-safe order), straight from the KCD and the site file, and demand the
+ * same (sensor, time, value) rows. Values agree to 1e-9 relative: the product
+ * divides by 1/slope where that is an integer, this decoder multiplies.
+ */
+export async function checkIndependently(
+  frames: readonly SentFrame[],
+  rows: readonly ExpectedRow[],
+  files: { siteFile: string; canDbFile: string },
+): Promise<void> {
+  const db = loadCanDb(files.canDbFile);
+  const site = await loadSite(files.siteFile);
+  const sensorOf = new Map<string, { id: number; cal: number }>();
+  for (const d of site.devices)
+    for (const s of d.sensors) sensorOf.set(s.signal, { id: s.id, cal: s.calibration_offset });
+  const want: string[] = [];
+  const values = new Map<string, number>();
+  for (const f of frames) {
+    const m = db.messages.find((x) => x.id === f.id);
+    if (!m) throw new Error(`independent decode: no message 0x${f.id.toString(16)}`);
+    const bytes = Buffer.from(f.data, "hex");
+    for (const s of m.signals) {
+      const sensor = sensorOf.get(`${m.name}.${s.name}`);
+      if (!sensor) continue;
+      let raw = 0n;
+      if (s.littleEndian) {
+        let all = 0n;
+        for (let b = bytes.length - 1; b >= 0; b--) all = (all << 8n) | BigInt(bytes[b]!);
+        raw = (all >> BigInt(s.offset)) & ((1n << BigInt(s.length)) - 1n);
+      } else {
+        let all = 0n;
+        for (const b of bytes) all = (all << 8n) | BigInt(b);
+        const shift = BigInt(bytes.length * 8 - s.offset - s.length);
+        raw = (all >> shift) & ((1n << BigInt(s.length)) - 1n);
+      }
+      if (s.signed && raw >= 1n << BigInt(s.length - 1)) raw -= 1n << BigInt(s.length);
+      const v = Number(raw) * s.slope + s.intercept + sensor.cal;
+      const k = `${sensor.id}|${canonicalTime(f.ts)}`;
+      want.push(k);
+      values.set(k, v);
+    }
+  }
+  const got = new Map(rows.map((r) => [`${r.sensor_id}|${canonicalTime(r.time)}`, r.value]));
+  if (got.size !== new Set(want).size)
+    throw new Error(`independent decode: ${new Set(want).size} rows, the product's decoder ${got.size}`);
+  for (const [k, v] of values) {
+    const p = got.get(k);
+    if (p === undefined || Math.abs(p - v) > 1e-9 * Math.max(1, Math.abs(v)))
+      throw new Error(`independent decode: ${k} = ${v}, the product's decoder says ${p}`);
+  }
 }
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, from any ISO 8601 instant with up to 6 fractional digits. */
@@ -86,7 +146,14 @@ export async function readRawStream(redis: Redis, stream: string, page = 10_000)
       for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
       if (f.ts === undefined || f.id === undefined || f.data === undefined)
         throw new Error(`raw entry ${entryId} lacks ts/id/data: ${JSON.stringify(f)}`);
-      out.push({ entryId, ts: f.ts, id: Number(f.id), data: f.data, ...(f.iface ? { iface: f.iface } : {}) });
+      out.push({
+        entryId,
+        ts: f.ts,
+        id: Number(f.id),
+        data: f.data,
+        ...(f.iface ? { iface: f.iface } : {}),
+        ...(f.src ? { src: f.src } : {}),
+      });
     }
     if (entries.length < page) return out;
     start = `(${entries[entries.length - 1]![0]}`;
