@@ -1,12 +1,13 @@
 import type { Redis } from "ioredis";
 import pg from "pg";
+import { pino } from "pino";
 import { inject } from "vitest";
 import type { ReadingColumns } from "../../db/readings.js";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
 import type { DecodeTable } from "../../pipeline/can/kcd.js";
 import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
-import { createLogger } from "../../pipeline/runtime/log.js";
+import { createLogger, type Logger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import type { Batch, Chain } from "../../pipeline/runtime/stage.js";
@@ -51,9 +52,9 @@ export interface TestWorker {
 export async function startTestWorker(
   config: Config,
   build: (deps: WorkerChainDeps) => Chain<StreamEntries, unknown> = workerChain,
-  extra: { components?: Component[]; pool?: pg.Pool } = {},
+  extra: { components?: Component[]; pool?: pg.Pool; log?: Logger } = {},
 ): Promise<TestWorker> {
-  const log = createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
+  const log = extra.log ?? createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
   const redis = createRedis(config.CEA_REDIS_URL);
   const pool =
     extra.pool ?? new pg.Pool({ connectionString: config.CEA_DATABASE_URL, max: config.CEA_WRITE_CONCURRENCY + 1 });
@@ -121,6 +122,20 @@ export async function siteTable(): Promise<DecodeTable> {
 }
 
 export const asEntry = (f: CanFrame) => ({ ts: f.ts, id: f.id, data: toHex(f.data), iface: f.iface });
+
+/** A logger whose JSON lines are kept in `lines` (level ≥ info), for tests that count log lines. */
+export function collectingLogger(): { log: Logger; lines: { level: number; msg: string; [k: string]: unknown }[] } {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino(
+    { level: "info" },
+    {
+      write(s: string) {
+        lines.push(JSON.parse(s) as { level: number; msg: string });
+      },
+    },
+  );
+  return { log, lines };
+}
 
 export async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
