@@ -14,6 +14,8 @@ export interface HealthReport {
 
 export class Health {
   private readonly problems = new Map<string, { cause: string; since: string; retries: number }>();
+  /** Called on every change of state (a problem appears, changes or goes), e.g. to publish it at once. */
+  onChange: (() => void) | null = null;
   constructor(private readonly log: Logger) {}
 
   /** Record a problem of `source`; logs only when it is new or its cause changed. */
@@ -25,6 +27,7 @@ export class Health {
     }
     this.problems.set(source, { cause, since: new Date().toISOString(), retries: 0 });
     this.log.warn({ source, cause, ...detail }, "degraded: retrying until it recovers");
+    this.onChange?.();
   }
 
   /** Clear the problem of `source`, logging the recovery once. */
@@ -33,6 +36,7 @@ export class Health {
     if (!was) return;
     this.problems.delete(source);
     this.log.info({ source, cause: was.cause, since: was.since, retries: was.retries }, "recovered");
+    this.onChange?.();
   }
 
   has(source: string): boolean {

@@ -295,6 +295,8 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     Math.max(1_000, Math.min(10_000, (o.healthTtlS * 1000) / 3)),
   );
   await writeHealth().catch((err: Error) => log.warn({ err: err.message }, "health update failed"));
+  health.onChange = () =>
+    void writeHealth().catch((err: Error) => log.debug({ err: err.message }, "health update failed"));
 
   const loop = async () => {
     let ahead = readAndPrepare();
