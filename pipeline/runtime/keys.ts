@@ -4,7 +4,9 @@ import type { Config } from "./config.js";
  * Every Redis key the platform uses, in one place. Contract (also in
  * ops/IMPLEMENTATION_SUMMARY.md):
  * - raw:     stream, one entry per CAN frame: fields ts (receive time, ISO 8601 UTC
- *            with microseconds), id (arbitration id, decimal), data (hex), iface
+ *            with microseconds), id (arbitration id, decimal), data (hex), iface,
+ *            ext ("1" = 29-bit id), fd ("1" = CAN FD), src (socketcan | simulator |
+ *            replay; absent = an older scanner's live bus)
  * - dead:    stream of dead letters: fields orig_id, reason, deliveries, cause (when
  *            repeats of it are counted), and the original entry's fields; bounded
  *            by CEA_DEAD_MAXLEN and CEA_DEAD_MAX_AGE_S

@@ -112,7 +112,7 @@ describe("worker down for an hour of traffic", () => {
 
   it("past the hard limit while the worker runs (held back by a lock): the drop count is exactly the frames missing", async () => {
     const HARD = 20_000;
-    const { db, keys, env } = await setup({ ...SIM, CEA_SIM_DURATION_S: 1_200, CEA_STREAM_HARD_LIMIT: HARD });
+    const { db, keys, env } = await setup({ ...SIM, CEA_STREAM_HARD_LIMIT: HARD });
     const worker = spawnService("can-worker", env);
     await worker.waitForLog((l) => l.msg === "stage chain", 30_000);
     // the worker reads and holds batches it cannot write while the table is locked
