@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const pool = createPool(config.CEA_DATABASE_URL, {
     max: config.CEA_WRITE_CONCURRENCY + 1,
     application: `can-worker:${config.CEA_CONSUMER}`,
-    settings: poolSettings(config),
+    ...poolSettings(config),
     onError: (err) => log.warn({ err: err.message }, "database connection lost"),
   });
   const close = async () => {

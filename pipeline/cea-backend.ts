@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   const pool = createPool(config.CEA_DATABASE_URL, {
     max: 10,
     application: "cea-backend",
-    settings: poolSettings(config),
+    ...poolSettings(config),
   });
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");

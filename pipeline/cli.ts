@@ -43,7 +43,8 @@ async function main(): Promise<void> {
     max: 2,
     application: "cea-cli",
     // operator commands (schema apply, aggregate rebuilds) may rightly run long: no statement limit
-    settings: { ...poolSettings(config), statementTimeoutMs: 0 },
+    ...poolSettings(config),
+    statementTimeoutMs: 0,
   });
   try {
     const key = `${group} ${action ?? ""}`.trim();

@@ -39,7 +39,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function main(): Promise<void> {
   const env = withStackEnv();
   const config = loadConfig(env);
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo", settings: poolSettings(config) });
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo", ...poolSettings(config) });
   const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-demo");
   const keys = redisKeys(config);
   const children = new Map<string, ChildProcess>();

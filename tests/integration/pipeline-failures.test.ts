@@ -206,9 +206,7 @@ describe("an outage that is not the rows' fault", () => {
     await locker.query("BEGIN");
     await locker.query("LOCK TABLE measurement IN ACCESS EXCLUSIVE MODE");
     const opts = { CEA_BATCH_SIZE: "300", CEA_CLAIM_IDLE_MS: "1000", CEA_MAX_DELIVERIES: "1" };
-    const pools = [0, 1].map(() =>
-      createPool(db.url, { max: 3, application: WORKER_APP, settings: { lockTimeoutMs: 300 } }),
-    );
+    const pools = [0, 1].map(() => createPool(db.url, { max: 3, application: WORKER_APP, lockTimeoutMs: 300 }));
     const ws = await Promise.all(
       ["w-a", "w-b"].map((name, i) =>
         startTestWorker(testConfig(db.url, prefix, { ...opts, CEA_CONSUMER: name }), undefined, { pool: pools[i]! }),

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { createPool } from "../../db/pool.js";
+import { createPool, poolSettings } from "../../db/pool.js";
+import { loadConfig } from "../../pipeline/runtime/config.js";
 import { waitFor } from "./pipeline-helpers.js";
 
 describe("the connection pool", () => {
@@ -34,7 +35,7 @@ describe("the connection pool", () => {
   });
 
   it("sets statement and lock timeouts on every connection (configurable)", async () => {
-    const p = createPool(inject("databaseUrl"), { max: 1, settings: { statementTimeoutMs: 250, lockTimeoutMs: 150 } });
+    const p = createPool(inject("databaseUrl"), { max: 1, statementTimeoutMs: 250, lockTimeoutMs: 150 });
     try {
       const { rows } = await p.query(
         "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l",
@@ -44,7 +45,8 @@ describe("the connection pool", () => {
     } finally {
       await p.end();
     }
-    const d = createPool(inject("databaseUrl"), { max: 1 });
+    // the services' pools: the CEA_PG_* settings with their defaults
+    const d = createPool(inject("databaseUrl"), { max: 1, ...poolSettings(loadConfig({})) });
     try {
       const { rows } = await d.query(
         "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l",
