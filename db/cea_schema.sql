@@ -1,13 +1,18 @@
--- CEA Telemetry Platform: the schema, single source of truth.
+-- CEA Telemetry Platform: the whole schema in one file.
 --
 -- Contract:
+--   * The one-file view of the schema that the numbered migrations in
+--     db/migrations/ build (`cea schema apply` runs those). Applied to an empty
+--     database it gives the same catalog as the migrations do, and it records
+--     the migrations it covers in cea_schema_migration with their checksums
+--     (tests/integration/schema-migrations.test.ts proves both).
 --   * Self-contained: `psql -v ON_ERROR_STOP=1 -f db/cea_schema.sql` works on its
 --     own, on the TimescaleDB Community edition and on the Apache edition; the
---     edition checks live in this file. `cea schema apply` sends the same text.
+--     edition checks live in this file.
 --   * Idempotent: applying it again changes nothing and raises no error. Every
 --     statement is IF NOT EXISTS or guarded by a catalog check.
---   * It never drops or rewrites data. A change to a published object is made by
---     appending a guarded step at the end, never by editing one above.
+--   * It never drops or rewrites data. A schema change is a new migration file
+--     plus the same change here, in the place where it reads best.
 --   * Community edition: compression (segment by sensor_id, order by time DESC,
 --     policy at 90 days) and continuous aggregates measurement_hourly/daily with
 --     refresh policies and real-time aggregation.
@@ -309,3 +314,16 @@ BEGIN
   RETURN dropped;
 END
 $$;
+
+-- ---------------------------------------------------------------- migrations covered
+
+CREATE TABLE IF NOT EXISTS cea_schema_migration (
+  version     integer PRIMARY KEY,
+  name        text NOT NULL,
+  checksum    text NOT NULL,
+  applied_at  timestamptz NOT NULL DEFAULT now()
+);
+-- The migrations this file equals (sha256 of each file in db/migrations/).
+INSERT INTO cea_schema_migration (version, name, checksum) VALUES
+  (1, 'baseline', '20ba9942533f0647550b6584eb8faebf15978c575bf2c7a2218562dbbc61441e')
+ON CONFLICT (version) DO NOTHING;

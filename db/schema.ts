@@ -1,16 +1,23 @@
 import { readFile } from "node:fs/promises";
+import type pg from "pg";
 import { projectPath } from "../pipeline/runtime/paths.js";
+import { type MigrateResult, migrate } from "./migrations.js";
 import type { Queryable } from "./pool.js";
 
 export const SCHEMA_FILE = "db/cea_schema.sql";
 
 export type Edition = "community" | "apache";
 
+/** Bring the database to the current schema: every migration it lacks (db/migrations.ts). */
+export async function applySchema(db: pg.Pool | pg.ClientBase): Promise<MigrateResult> {
+  return migrate(db);
+}
+
 /**
- * Apply db/cea_schema.sql. The file is sent as one simple-protocol query, so it
- * runs as one implicit transaction: all of it or nothing.
+ * Apply the one-file view db/cea_schema.sql, as `psql -f` would: sent as one
+ * simple-protocol query, so it runs as one implicit transaction.
  */
-export async function applySchema(db: Queryable): Promise<void> {
+export async function applySchemaFile(db: Queryable): Promise<void> {
   const sql = await readFile(projectPath(SCHEMA_FILE), "utf8");
   await db.query(sql);
 }

@@ -8,7 +8,7 @@ import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
 
 const USAGE = `usage: cea <command>
-  schema apply            apply db/cea_schema.sql (idempotent), then verify
+  schema apply            apply the migrations the database lacks (db/migrations/), then verify
   schema verify [--json]  check every table, key, index, hypertable, aggregate and policy; exit 1 if anything is missing
   site check              validate the site file
   site sync               upsert the site file into the metadata tables
@@ -50,7 +50,12 @@ async function main(): Promise<void> {
     const key = `${group} ${action ?? ""}`.trim();
     switch (key) {
       case "schema apply": {
-        await applySchema(pool);
+        const m = await applySchema(pool);
+        process.stdout.write(
+          m.applied.length
+            ? `migrations applied: ${m.applied.map((x) => `${String(x.version).padStart(4, "0")}_${x.name}`).join(", ")} (${m.alreadyApplied} were already applied)\n`
+            : `migrations: all ${m.alreadyApplied} already applied\n`,
+        );
         const report = await verifySchema(pool);
         process.stdout.write(`${formatVerifyReport(report)}\n`);
         if (!report.ok) process.exitCode = 1;

@@ -43,6 +43,8 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
   });
   const url = withDatabase(inject("databaseUrl"), name);
   const pool = new pg.Pool({ connectionString: url, max: 5 });
+  // an idle connection ended by the server (DROP DATABASE … WITH (FORCE), a restart) must not crash the run
+  pool.on("error", () => undefined);
   return {
     name,
     url,

@@ -1,0 +1,239 @@
+import { execFile } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type pg from "pg";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { appliedMigrations, checksum, loadMigrations, MIGRATIONS_DIR, migrate } from "../../db/migrations.js";
+import { applySchema, applySchemaFile, rebuildAggregates, verifySchema } from "../../db/schema.js";
+import { loadSite, syncSite } from "../../db/site.js";
+import { ConfigError } from "../../pipeline/runtime/errors.js";
+import { projectPath } from "../../pipeline/runtime/paths.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+
+const run = promisify(execFile);
+
+/**
+ * The schema part of a database as text that two equal schemas share: pg_dump
+ * --schema-only without its session settings, comments and per-run tokens, and
+ * without TimescaleDB's chunks (data, not schema), plus what pg_dump leaves out:
+ * TimescaleDB's own catalog (hypertables, dimensions, compression, continuous
+ * aggregates, policies) and the bookkeeping rows.
+ */
+async function catalog(db: TestDatabase): Promise<string> {
+  const { stdout } = await run(
+    `${inject("pgBindir")}/pg_dump`,
+    ["--schema-only", "--no-owner", "--exclude-schema=_timescaledb_internal", "-d", db.url],
+    {
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
+  // one block per object (pg_dump heads each with "-- Name: …"), sorted: the order
+  // pg_dump chooses follows dependencies, which data (chunks) can change
+  const dump = stdout
+    .split(/\n--\n-- Name: /)
+    .map((block) =>
+      block
+        .split("\n")
+        .filter((l) => l !== "" && !l.startsWith("--") && !l.startsWith("SET ") && !/^\\(un)?restrict /.test(l))
+        .filter((l) => !l.startsWith("SELECT pg_catalog.set_config"))
+        .join("\n"),
+    )
+    .filter((b) => b !== "")
+    .sort()
+    .join("\n");
+  const q = async (sql: string) => JSON.stringify((await db.pool.query(sql)).rows);
+  const ts = [
+    await q(
+      "SELECT hypertable_name, num_dimensions, compression_enabled FROM timescaledb_information.hypertables ORDER BY 1",
+    ),
+    await q(
+      "SELECT hypertable_name, column_name, time_interval::text FROM timescaledb_information.dimensions ORDER BY 1, 2",
+    ),
+    await q(
+      "SELECT view_name, materialized_only, view_definition FROM timescaledb_information.continuous_aggregates ORDER BY 1",
+    ),
+    await q(
+      `SELECT proc_name, coalesce(hypertable_name, '') AS target, schedule_interval::text, config
+       FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1, 2`,
+    ),
+    await q("SELECT key, value FROM cea_setting ORDER BY key"),
+    await q("SELECT version, name, checksum FROM cea_schema_migration ORDER BY version"),
+  ];
+  return [dump, ...ts].join("\n");
+}
+
+async function migrationsCopy(): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), "cea-migrations-"));
+  cpSync(projectPath(MIGRATIONS_DIR), dir, { recursive: true });
+  return dir;
+}
+
+describe("schema migrations", () => {
+  const dbs: TestDatabase[] = [];
+  const dirs: string[] = [];
+  const fresh = async () => {
+    const db = await createTestDatabase({ empty: true });
+    dbs.push(db);
+    return db;
+  };
+  afterAll(async () => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    await Promise.all(dbs.map((d) => d.drop()));
+  });
+
+  let viaMigrations: TestDatabase;
+  beforeAll(async () => {
+    viaMigrations = await fresh();
+    await applySchema(viaMigrations.pool);
+  });
+
+  it("the one-file view and the migrations give the same schema on an empty database", async () => {
+    const viaFile = await fresh();
+    const psql = `${inject("pgBindir")}/psql`;
+    await run(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", viaFile.url, "-f", projectPath("db/cea_schema.sql")]);
+    const [a, b] = [await catalog(viaFile), await catalog(viaMigrations)];
+    expect(a.length).toBeGreaterThan(5_000);
+    expect(a).toBe(b);
+    // the file records exactly the migrations there are, with their real checksums
+    const files = await loadMigrations();
+    expect(await appliedMigrations(viaFile.pool)).toEqual(
+      files.map((f) => ({ version: f.version, name: f.name, checksum: f.checksum })),
+    );
+    expect((await verifySchema(viaMigrations.pool)).ok).toBe(true);
+  });
+
+  it("applying again applies nothing; the file on top of the migrations changes nothing", async () => {
+    const before = await catalog(viaMigrations);
+    const again = await applySchema(viaMigrations.pool);
+    expect(again.applied).toEqual([]);
+    expect(again.alreadyApplied).toBe((await loadMigrations()).length);
+    await applySchemaFile(viaMigrations.pool);
+    expect(await catalog(viaMigrations)).toBe(before);
+  });
+
+  it("refuses a database whose applied migration file has changed, naming the file", async () => {
+    const dir = await migrationsCopy();
+    dirs.push(dir);
+    const first = (await loadMigrations(dir))[0]!;
+    writeFileSync(first.file, `${readFileSync(first.file, "utf8")}\n-- edited after it was applied\n`);
+    const edited = await loadMigrations(dir);
+    const err = await migrate(viaMigrations.pool, edited).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain(first.file);
+    expect((err as Error).message).toMatch(/changed after it was applied/);
+  });
+
+  it("refuses a database set up by a newer version (a migration the files lack)", async () => {
+    const db = await fresh();
+    await applySchema(db.pool);
+    await db.pool.query("INSERT INTO cea_schema_migration (version, name, checksum) VALUES (999, 'future', 'x')");
+    await expect(applySchema(db.pool)).rejects.toThrow(/migration 999 \(future\).*newer version/);
+  });
+
+  it("refuses gaps and badly named files", async () => {
+    const dir = await migrationsCopy();
+    dirs.push(dir);
+    writeFileSync(join(dir, "0009_far_ahead.sql"), "SELECT 1;\n");
+    await expect(loadMigrations(dir)).rejects.toThrow(/0009_far_ahead\.sql: expected migration number/);
+    rmSync(join(dir, "0009_far_ahead.sql"));
+    writeFileSync(join(dir, "2_Bad Name.sql"), "SELECT 1;\n");
+    await expect(loadMigrations(dir)).rejects.toThrow(/NNNN_name\.sql/);
+  });
+
+  it("a failing migration leaves nothing of itself and is not recorded; the next run applies it once fixed", async () => {
+    const db = await fresh();
+    const dir = await migrationsCopy();
+    dirs.push(dir);
+    const next = String((await loadMigrations(dir)).length + 1).padStart(4, "0");
+    const bad = join(dir, `${next}_half_done.sql`);
+    writeFileSync(bad, "CREATE TABLE cea_half_done (x int);\nSELECT 1 / 0;\n");
+    await expect(migrate(db.pool, await loadMigrations(dir))).rejects.toThrow(
+      new RegExp(`${next}_half_done\\.sql: division by zero \\(22012\\)`),
+    );
+    const present = await db.pool.query("SELECT to_regclass('cea_half_done') IS NOT NULL AS p");
+    expect(present.rows[0].p).toBe(false);
+    const recorded = (await appliedMigrations(db.pool)).map((m) => m.version);
+    expect(recorded).not.toContain(Number(next));
+    // the migrations before it stay applied
+    expect(recorded.length).toBe(Number(next) - 1);
+    writeFileSync(bad, "CREATE TABLE cea_half_done (x int);\n");
+    const r = await migrate(db.pool, await loadMigrations(dir));
+    expect(r.applied.map((m) => m.version)).toEqual([Number(next)]);
+    expect((await appliedMigrations(db.pool)).at(-1)?.checksum).toBe(checksum(readFileSync(bad, "utf8")));
+  });
+
+  it("two migrators at once: one applies, the other waits and finds nothing to do", async () => {
+    const db = await fresh();
+    const [a, b] = await Promise.all([applySchema(db.pool), applySchema(db.pool)]);
+    expect(a.applied.length + b.applied.length).toBe((await loadMigrations()).length);
+    expect(Math.min(a.applied.length, b.applied.length)).toBe(0);
+  });
+});
+
+describe("upgrade from the schema as it was before migrations", () => {
+  let old: TestDatabase;
+  let reference: TestDatabase;
+  beforeAll(async () => {
+    old = await createTestDatabase({ empty: true });
+    reference = await createTestDatabase({ empty: true });
+  });
+  afterAll(async () => {
+    await old?.drop();
+    await reference?.drop();
+  });
+
+  const snapshot = async (pool: pg.Pool) => ({
+    rows: (
+      await pool.query(
+        `SELECT count(*)::int AS n, sum(value) AS total, min(time) AS first, max(time) AS last,
+                count(*) FILTER (WHERE status IS NOT NULL)::int AS with_status FROM measurement`,
+      )
+    ).rows[0],
+    hourly: (
+      await pool.query(
+        `SELECT sensor_id, bucket, min_value, max_value, avg_value, sample_count
+         FROM measurement_hourly ORDER BY sensor_id, bucket`,
+      )
+    ).rows,
+    daily: (
+      await pool.query(
+        `SELECT sensor_id, bucket, min_value, max_value, avg_value, sample_count
+         FROM measurement_daily ORDER BY sensor_id, bucket`,
+      )
+    ).rows,
+    sensors: (await pool.query("SELECT count(*)::int AS n FROM sensor")).rows[0],
+  });
+
+  it("keeps every row and aggregate, and ends with the same schema as a fresh database", async () => {
+    // a database set up by the landed one-file schema, in use: site synced, readings, aggregates
+    await old.pool.query(readFileSync(projectPath("tests/fixtures/schema-before-migrations.sql"), "utf8"));
+    const site = await loadSite(projectPath("ops/site.json"));
+    const client = await old.pool.connect();
+    try {
+      await syncSite(client, site);
+    } finally {
+      client.release();
+    }
+    await old.pool.query(
+      `INSERT INTO measurement (time, sensor_id, value, status)
+       SELECT timestamptz '2026-03-28 00:00:00+00' + (i * INTERVAL '7 minutes'), s.sensor_id,
+              s.sensor_id + i / 100.0, CASE WHEN i % 50 = 0 THEN 'migrated' END
+       FROM generate_series(0, 1500) i CROSS JOIN (SELECT sensor_id FROM sensor ORDER BY sensor_id LIMIT 6) s`,
+    );
+    await rebuildAggregates(old.pool);
+    const before = await snapshot(old.pool);
+    expect(before.rows.n).toBe(1501 * 6);
+    expect(before.hourly.length).toBeGreaterThan(100);
+    expect(await appliedMigrations(old.pool)).toEqual([]);
+
+    const r = await applySchema(old.pool);
+    expect(r.applied.map((m) => m.version)).toEqual((await loadMigrations()).map((m) => m.version));
+    expect(await snapshot(old.pool)).toEqual(before);
+    expect((await verifySchema(old.pool)).ok).toBe(true);
+
+    await applySchema(reference.pool);
+    expect(await catalog(old)).toBe(await catalog(reference));
+  });
+});
