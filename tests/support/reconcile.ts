@@ -25,6 +25,8 @@ export interface ExpectedRow {
   /** ISO 8601 with offset; normalized to UTC microseconds before comparing. */
   time: string;
   value: number;
+  /** measurement.status the row must carry, when the caller knows it. */
+  status?: string | null;
 }
 
 export interface RowSample {
@@ -40,9 +42,10 @@ export interface ReconcileReport {
   /** rows in the table */
   stored: number;
   lost: number;
-  /** keys held by more than one row (impossible with the unique index; checked anyway) */
+  /** keys held by more than one row (impossible with the unique index; redeliveries are counted from the workers' reports) */
   duplicated: number;
   unexpected: number;
+  /** stored value or status differs from the expected one */
   valueMismatches: number;
   /** keys that more than one sent frame produced (a sender-side duplicate, not a pipeline fault) */
   sentTwice: number;
@@ -169,15 +172,19 @@ export async function reconcile(
   expectedRows: Iterable<ExpectedRow>,
 ): Promise<ReconcileReport> {
   const want = new Map<string, number>();
+  const wantStatus = new Map<string, string | null>();
   let sentTwice = 0;
   for (const r of expectedRows) {
     const k = key(r.sensor_id, canonicalTime(r.time));
     if (want.has(k)) sentTwice++;
-    else want.set(k, r.value);
+    else {
+      want.set(k, r.value);
+      if (r.status !== undefined) wantStatus.set(k, r.status);
+    }
   }
-  const { rows } = await db.query<{ sensor_id: number; time: string; value: number; n: number }>(
+  const { rows } = await db.query<{ sensor_id: number; time: string; value: number; status: string | null; n: number }>(
     `SELECT sensor_id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
-            min(value) AS value, count(*)::int AS n
+            min(value) AS value, min(status) AS status, count(*)::int AS n
      FROM measurement GROUP BY sensor_id, time`,
   );
   const report: ReconcileReport = {
@@ -203,7 +210,8 @@ export async function reconcile(
       continue;
     }
     seen.add(k);
-    if (r.value !== v) {
+    // a reading stored with the wrong status (e.g. simulated as live) is as wrong as a wrong value
+    if (r.value !== v || (wantStatus.has(k) && wantStatus.get(k) !== r.status)) {
       report.valueMismatches++;
       if (report.samples.mismatches.length < SAMPLES)
         report.samples.mismatches.push({ sensor_id: r.sensor_id, time: r.time, value: v, stored: r.value });
