@@ -120,7 +120,7 @@ export interface StageUse<I, O> {
 }
 
 export function use<I, O, S extends OptionsSchema>(spec: StageSpec<I, O, S>, options: z.input<S>): StageUse<I, O> {
-  return { spec: spec as StageSpec<I, O>, options };
+  return { spec, options };
 }
 
 /** A list of stages from `input` on; `pipe` only accepts a stage that consumes what the last one emits. */
@@ -134,7 +134,7 @@ export function chain<I>(input: Port<I>): Chain<I, I> {
   const make = <O>(stages: readonly StageUse<unknown, unknown>[]): Chain<I, O> => ({
     input,
     stages,
-    pipe: <N>(next: StageUse<O, N>) => make<N>([...stages, next as StageUse<unknown, unknown>]),
+    pipe: <N>(next: StageUse<O, N>) => make<N>([...stages, next]),
   });
   return make<I>([]);
 }

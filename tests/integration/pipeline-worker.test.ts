@@ -166,7 +166,7 @@ describe("can-worker", () => {
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
   });
 
-  it("entries a consumer read and left pending are claimed by another (XAUTOCLAIM) and committed", async () => {
+  it("entries a consumer read and left pending are claimed by another (XPENDING IDLE + XCLAIM) and committed", async () => {
     const entries = await simEntries(100); // 1 500 frames
     await appendEntries(redis, keys().raw, entries);
     await ensureGroup(redis, keys().raw, "can-worker-group");
