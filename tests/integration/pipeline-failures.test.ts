@@ -382,7 +382,7 @@ describe("the dead-letter stream", () => {
     expect(last.map(([, f]) => f[f.indexOf("data") + 1])).toEqual(broken.slice(-10).map((b) => b.data));
   });
 
-  it("a retried acknowledgement writes no dead letter twice", async () => {
+  it("a retried acknowledgement writes no dead letter twice; dead letters past the age limit are trimmed and counted", async () => {
     const k = keys();
     const ids = await appendEntries(redis, k.raw, [
       { ts: "2024-08-06T00:00:00.000000Z", id: 0x101, data: "zz" },
@@ -402,13 +402,16 @@ describe("the dead-letter stream", () => {
       skip: new Set(),
     };
     const ackKeys = { raw: k.raw, dead: k.dead, stats: k.stats("c"), deadCauses: k.deadCauses };
-    const limits = { maxLen: 100, maxAgeS: 0 };
+    // a dead letter from 1970: older than any age limit, trimmed by the next acknowledgement
+    await redis.xadd(k.dead, "1-1", "orig_id", "0-1", "reason", "old");
+    const limits = { maxLen: 100, maxAgeS: 3_600 };
     expect(await ackBatch(redis, ackKeys, "can-worker-group", limits, batch, 0)).toEqual({
       acked: 2,
       stored: 2,
       counted: 0,
-      trimmed: 0,
+      trimmed: 1,
     });
+    expect(await redis.hget(k.stats("c"), "dead_trimmed")).toBe("1");
     expect(await ackBatch(redis, ackKeys, "can-worker-group", limits, batch, 0)).toEqual({
       acked: 0,
       stored: 0,
