@@ -169,7 +169,7 @@ describe("an outage that is not the rows' fault", () => {
         log,
       });
       try {
-        await waitFor("retries", () => w.handle.stats.retries >= 4);
+        await waitFor("retries", () => w.handle.stats.retries >= 3);
         expect(await redis.xlen(keys().dead)).toBe(0);
         expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBeGreaterThanOrEqual(300);
         expect(w.handle.stats.entries).toBe(0);
@@ -180,17 +180,19 @@ describe("an outage that is not the rows' fault", () => {
           const body = JSON.parse((await redis.get(keys().health("can-worker-1"))) ?? "{}") as { reason?: string };
           return (body.reason ?? "").includes(c.code);
         });
+        await waitFor("retries", () => w.handle.stats.retries >= 6);
+        // once per change of state, not once per retry: six retries, one line
+        const degradedLines = lines.filter((l) => l.msg === "degraded: retrying until it recovers");
+        expect(degradedLines.length, JSON.stringify(degradedLines)).toBe(1);
+        expect(String(degradedLines[0]!.cause)).toContain(c.code);
         await c.fixIt();
         await waitFor("all entries", () => w.handle.stats.entries >= entries.length);
       } finally {
         await w.stop();
         await pool.end();
       }
-      const degradedLines = lines.filter((l) => l.msg === "degraded: retrying until it recovers");
-      // once per change of state, not once per retry (several retries happened)
-      expect(degradedLines.length).toBe(1);
-      expect(String(degradedLines[0]!.cause)).toContain(c.code);
-      expect(lines.filter((l) => l.msg === "recovered").length).toBe(1);
+      // (ending the worker's read-only connections may show as one more cause before the recovery)
+      expect(lines.filter((l) => l.msg === "recovered" && l.source === "batch-copy").length).toBe(1);
       expect(w.handle.health.report().status).toBe("ok");
       expect(await redis.xlen(keys().dead)).toBe(0);
       expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
