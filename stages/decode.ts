@@ -1,20 +1,22 @@
 import { Piscina } from "piscina";
 import { z } from "zod";
-import { decodeSignal } from "../pipeline/can/codec.js";
-import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/can/kcd.js";
+import { messageKey } from "../pipeline/can/model.js";
+import {
+  type DecodedSignals,
+  type DecodeTable,
+  decodedSignals,
+  decodeMessage,
+  frameMessage,
+  type TableMessage,
+  type TableSignal,
+} from "../pipeline/can/table.js";
 import { UnrecoverableError } from "../pipeline/runtime/errors.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
 import { port, type StageSpec, settled } from "../pipeline/runtime/stage.js";
 import type { StreamEntries } from "../pipeline/runtime/stream.js";
 import { RAW_ENTRIES } from "../pipeline/runtime/worker.js";
 import { packEntries } from "./decode/pack.js";
-import {
-  type DecodedSignals,
-  type DecodeOutput,
-  type DecodeTask,
-  decodePacked,
-  unpackSignals,
-} from "./decode/signals.js";
+import { type DecodeOutput, type DecodeTask, decodePacked, type SignalRows, unpackSignals } from "./decode/signals.js";
 import { movable } from "./decode/thread.js";
 
 // decode: raw stream entries → decoded signals (message, signal, physical
@@ -25,7 +27,7 @@ import { movable } from "./decode/thread.js";
 // (missing or malformed field, unknown arbitration id, too short) is a dead
 // letter with the reason; entries that already have a verdict are not decoded.
 
-export const DECODED_SIGNALS = port<DecodedSignals>("decoded-signals");
+export const DECODED_SIGNALS = port<SignalRows>("decoded-signals");
 
 /** The compiled piscina worker file; from TS sources (vitest) too, since threads need plain JS. */
 export const DECODE_THREAD_FILE = "dist/stages/decode/thread.js";
@@ -39,7 +41,7 @@ export interface TableSource {
   readonly table: DecodeTable;
 }
 
-export function decodeStage(map: TableSource): StageSpec<StreamEntries, DecodedSignals, typeof decodeOptions> {
+export function decodeStage(map: TableSource): StageSpec<StreamEntries, SignalRows, typeof decodeOptions> {
   return {
     name: "decode",
     consumes: RAW_ENTRIES,
@@ -88,7 +90,12 @@ export interface SignalValue {
   signal: TableSignal;
   /** Stored value: decoded + calibration_offset. */
   value: number;
+  /** The decoded value lies outside the signal's physical range. */
+  outOfRange: boolean;
 }
+
+/** decodeFrame's reusable output, one per table (the scanner decodes every frame for the live values). */
+const scratch = new WeakMap<DecodeTable, DecodedSignals>();
 
 /**
  * Decode one frame into the values of its mapped signals (stored = decoded +
@@ -98,25 +105,23 @@ export function decodeFrame(
   table: DecodeTable,
   id: number,
   data: Uint8Array,
+  extended = false,
 ): { message: TableMessage; values: SignalValue[] } {
-  const m = table.messages[id];
-  const why = !m
-    ? `unknown arbitration id 0x${id.toString(16)}`
-    : data.length < m.length
-      ? `data length ${data.length} < ${m.length} bytes of ${m.name}`
-      : m.mapped === 0
-        ? `no sensor for any signal of ${m.name}`
-        : null;
-  if (why || !m) throw new UnrecoverableError(why ?? "", why ?? "");
+  const m = frameMessage(table, messageKey(id, extended), data.length);
+  if (typeof m === "string") throw new UnrecoverableError(m, m);
+  const out = scratch.get(table) ?? decodedSignals(table);
+  scratch.set(table, out);
+  const bad = decodeMessage(m, data, 0, out);
+  if (bad) throw new UnrecoverableError(bad, bad);
   const values: SignalValue[] = [];
-  for (const s of m.signals) {
-    if (!s.sensorId) continue;
-    const v = decodeSignal(data, 0, s) + s.calibration;
+  for (let k = 0; k < out.count; k++) {
+    const s = out.signal[k]!;
+    const v = out.value[k]! + s.calibration;
     if (!Number.isFinite(v)) {
       const reason = `value of ${m.name}.${s.name} is not finite`;
       throw new UnrecoverableError(reason, reason);
     }
-    values.push({ signal: s, value: v });
+    values.push({ signal: s, value: v, outOfRange: out.outOfRange[k] === 1 });
   }
   return { message: m, values };
 }

@@ -1,5 +1,5 @@
 import { READING_STATUS, type ReadingStatus } from "../db/readings.js";
-import type { DecodeTable } from "../pipeline/can/kcd.js";
+import type { DecodeTable } from "../pipeline/can/table.js";
 import { UnrecoverableError } from "../pipeline/runtime/errors.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
 import { packFrames } from "./decode/pack.js";

@@ -3,8 +3,8 @@ import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { createPool } from "../../db/pool.js";
 import { loadSite } from "../../db/site.js";
-import type { DecodeTable } from "../../pipeline/can/kcd.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import type { DecodeTable } from "../../pipeline/can/table.js";
 import { ackBatch } from "../../pipeline/runtime/ack.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
@@ -14,7 +14,7 @@ import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipel
 import { RAW_ENTRIES } from "../../pipeline/runtime/worker.js";
 import { WRITTEN_BATCH, type WrittenBatch } from "../../stages/batch-copy.js";
 import { workerStages } from "../../stages/chains.js";
-import type { DecodedSignals } from "../../stages/decode/signals.js";
+import type { SignalRows } from "../../stages/decode/signals.js";
 import { DECODED_SIGNALS } from "../../stages/decode.js";
 import { SENSOR_READINGS, type SensorReadings } from "../../stages/resolve-sensor.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
@@ -309,7 +309,7 @@ describe("a failure of the read-ahead", () => {
     process.on("unhandledRejection", onUnhandled);
     let prepared = 0;
     // fails on the second batch, which is the read-ahead while the first one is in the (slow) writer
-    const flaky: StageSpec<DecodedSignals, DecodedSignals> = {
+    const flaky: StageSpec<SignalRows, SignalRows> = {
       name: "flaky",
       consumes: DECODED_SIGNALS,
       emits: DECODED_SIGNALS,

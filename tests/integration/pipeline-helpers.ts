@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { inject } from "vitest";
 import type { ReadingColumns } from "../../db/readings.js";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
-import type { DecodeTable } from "../../pipeline/can/kcd.js";
+import type { DecodeTable } from "../../pipeline/can/table.js";
 import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger, type Logger } from "../../pipeline/runtime/log.js";

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import { loadSite } from "../../db/site.js";
-import { loadCanDb } from "../../pipeline/can/kcd.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { expectedRows } from "../../stages/expected.js";
 import { loadDecodeTable } from "../../stages/sensor-map.js";
@@ -98,19 +98,24 @@ export async function checkIndependently(
     for (const s of m.signals) {
       const sensor = sensorOf.get(`${m.name}.${s.name}`);
       if (!sensor) continue;
+      if (s.muxedBy || s.valueType === "float32" || s.valueType === "float64")
+        throw new Error(`independent decode covers plain integer signals only: ${m.name}.${s.name}`);
       let raw = 0n;
-      if (s.littleEndian) {
+      const mask = (1n << BigInt(s.length)) - 1n;
+      if (s.byteOrder === "little") {
+        // the payload as one little-endian integer; the LSB at startBit
         let all = 0n;
         for (let b = bytes.length - 1; b >= 0; b--) all = (all << 8n) | BigInt(bytes[b]!);
-        raw = (all >> BigInt(s.offset)) & ((1n << BigInt(s.length)) - 1n);
+        raw = (all >> BigInt(s.startBit)) & mask;
       } else {
+        // the payload as one big-endian integer; the MSB at startBit counted in DBC numbering
         let all = 0n;
         for (const b of bytes) all = (all << 8n) | BigInt(b);
-        const shift = BigInt(bytes.length * 8 - s.offset - s.length);
-        raw = (all >> shift) & ((1n << BigInt(s.length)) - 1n);
+        const fromTop = (s.startBit >> 3) * 8 + 7 - (s.startBit & 7);
+        raw = (all >> BigInt(bytes.length * 8 - fromTop - s.length)) & mask;
       }
-      if (s.signed && raw >= 1n << BigInt(s.length - 1)) raw -= 1n << BigInt(s.length);
-      const v = Number(raw) * s.slope + s.intercept + sensor.cal;
+      if (s.valueType === "signed" && raw >= 1n << BigInt(s.length - 1)) raw -= 1n << BigInt(s.length);
+      const v = Number(raw) * s.factor + s.offset + sensor.cal;
       const k = `${sensor.id}|${canonicalTime(f.ts)}`;
       want.push(k);
       values.set(k, v);

@@ -7,7 +7,7 @@ import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import type { Batch } from "../../pipeline/runtime/stage.js";
 import { packEntries, packFrames } from "../../stages/decode/pack.js";
-import { decodePacked, unpackSignals } from "../../stages/decode/signals.js";
+import { decodePacked, NO_MESSAGE, unpackSignals } from "../../stages/decode/signals.js";
 import { expectedRows } from "../../stages/expected.js";
 import { resolveReadings } from "../../stages/resolve-sensor.js";
 import { loadDecodeTable } from "../../stages/sensor-map.js";
@@ -46,16 +46,24 @@ describe("decode", () => {
     expect(out.dead).toEqual([
       [0, "unknown arbitration id 0x7ff", "unknown-id:0x7ff"],
       [1, "data length 2 < 8 bytes of Climate_N1", null],
-      [2, "data is not hex of at most 8 bytes", null],
+      [2, "data is not hex of at most 8 bytes (64 with fd=1)", null],
       [3, "ts is not ISO 8601 UTC with microseconds", null],
-      [4, "id is not a decimal arbitration id", null],
+      [4, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)", null],
       [6, "entry lacks ts, id or data", null],
     ]);
     const sig = unpackSignals(out, table);
     // physical values, before any calibration; the signals of the one good frame
     expect(sig.count).toBe(2);
     expect([...sig.entry]).toEqual([5, 5]);
-    expect([...sig.message]).toEqual([0x405, 0x405]);
+    expect([...sig.entryMessage]).toEqual([
+      NO_MESSAGE,
+      NO_MESSAGE,
+      NO_MESSAGE,
+      NO_MESSAGE,
+      NO_MESSAGE,
+      0x405,
+      NO_MESSAGE,
+    ]);
     expect([...sig.signal]).toEqual([0, 1]);
     expect([...sig.value]).toEqual([12.34, 1013.2]);
     expect(sig.timeUs[5]).toBe(parseIsoMicros(ts));

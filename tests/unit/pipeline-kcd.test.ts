@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
 import { encodeSignal } from "../../pipeline/can/codec.js";
 import { isoMicros } from "../../pipeline/can/frame.js";
-import { buildDecodeTable, loadCanDb } from "../../pipeline/can/kcd.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { buildDecodeTable } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { decodeFrame } from "../../stages/decode.js";
@@ -98,7 +99,7 @@ describe("CAN database ops/cea.kcd", () => {
   });
 });
 
-describe("bad CAN database or site file stops start-up naming the file and element", () => {
+describe("a bad CAN database or site file is refused naming the file and element", () => {
   const dir = tmpdir();
   it("malformed XML", () => {
     const f = join(dir, `bad-${process.pid}.kcd`);
@@ -112,7 +113,12 @@ describe("bad CAN database or site file stops start-up naming the file and eleme
       f,
       `<NetworkDefinition><Bus name="b"><Message id="0x10" name="M" length="2"><Signal name="s" offset="8" length="16"/></Message></Bus></NetworkDefinition>`,
     );
-    expect(() => loadCanDb(f)).toThrow(/Message\[0\] "M" > Signal "s": bits 8..23 exceed length 2 bytes/);
+    // only that message is refused, naming file, line, message, signal and why
+    const db = loadCanDb(f);
+    expect(db.messages).toEqual([]);
+    expect(db.refused.map((r) => r.text)).toEqual([
+      `${f}:1: Bus "b": message "M" 0x010 (11-bit): signal "s": its bits reach bit 23 (byte 2) but the message has 2 bytes`,
+    ]);
   });
   it("a site sensor whose signal is not in the KCD", async () => {
     const site = await loadSite(siteFile);
