@@ -15,10 +15,10 @@ import {
 
 // A kill -9 storm on two workers sharing the group while the scanner appends:
 // every 0.7–2 s one of them dies and comes back under the same name (for 15 s
-// of the scanner's 40). Every
-// entry must end exactly once as stored (all its rows, exact values) or as a
-// dead letter (an entry that reached the delivery limit), never both and never
-// neither. Then two clean workers drain what is left, and the rows they insert
+// of the scanner's 40). Every entry must end exactly once as stored (all its
+// rows, exact values) or as a dead letter (an entry that reached the delivery
+// limit), never both and never neither. Then two clean workers drain what is
+// left, and the rows they insert
 // are counted against the rows they were handed: a redelivered reading adds
 // nothing (counted from the workers' own reports, not through the unique key).
 
