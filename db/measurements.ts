@@ -80,18 +80,6 @@ export async function mergeStaging(client: pg.ClientBase): Promise<number> {
   return rows[0]?.inserted ?? 0;
 }
 
-/** Rows staged in this transaction whose key already holds a different value or status. */
-export async function stagedConflicts(
-  client: pg.ClientBase,
-): Promise<{ sensor_id: number; time: string; value: number; status: string | null }[]> {
-  const { rows } = await client.query(
-    `SELECT m.sensor_id, to_char(m.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time, m.value, m.status
-     FROM ${STAGING} s JOIN measurement m ON m.sensor_id = s.sensor_id AND m.time = s.time
-     WHERE m.value IS DISTINCT FROM s.value OR m.status IS DISTINCT FROM s.status`,
-  );
-  return rows;
-}
-
 /** COPY + merge inside one transaction of the caller's. */
 export async function writeMeasurements(
   client: pg.ClientBase,

@@ -1,3 +1,5 @@
+import type pg from "pg";
+import { writeMeasurements } from "../measurements.js";
 import type { Queryable } from "../pool.js";
 
 // API queries on the measurement family: the hypertable and its hourly/daily
@@ -94,6 +96,76 @@ export async function getMeasurement(
     [sensorId, time],
   );
   return rows[0];
+}
+
+// The batch route's conflict check: the stored rows under the batch's keys
+// that hold another value or status. Keys are looked up by (sensor_id, time)
+// with the batch's own time range as bounds, so the planner keeps only the
+// chunks that range covers (one or two for a batch of recent readings) instead
+// of probing every chunk's index for every reading: a resent batch costs what
+// a first write costs, however many days the table holds.
+export const BATCH_CONFLICTS = `SELECT m.sensor_id, ${iso("m.time")} AS time, m.value, m.status
+FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[]) AS b(time, sensor_id, value, status)
+JOIN measurement m ON m.sensor_id = b.sensor_id AND m.time = b.time
+WHERE m.time >= $5::timestamptz AND m.time <= $6::timestamptz
+  AND (m.value IS DISTINCT FROM b.value OR m.status IS DISTINCT FROM b.status)
+ORDER BY m.time, m.sensor_id
+LIMIT $7`;
+
+/** A reading of the batch route: `time` in canonical UTC text (so the batch's range is its min and max text). */
+export interface BatchReading {
+  time: string;
+  sensor_id: number;
+  value: number;
+  status: string | null;
+}
+
+/** The parameters of BATCH_CONFLICTS for a batch (non-empty), with at most `limit` answers. */
+export function batchConflictParams(rows: readonly BatchReading[], limit: number): unknown[] {
+  const n = rows.length;
+  const times = new Array<string>(n);
+  const sensors = new Array<number>(n);
+  const values = new Array<number>(n);
+  const statuses = new Array<string | null>(n);
+  let lo = rows[0]?.time ?? "";
+  let hi = lo;
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    times[i] = r.time;
+    sensors[i] = r.sensor_id;
+    values[i] = r.value;
+    statuses[i] = r.status;
+    if (r.time < lo) lo = r.time;
+    if (r.time > hi) hi = r.time;
+  }
+  return [times, sensors, values, statuses, lo, hi, limit];
+}
+
+export interface BatchOutcome {
+  /** rows new in this write */
+  inserted: number;
+  /** stored rows under the batch's keys with another value or status (at most `maxConflicts`); none when all were new */
+  conflicts: StoredMeasurement[];
+}
+
+/**
+ * The batch route's write, inside a transaction of the caller's: COPY into the
+ * session's staging table and the shared idempotent merge (db/measurements.ts),
+ * then, only when some rows were not new, the conflict check above. The caller
+ * commits when there is no conflict and rolls back otherwise.
+ */
+export async function insertBatch(
+  client: pg.ClientBase,
+  rows: readonly BatchReading[],
+  maxConflicts: number,
+): Promise<BatchOutcome> {
+  const inserted = await writeMeasurements(client, rows);
+  if (inserted === rows.length) return { inserted, conflicts: [] };
+  const { rows: conflicts } = await client.query<StoredMeasurement>(
+    BATCH_CONFLICTS,
+    batchConflictParams(rows, maxConflicts),
+  );
+  return { inserted, conflicts };
 }
 
 export type Resolution = "raw" | "hourly" | "daily";

@@ -90,7 +90,12 @@ export const configSchema = z.object({
   // cea-backend
   CEA_HTTP_HOST: z.string().default("127.0.0.1"),
   CEA_HTTP_PORT: int(8080, 0),
-  CEA_API_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  CEA_API_TOKEN: z
+    .string()
+    .min(16, "must be at least 16 characters")
+    // a token read from a file often keeps its trailing newline: it could never match a request's
+    .refine((s) => s.trim() === s, "must not begin or end with whitespace (a trailing newline?)")
+    .optional(),
   CEA_DEMO: bool(false),
   CEA_BODY_LIMIT: int(1_048_576, 1024),
   CEA_BATCH_MAX: int(5_000, 1),
@@ -107,6 +112,12 @@ export const configSchema = z.object({
   CEA_API_GROUP_MAX: int(512, 1),
   /** Group commit: groups written at the same time (each holds one database connection). */
   CEA_API_GROUP_INFLIGHT: int(2, 1),
+  /**
+   * Every API request ends within this many milliseconds: past it the answer is
+   * 503 "database unavailable". Also the API pool's statement, lock, connect
+   * and client-side query timeouts, so a frozen database cannot hold a request.
+   */
+  CEA_API_REQUEST_TIMEOUT_MS: int(5_000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;
