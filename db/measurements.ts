@@ -3,16 +3,26 @@ import { pipeline } from "node:stream/promises";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { encodeBinaryCopy, hourBuckets } from "./copy-binary.js";
+import type { Queryable } from "./pool.js";
 import type { ReadingColumns } from "./readings.js";
 
-// The one write path of measurements, shared by the can-worker, the HTTP API and
-// the tools: COPY into a session-local staging table, then one INSERT … ON
-// CONFLICT DO NOTHING on the idempotency key (sensor_id, time). The same
-// statement queues the touched hour buckets for the Apache-edition aggregates,
-// so the mark commits with the rows (see cea_refresh_aggregates()).
+// The module that writes measurements, for the can-worker and the HTTP API
+// (the legacy migration writes with its own set-based statement, db/migrate).
+// Every writer here inserts on the idempotency key (sensor_id, time) and queues
+// the touched hour buckets for the Apache-edition aggregates in the same
+// statement or transaction, so the mark commits with the rows (see
+// cea_refresh_aggregates()). What a caller chooses is what it writes and how a
+// key that is already stored is treated:
+//   - writeMeasurements (rows or COPY text; the API's batch route): staging +
+//     INSERT … ON CONFLICT DO NOTHING; returns the new rows, the caller looks
+//     for stored keys with other values itself;
+//   - insertGroup (the API's group commit): one statement, the first of each
+//     key wins, an outcome per input;
+//   - writeReadings (reading columns; the can-worker): binary COPY straight
+//     into the table, the staging path when a key is already stored.
 //
-// Contract: call inside a transaction the caller owns (BEGIN … COMMIT); the
-// staging table empties itself at commit. Returns the number of new rows.
+// Contract: call inside a transaction the caller owns (BEGIN … COMMIT) unless
+// said otherwise; the staging table empties itself at commit.
 
 export interface MeasurementRow {
   /** ISO 8601 with offset, or a Date. Microseconds survive only as a string. */
@@ -28,17 +38,26 @@ const ENSURE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
   time timestamptz NOT NULL, sensor_id integer NOT NULL, value double precision NOT NULL, status text
 ) ON COMMIT DELETE ROWS`;
 
+/**
+ * The aggregate queue of rows a statement inserted: appended as a CTE after an
+ * `ins AS (INSERT … RETURNING sensor_id, time …)`, so the mark commits with the
+ * rows (Apache edition; cea_refresh_aggregates() takes the marks).
+ */
+const QUEUE_INSERTED = `marked AS (
+  INSERT INTO measurement_agg_pending (sensor_id, bucket)
+  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
+  WHERE cea_timescale_edition() = 'apache'
+)`;
+
 const MERGE = `WITH ins AS (
   INSERT INTO measurement (time, sensor_id, value, status)
   SELECT time, sensor_id, value, status FROM ${STAGING}
   ON CONFLICT (sensor_id, time) DO NOTHING
   RETURNING sensor_id, time
-), marked AS (
-  INSERT INTO measurement_agg_pending (sensor_id, bucket)
-  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
-  WHERE cea_timescale_edition() = 'apache'
-)
+), ${QUEUE_INSERTED}
 SELECT count(*)::int AS inserted FROM ins`;
+
+const ISO_UTC = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
 function escapeText(s: string): string {
   return s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
@@ -87,6 +106,80 @@ export async function writeMeasurements(
 ): Promise<number> {
   await copyToStaging(client, data);
   return mergeStaging(client);
+}
+
+// ---- the API's group commit ----------------------------------------------------
+
+export interface StoredMeasurement {
+  time: string;
+  sensor_id: number;
+  value: number;
+  status: string | null;
+}
+
+// A group of readings in one autocommitted statement (the API's group commit):
+// the first occurrence of each key (sensor_id, time) in the group is inserted
+// unless the key is taken; the same statement queues the touched hour buckets
+// for the Apache-edition aggregates (as every writer here does), so the mark
+// commits with the rows. One answer row per input, in input order: the row
+// this statement stored under the input's key (by this input or by an earlier
+// one of the group) and whether this input created it. A key that was already
+// taken comes back without a row: the stored row is read afterwards, by key,
+// where the time is a constant and only its chunk is searched (a join here
+// would probe every chunk's index for every input, new rows included). Keys go
+// in in index order, so two groups sharing keys wait on each other in the same
+// order instead of deadlocking.
+const INSERT_GROUP = `WITH input AS (
+  SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
+         min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
+  FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[])
+       WITH ORDINALITY AS u(time, sensor_id, value, status, ord)
+), ins AS (
+  INSERT INTO measurement (time, sensor_id, value, status)
+  SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
+  ORDER BY sensor_id, time
+  ON CONFLICT (sensor_id, time) DO NOTHING
+  RETURNING time, sensor_id, value, status
+), ${QUEUE_INSERTED}
+SELECT i.ord::int AS ord, i.ord = i.first_ord AS inserted,
+       ${ISO_UTC("x.time")} AS time, x.sensor_id, x.value, x.status
+FROM input i JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time`;
+
+export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
+
+/**
+ * Insert a group of readings in one statement (one transaction, one WAL
+ * flush). Returns, per input in order, the row the statement stored under its
+ * key and whether that input created it; undefined when the key was already
+ * taken (the caller reads the stored row with getMeasurement). A row the
+ * database rejects fails the whole statement: the caller isolates.
+ */
+export async function insertGroup(
+  db: Queryable,
+  rows: readonly { time: string; sensor_id: number; value: number; status: string | null }[],
+): Promise<GroupOutcome[]> {
+  const n = rows.length;
+  const times = new Array<string>(n);
+  const sensors = new Array<number>(n);
+  const values = new Array<number>(n);
+  const statuses = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    times[i] = r.time;
+    sensors[i] = r.sensor_id;
+    values[i] = r.value;
+    statuses[i] = r.status;
+  }
+  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean }>({
+    name: "cea_api_insert_group",
+    text: INSERT_GROUP,
+    values: [times, sensors, values, statuses],
+  });
+  const out: GroupOutcome[] = new Array(n).fill(undefined);
+  for (const r of res.rows) {
+    out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
+  }
+  return out;
 }
 
 // ---- the can-worker's fast path ----------------------------------------------
