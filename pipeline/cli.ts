@@ -6,6 +6,7 @@ import { loadSite, syncSite } from "../db/site.js";
 import { loadConfig } from "./runtime/config.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
+import { withStackEnv } from "./runtime/stack-env.js";
 
 const USAGE = `usage: cea <command>
   schema apply            apply the migrations the database lacks (db/migrations/), then verify
@@ -27,7 +28,7 @@ async function main(): Promise<void> {
     process.exitCode = values.help ? 0 : 2;
     return;
   }
-  const config = loadConfig();
+  const config = loadConfig(withStackEnv());
   const siteFile = projectPath(config.CEA_SITE_FILE);
 
   if (group === "site" && action === "check") {

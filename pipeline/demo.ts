@@ -12,7 +12,7 @@ import { freePort } from "./runtime/net.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { runMain } from "./runtime/shutdown.js";
-import { withStackEnv } from "./runtime/stack-env.js";
+import { redactUrl, withStackEnv } from "./runtime/stack-env.js";
 import { pendingCount } from "./runtime/stream.js";
 
 // `npm run demo`: the whole system on its embedded defaults against the local
@@ -59,13 +59,17 @@ async function main(): Promise<void> {
     process.stdout.write(
       [
         "",
-        `PostgreSQL + TimescaleDB  ${config.CEA_DATABASE_URL}`,
-        `Redis                     ${config.CEA_REDIS_URL}`,
+        `PostgreSQL + TimescaleDB  ${redactUrl(config.CEA_DATABASE_URL)}`,
+        `Redis                     ${redactUrl(config.CEA_REDIS_URL)}`,
         `site file                 ${projectPath(config.CEA_SITE_FILE)}`,
         `CAN database              ${projectPath(config.CEA_CAN_DB_FILE)}`,
         "",
       ].join("\n"),
     );
+
+    // Simulated nodes when there is no bus: the demo's choice only (production reads
+    // the bus or stops), and its readings are stored as simulated.
+    if (!env.CEA_CAN_SOURCE) env.CEA_CAN_SOURCE = "auto";
 
     // The API: the caller's port and token when given, else a free port and a
     // token made for this run (printed below; write routes need it).

@@ -45,7 +45,12 @@ export const configSchema = z.object({
   CEA_STREAM_HARD_LIMIT: int(2_000_000, 1),
 
   // can-scanner
-  CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("auto"),
+  /**
+   * Where frames come from. Production reads the bus (socketcan; a missing
+   * interface stops the scanner). "auto" (the bus, else the simulator) is for
+   * the demo, which sets it; simulator and replay are for tests and trials.
+   */
+  CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("socketcan"),
   CEA_CAN_INTERFACE: z.string().default("can0"),
   /** Bus bitrate; read by can-setup.service (ip link), listed here so the one schema names every setting. */
   CEA_CAN_BITRATE: int(125_000, 1),
@@ -53,6 +58,14 @@ export const configSchema = z.object({
   /** Replay speed: 0 = as fast as possible, 1 = real time. */
   CEA_REPLAY_SPEED: z.coerce.number().min(0).default(1),
   CEA_SCANNER_BUFFER: int(100_000, 1),
+  /**
+   * File where the scanner keeps the frames it could not append when it stops
+   * while Redis is unreachable; the next start appends them first. Default:
+   * can-scanner-<digest of Redis URL and stream>.spool in systemd's
+   * StateDirectory ($STATE_DIRECTORY), else in the checkout's state dir
+   * ($CEA_STATE_DIR or .state). Appended only to the Redis and stream it was written for.
+   */
+  CEA_SCANNER_SPOOL: z.string().optional(),
   /** Simulator: time acceleration (1 = real time; 3600 = one simulated hour per second). */
   CEA_SIM_SPEED: z.coerce.number().positive().default(1),
   /** Simulator: first simulated instant (default: now). */

@@ -4,9 +4,12 @@ import { projectRoot } from "./paths.js";
 
 /**
  * The variables ops/stack.sh wrote (CEA_DATABASE_URL, CEA_REDIS_URL,
- * CEA_PG_BINDIR) for the local stack, under any the caller already set.
- * Used by the demo, the tests and the benchmarks; services under systemd get
- * their environment from the unit instead.
+ * CEA_PG_BINDIR) for the local stack ($CEA_STATE_DIR/stack.env, default
+ * .state/stack.env of the checkout), under any the caller already set. Every
+ * command run from a checkout (cea, migrate_to_normalized_schema, legacy-gen,
+ * the demo, the benchmarks, the tests) finds the stack this one way; services
+ * under systemd get their environment from the unit instead, and an installed
+ * appliance has no stack.env.
  */
 export function withStackEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const file = join(env.CEA_STATE_DIR ?? join(projectRoot(), ".state"), "stack.env");
@@ -19,4 +22,17 @@ export function withStackEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proce
   }
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") merged[k] = v;
   return merged;
+}
+
+/** A connection URL for display: its password replaced by "***". */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === "") return url;
+    u.password = "***";
+    return u.toString();
+  } catch {
+    // not a URL we can parse: hide everything between "scheme://user:" and the last "@"
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/i, "$1:***@");
+  }
 }
