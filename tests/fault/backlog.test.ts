@@ -157,7 +157,8 @@ describe("worker down for an hour of traffic", () => {
     };
     const sent: SentFrame[] = [];
     for (let k = 0; k < HOUR; k++)
-      for (const f of simulatedSecond(opts, k)) sent.push({ ts: f.ts, id: f.id, data: toHex(f.data) });
+      for (const f of simulatedSecond(opts, k))
+        sent.push({ ts: f.ts, id: f.id, data: toHex(f.data), src: "simulator" });
     expect(st.appended).toBe(sent.length);
     // what is stored is right: nothing unexpected, no wrong value
     const r = await reconcile(db.pool, await expectedRowsOf(sent));
