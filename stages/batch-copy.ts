@@ -184,8 +184,9 @@ export function batchCopyStage(deps: BatchCopyDeps): StageSpec<SensorReadings, W
           counters.written = n;
           counters.inserted += inserted;
           counters.rows += rows.count;
-          ctx.log.debug({ seq: batch.seq, entries: batch.ids.length, rows: rows.count, inserted }, "batch committed");
+          // the crash tests' "after COMMIT": nothing of this process happens after it, not even the log line
           if (killAfterCommit === n) process.kill(process.pid, "SIGKILL");
+          ctx.log.debug({ seq: batch.seq, entries: batch.ids.length, rows: rows.count, inserted }, "batch committed");
           return { rows: rows.count, inserted };
         },
       };
