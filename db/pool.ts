@@ -1,4 +1,5 @@
 import pg from "pg";
+import type { Config } from "../pipeline/runtime/config.js";
 
 export interface PoolOptions {
   max?: number;
@@ -6,9 +7,9 @@ export interface PoolOptions {
   onError?: (err: Error) => void;
   /** Waiting for a connection (from the pool, or a new one to the server); default 10 s. */
   connectTimeoutMs?: number;
-  /** Server side: a statement running longer is cancelled (57014). Unset = the server's setting. */
+  /** Server side: a statement running longer is cancelled (57014). Unset = the server's setting; 0 = none. */
   statementTimeoutMs?: number;
-  /** Server side: waiting longer for a lock fails the statement (55P03). Unset = the server's setting. */
+  /** Server side: waiting longer for a lock fails the statement (55P03). Unset = the server's setting; 0 = none. */
   lockTimeoutMs?: number;
   /**
    * Client side: a query without an answer for this long fails and its
@@ -18,6 +19,29 @@ export interface PoolOptions {
   queryTimeoutMs?: number;
   /** TCP keepalive, so a connection to a host that vanished is noticed. */
   keepAlive?: boolean;
+  /** Idle time before the first keepalive probe (default 10 s). */
+  keepAliveIdleMs?: number;
+}
+
+/**
+ * The limits every service sets on its pool, from the CEA_PG_* settings:
+ * statement and lock timeouts (a stuck statement or a lock held elsewhere
+ * becomes an error that is retried as an outage, instead of holding a batch
+ * until it is claimed away), connect timeout and TCP keepalive.
+ */
+export function poolSettings(
+  config: Pick<
+    Config,
+    "CEA_PG_STATEMENT_TIMEOUT_MS" | "CEA_PG_LOCK_TIMEOUT_MS" | "CEA_PG_CONNECT_TIMEOUT_MS" | "CEA_PG_KEEPALIVE_IDLE_MS"
+  >,
+): PoolOptions {
+  return {
+    statementTimeoutMs: config.CEA_PG_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs: config.CEA_PG_LOCK_TIMEOUT_MS,
+    connectTimeoutMs: config.CEA_PG_CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveIdleMs: config.CEA_PG_KEEPALIVE_IDLE_MS,
+  };
 }
 
 /**
@@ -37,7 +61,7 @@ export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
     ...(opts.statementTimeoutMs === undefined ? {} : { statement_timeout: opts.statementTimeoutMs }),
     ...(opts.lockTimeoutMs === undefined ? {} : { lock_timeout: opts.lockTimeoutMs }),
     ...(opts.queryTimeoutMs === undefined ? {} : { query_timeout: opts.queryTimeoutMs }),
-    ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } : {}),
+    ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: opts.keepAliveIdleMs ?? 10_000 } : {}),
   });
   const onError = opts.onError ?? (() => undefined);
   pool.on("error", onError);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { createPool } from "../db/pool.js";
+import { createPool, poolSettings } from "../db/pool.js";
 import { applySchema, formatVerifyReport, setRetention, verifySchema } from "../db/schema.js";
 import { loadSite, sensorsWithoutKind, syncSite } from "../db/site.js";
 import { loadCanDb } from "./can/candb.js";
@@ -47,7 +47,13 @@ async function main(): Promise<void> {
     return;
   }
 
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-cli" });
+  const pool = createPool(config.CEA_DATABASE_URL, {
+    max: 2,
+    application: "cea-cli",
+    // operator commands (schema apply, aggregate rebuilds) may rightly run long: no statement limit
+    ...poolSettings(config),
+    statementTimeoutMs: 0,
+  });
   try {
     const key = `${group} ${action ?? ""}`.trim();
     switch (key) {

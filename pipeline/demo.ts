@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createPool } from "../db/pool.js";
+import { createPool, poolSettings } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { loadCanDb } from "./can/candb.js";
@@ -41,7 +41,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function main(): Promise<void> {
   const env = withStackEnv();
   const config = loadConfig(env);
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo" });
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo", ...poolSettings(config) });
   const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-demo");
   const keys = redisKeys(config);
   const children = new Map<string, ChildProcess>();

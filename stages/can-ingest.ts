@@ -18,7 +18,6 @@ import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import type { Logger } from "../pipeline/runtime/log.js";
 import { redactUrl } from "../pipeline/runtime/stack-env.js";
-import type { FailureSpec } from "../pipeline/runtime/stage.js";
 import { loadTrimScript, trimStream } from "../pipeline/runtime/trim.js";
 import { decodeFrame } from "./decode.js";
 
@@ -65,7 +64,7 @@ export const canIngestSpec = {
     ],
     backoff: { baseMs: 100, maxMs: 5_000 },
     classify: () => "transient",
-  } satisfies FailureSpec,
+  },
 };
 
 /** A live bus (SocketCAN) stopped delivering frames: the scanner exits non-zero and systemd restarts it. */

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { writeMeasurements } from "../measurements.js";
+import { type StoredMeasurement, writeMeasurements } from "../measurements.js";
 import type { Queryable } from "../pool.js";
 
 // API queries on the measurement family: the hypertable and its hourly/daily
@@ -9,81 +9,9 @@ import type { Queryable } from "../pool.js";
 const UTC = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 const iso = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', ${UTC})`;
 
-export interface StoredMeasurement {
-  time: string;
-  sensor_id: number;
-  value: number;
-  status: string | null;
-}
-
-// A group of readings in one autocommitted statement (the API's group commit):
-// the first occurrence of each key (sensor_id, time) in the group is inserted
-// unless the key is taken; the same statement queues the touched hour buckets
-// for the Apache-edition aggregates (as db/measurements.ts does), so the mark
-// commits with the rows. One answer row per input, in input order: the row
-// this statement stored under the input's key (by this input or by an earlier
-// one of the group) and whether this input created it. A key that was already
-// taken comes back without a row: the stored row is read afterwards, by key,
-// where the time is a constant and only its chunk is searched (a join here
-// would probe every chunk's index for every input, new rows included). Keys go
-// in in index order, so two groups sharing keys wait on each other in the same
-// order instead of deadlocking.
-const INSERT_GROUP = `WITH input AS (
-  SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
-         min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
-  FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[])
-       WITH ORDINALITY AS u(time, sensor_id, value, status, ord)
-), ins AS (
-  INSERT INTO measurement (time, sensor_id, value, status)
-  SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
-  ORDER BY sensor_id, time
-  ON CONFLICT (sensor_id, time) DO NOTHING
-  RETURNING time, sensor_id, value, status
-), marked AS (
-  INSERT INTO measurement_agg_pending (sensor_id, bucket)
-  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
-  WHERE cea_timescale_edition() = 'apache'
-)
-SELECT i.ord::int AS ord, i.ord = i.first_ord AS inserted,
-       ${iso("x.time")} AS time, x.sensor_id, x.value, x.status
-FROM input i JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time`;
-
-export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
-
-/**
- * Insert a group of readings in one statement (one transaction, one WAL
- * flush). Returns, per input in order, the row the statement stored under its
- * key and whether that input created it; undefined when the key was already
- * taken (the caller reads the stored row with getMeasurement). A row the
- * database rejects fails the whole statement: the caller isolates.
- */
-export async function insertGroup(
-  db: Queryable,
-  rows: readonly { time: string; sensor_id: number; value: number; status: string | null }[],
-): Promise<GroupOutcome[]> {
-  const n = rows.length;
-  const times = new Array<string>(n);
-  const sensors = new Array<number>(n);
-  const values = new Array<number>(n);
-  const statuses = new Array<string | null>(n);
-  for (let i = 0; i < n; i++) {
-    const r = rows[i]!;
-    times[i] = r.time;
-    sensors[i] = r.sensor_id;
-    values[i] = r.value;
-    statuses[i] = r.status;
-  }
-  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean }>({
-    name: "cea_api_insert_group",
-    text: INSERT_GROUP,
-    values: [times, sensors, values, statuses],
-  });
-  const out: GroupOutcome[] = new Array(n).fill(undefined);
-  for (const r of res.rows) {
-    out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
-  }
-  return out;
-}
+// Writes live in db/measurements.ts, the one module that writes measurements;
+// the API's group insert is re-exported here beside the API's reads.
+export { type GroupOutcome, insertGroup, type StoredMeasurement } from "../measurements.js";
 
 export async function getMeasurement(
   db: Queryable,

@@ -15,6 +15,14 @@ export const configSchema = z.object({
   CEA_REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   /** Prefix for every Redis key the platform uses; tests give each file its own. */
   CEA_REDIS_PREFIX: z.string().default(""),
+  /** PostgreSQL, every pool: a statement running longer is cancelled (57014) and retried as an outage. */
+  CEA_PG_STATEMENT_TIMEOUT_MS: int(60_000, 0),
+  /** PostgreSQL, every pool: waiting longer for a lock fails the statement (55P03), retried as an outage. */
+  CEA_PG_LOCK_TIMEOUT_MS: int(10_000, 0),
+  /** PostgreSQL, every pool: a connection attempt that takes longer fails (and is retried). */
+  CEA_PG_CONNECT_TIMEOUT_MS: int(10_000, 1),
+  /** PostgreSQL, every pool: TCP keepalive idle time, so a dead server or network is noticed. */
+  CEA_PG_KEEPALIVE_IDLE_MS: int(10_000, 1),
   CEA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** The facility layout (rooms, nodes, devices, sensors). */
   CEA_SITE_FILE: z.string().default("ops/site.json"),
@@ -26,6 +34,10 @@ export const configSchema = z.object({
   CEA_GROUP: z.string().default("can-worker-group"),
   CEA_CONSUMER: z.string().default("can-worker-1"),
   CEA_DEAD_STREAM: z.string().default("can:dead"),
+  /** Most dead letters kept in the dead-letter stream (older ones are trimmed and counted). */
+  CEA_DEAD_MAXLEN: int(10_000, 1),
+  /** Dead letters older than this many seconds are trimmed (0 = no age limit; default 30 days). */
+  CEA_DEAD_MAX_AGE_S: int(2_592_000, 0),
   CEA_STREAM_WARN_LENGTH: int(5_000, 1),
   /** Acknowledged entries are trimmed to about this many. */
   CEA_STREAM_TRIM_ACKED: int(10_000, 1),

@@ -36,7 +36,8 @@ const ports: Record<string, number> = {};
 const services: Service[] = [];
 
 /** What the services said, for a failure message. */
-const tails = () => services.map((s) => `--- ${s.name} ${s.exit ? JSON.stringify(s.exit) : "running"}\n${s.tail(15)}`).join("\n");
+const tails = () =>
+  services.map((s) => `--- ${s.name} ${s.exit ? JSON.stringify(s.exit) : "running"}\n${s.tail(15)}`).join("\n");
 
 async function promApi<T>(path: string): Promise<T> {
   const res = await fetch(`${promUrl}/api/v1/${path}`);
