@@ -104,6 +104,12 @@ async function main(): Promise<void> {
         `HTTP API                  ${api}  (OpenAPI: ${api}/openapi.json)`,
         `API token                 ${env.CEA_API_TOKEN}`,
         `  try: curl -H "Authorization: Bearer ${env.CEA_API_TOKEN}" ${api}/live`,
+        ...(config.CEA_METRICS
+          ? [
+              `Prometheus metrics        http://${config.CEA_METRICS_HOST}:{${config.CEA_SCANNER_METRICS_PORT},${config.CEA_WORKER_METRICS_PORT},${config.CEA_BACKEND_METRICS_PORT}}/metrics (scanner, worker, API)`,
+              `alerts and silent sensors ${api}/health`,
+            ]
+          : []),
         "Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)",
         "",
         "",
