@@ -3,6 +3,7 @@ import type pg from "pg";
 import { projectPath } from "../pipeline/runtime/paths.js";
 import { type MigrateResult, migrate } from "./migrations.js";
 import type { Queryable } from "./pool.js";
+import { checkPrivileges, ROLES, roleLogins } from "./roles.js";
 
 export const SCHEMA_FILE = "db/cea_schema.sql";
 
@@ -33,6 +34,8 @@ export interface Check {
   name: string;
   ok: boolean;
   detail?: string;
+  /** How a failed check reads: something missing (the default) or something there that must not be. */
+  problem?: "missing" | "wrong";
 }
 
 export interface VerifyReport {
@@ -231,6 +234,19 @@ export async function verifySchema(db: Queryable): Promise<VerifyReport> {
     }
   }
 
+  const logins = await roleLogins(db);
+  for (const role of Object.values(ROLES))
+    check(`role ${role}`, logins.has(role), logins.has(role) ? undefined : "missing");
+  for (const f of await checkPrivileges(db)) {
+    const name = `privilege: ${f.role} ${f.granted ? "may" : "may not"} ${f.privilege} ${f.object}`;
+    const ok = f.actual === f.granted;
+    if (f.actual === null) check(name, false, "role or object missing");
+    else if (!ok && !f.granted) checks.push({ name, ok, problem: "wrong" });
+    else check(name, ok);
+  }
+  const canLogin = [...logins].filter(([, login]) => login).map(([r]) => r);
+  features.roles = `${logins.size} of ${Object.values(ROLES).length} (${canLogin.length ? `login: ${canLogin.join(", ")}` : "none may log in yet"})`;
+
   let failing: VerifyReport["failing_jobs"] = [];
   if (version !== null) {
     const f = await db.query<{ job_id: number; proc: string; last_run: string | null; total_failures: string }>(
@@ -256,7 +272,9 @@ export function formatVerifyReport(r: VerifyReport): string {
     `TimescaleDB ${r.timescaledb_version ?? "(missing)"}, ${r.edition === "community" ? "Community" : "Apache"} edition`,
   ];
   for (const [k, v] of Object.entries(r.features)) out.push(`  ${k.padEnd(22)} ${v}`);
-  for (const c of r.checks) if (!c.ok) out.push(`  MISSING  ${c.name}${c.detail ? ` (${c.detail})` : ""}`);
+  for (const c of r.checks)
+    if (!c.ok)
+      out.push(`  ${c.problem === "wrong" ? "WRONG  " : "MISSING"}  ${c.name}${c.detail ? ` (${c.detail})` : ""}`);
   for (const j of r.failing_jobs)
     out.push(
       `  WARNING  job ${j.job_id} ${j.proc}: last run failed (${j.total_failures} failures, last ${j.last_run})`,

@@ -15,6 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/env_file.sh"
 mon_setup() {
   local env_file=${CEA_ENV_FILE:-/etc/cea/cea.env}
   local stack_env=${CEA_STATE_DIR:-$MON_HERE/../.state}/stack.env
+  # A caller who names the database (CEA_DATABASE_URL) without a read-only URL
+  # means that database: a file's CEA_READER_DATABASE_URL is for its own.
+  local caller_db=${CEA_DATABASE_URL:-} caller_reader=${CEA_READER_DATABASE_URL:-}
   MON_SETTINGS="defaults"
   if [[ -r "$env_file" ]]; then
     cea_load_env_file "$env_file"
@@ -23,7 +26,12 @@ mon_setup() {
     cea_load_env_file "$stack_env"
     MON_SETTINGS="$stack_env (local stack)"
   fi
-  DB_URL=${CEA_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cea}
+  # the monitors only read: as the read-only role (cea_reader) when it is configured
+  if [[ -n "$caller_db" && -z "$caller_reader" ]]; then
+    DB_URL=$caller_db
+  else
+    DB_URL=${CEA_READER_DATABASE_URL:-${CEA_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cea}}
+  fi
   REDIS_URL=${CEA_REDIS_URL:-redis://127.0.0.1:6379}
   PREFIX=${CEA_REDIS_PREFIX:-}
   GROUP=${CEA_GROUP:-can-worker-group}

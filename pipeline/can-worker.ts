@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { createPool } from "../db/pool.js";
 import { WORKER_STAGES } from "../stages/chains.js";
-import { loadConfig } from "./runtime/config.js";
+import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger } from "./runtime/log.js";
 import { createRedis } from "./runtime/redis.js";
@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     process.exit(r.ok ? 0 : 1);
   }
   // one connection per batch in the writer, one for maintenance (aggregate refresh, retention)
-  const pool = createPool(config.CEA_DATABASE_URL, {
+  const pool = createPool(databaseUrl(config, "worker"), {
     max: config.CEA_WRITE_CONCURRENCY + 1,
     application: `can-worker:${config.CEA_CONSUMER}`,
   });

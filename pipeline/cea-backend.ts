@@ -3,7 +3,7 @@ import { createPool } from "../db/pool.js";
 import { buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
-import { loadConfig } from "./runtime/config.js";
+import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 
@@ -17,7 +17,7 @@ async function main(): Promise<void> {
     // demo mode only: printed once, on stdout, never through the logger
     process.stdout.write(`cea-backend demo mode: generated API token (write routes): ${token}\n`);
   }
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 10, application: "cea-backend" });
+  const pool = createPool(databaseUrl(config, "api"), { max: 10, application: "cea-backend" });
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
   const app = await buildApp({ config, pool, redis, log, token });

@@ -2,9 +2,16 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { projectRoot } from "./paths.js";
 
+// The per-service connections stack.env names: they belong to the stack's
+// database, so they are taken only together with its CEA_DATABASE_URL.
+const ROLE_URLS = ["CEA_WORKER_DATABASE_URL", "CEA_API_DATABASE_URL", "CEA_READER_DATABASE_URL"];
+
 /**
  * The variables ops/stack.sh wrote (CEA_DATABASE_URL, CEA_REDIS_URL,
- * CEA_PG_BINDIR) for the local stack, under any the caller already set.
+ * CEA_PG_BINDIR, the per-service database URLs) for the local stack, under any
+ * the caller already set. A caller who names another database (CEA_DATABASE_URL)
+ * does not get the stack's per-service URLs: the services then connect with the
+ * caller's, or fall back to CEA_DATABASE_URL, never to the stack's database.
  * Used by the demo, the tests and the benchmarks; services under systemd get
  * their environment from the unit instead.
  */
@@ -17,6 +24,7 @@ export function withStackEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proce
       if (m) merged[m[1]!] = m[2]!;
     }
   }
+  if (env.CEA_DATABASE_URL) for (const k of ROLE_URLS) delete merged[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") merged[k] = v;
   return merged;
 }

@@ -36,6 +36,9 @@ describe("demo", () => {
       env: {
         ...process.env,
         CEA_DATABASE_URL: db.url,
+        CEA_WORKER_DATABASE_URL: db.urlAs("worker"),
+        CEA_API_DATABASE_URL: db.urlAs("api"),
+        CEA_READER_DATABASE_URL: db.urlAs("reader"),
         CEA_REDIS_URL: inject("redisUrl"),
         CEA_REDIS_PREFIX: prefix,
         CEA_CAN_SOURCE: "simulator",

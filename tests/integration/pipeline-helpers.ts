@@ -3,7 +3,7 @@ import pg from "pg";
 import { inject } from "vitest";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
 import type { DecodeTable } from "../../pipeline/can/kcd.js";
-import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
+import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
@@ -11,6 +11,7 @@ import { startWorker, type WorkerHandle } from "../../pipeline/runtime/worker.js
 import { WORKER_STAGES } from "../../stages/chains.js";
 import { expectedRows } from "../../stages/decode.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import { roleUrl } from "../support/roles.js";
 
 // Shared by the pipeline tests: in-process workers on the real stack, and the
 // entry-by-entry reconciliation of sent frames against `measurement`.
@@ -20,6 +21,8 @@ export { WORKER_STAGES };
 export function testConfig(dbUrl: string, prefix: string, extra: Record<string, string> = {}): Config {
   return loadConfig({
     CEA_DATABASE_URL: dbUrl,
+    // the worker as its own role (cea_writer), as in production
+    CEA_WORKER_DATABASE_URL: roleUrl(dbUrl, "worker"),
     CEA_REDIS_URL: inject("redisUrl"),
     CEA_REDIS_PREFIX: prefix,
     CEA_LOG_LEVEL: "silent",
@@ -38,7 +41,7 @@ export interface TestWorker {
 export async function startTestWorker(config: Config, stages = WORKER_STAGES): Promise<TestWorker> {
   const log = createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
   const redis = createRedis(config.CEA_REDIS_URL);
-  const pool = new pg.Pool({ connectionString: config.CEA_DATABASE_URL, max: config.CEA_WRITE_CONCURRENCY + 1 });
+  const pool = new pg.Pool({ connectionString: databaseUrl(config, "worker"), max: config.CEA_WRITE_CONCURRENCY + 1 });
   pool.on("error", () => undefined);
   const handle = await startWorker({
     config,
