@@ -43,7 +43,11 @@ END
 $roles$;
 
 -- The grants, in one function so that a step which re-creates an object (a
--- continuous aggregate re-created in another time zone) grants it again.
+-- continuous aggregate re-created in another time zone) grants it again. A
+-- relation not there yet (while the schema is being built) is granted by the
+-- call that follows its creation. Every statement is dynamic (EXECUTE): a GRANT
+-- whose plan plpgsql cached crashes the TimescaleDB 2.19 backend when the
+-- function runs a second time in a session.
 CREATE OR REPLACE FUNCTION cea_grant_roles() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -53,15 +57,16 @@ BEGIN
   FOREACH t IN ARRAY ARRAY['facility', 'zone', 'room', 'rack', 'device', 'sensor', 'measurement',
                            'measurement_hourly', 'measurement_daily', 'crop_batch', 'setpoints',
                            'actuator_events', 'cea_setting'] LOOP
+    CONTINUE WHEN to_regclass(t) IS NULL;
     EXECUTE format('GRANT SELECT ON %I TO cea_reader, cea_api, cea_writer, cea_automation', t);
   END LOOP;
   -- measurements: written by the worker and the API, never updated or deleted by them
-  GRANT INSERT ON measurement, measurement_agg_pending TO cea_writer, cea_api;
+  EXECUTE 'GRANT INSERT ON measurement, measurement_agg_pending TO cea_writer, cea_api';
   -- decisions of the automation service
-  GRANT INSERT ON actuator_events, setpoints TO cea_automation;
+  EXECUTE 'GRANT INSERT ON actuator_events, setpoints TO cea_automation';
   -- maintenance: only through the SECURITY DEFINER functions, only for the worker
-  REVOKE ALL ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() FROM PUBLIC;
-  GRANT EXECUTE ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() TO cea_writer;
+  EXECUTE 'REVOKE ALL ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() FROM PUBLIC';
+  EXECUTE 'GRANT EXECUTE ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() TO cea_writer';
 END
 $$;
 
