@@ -203,7 +203,7 @@ const bench: Bench = async (ctx) => {
       if (out.dead.length) throw new Error(`pre-filled stream holds undecodable frames: ${out.dead[0]![1]}`);
       chunks.push(out.copyText);
       const bin = decodePacked({ buf: packFrames(fr).buf, n: packed.n, table, format: "binary" });
-      binChunks.push(Buffer.from(bin.rowsBuf, bin.rowCount * 16, bin.binaryLength));
+      binChunks.push(Buffer.from(bin.rowsBuf, bin.binaryOffset, bin.binaryLength));
       measurements += out.rowCount;
       start = `(${page[page.length - 1]![0]}`;
     }

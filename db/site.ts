@@ -28,8 +28,10 @@ export const sensorSchema = z.strictObject({
   channel: z.number().int().min(0),
   /** Added to the decoded value before it is stored (stored = decoded + offset). */
   calibration_offset: z.number().finite().default(0),
-  /** The CAN database signal that carries it, "Message.Signal". */
-  signal: z.string().regex(/^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$/, 'expected "Message.Signal"'),
+  /** The CAN database signal that carries it, "Message.Signal" (names as the CAN database spells them). */
+  signal: z
+    .string()
+    .refine((v) => v.indexOf(".") > 0 && v.lastIndexOf(".") < v.length - 1, 'expected "Message.Signal"'),
 });
 
 export const deviceSchema = z.strictObject({

@@ -8,7 +8,7 @@ import {
 } from "../db/measurements.js";
 import { TransientError } from "../pipeline/runtime/errors.js";
 import type { Logger } from "../pipeline/runtime/log.js";
-import { entryField, type StageSpec, type WorkBatch } from "../pipeline/runtime/stage.js";
+import { entryField, ROW_STATUS, type StageSpec, type WorkBatch } from "../pipeline/runtime/stage.js";
 
 // batch-copy: the batch's rows in ONE transaction through db/measurements.ts.
 // Fast path (default): COPY straight into `measurement` inside a savepoint,
@@ -154,7 +154,8 @@ function linesByEntry(batch: WorkBatch): { perEntry: Map<number, string>; derive
     // binary decode: rebuild each row's text line from the columns and the entry's own ts
     for (let r = 0; r < count; r++) {
       const e = rows!.entry[r]!;
-      const line = `${entryField(batch, e, "ts")}\t${rows!.sensor[r]}\t${rows!.value[r]}\t\\N\n`;
+      const status = ROW_STATUS[rows!.status[r]!] ?? "\\N";
+      const line = `${entryField(batch, e, "ts")}\t${rows!.sensor[r]}\t${rows!.value[r]}\t${status}\n`;
       perEntry.set(e, (perEntry.get(e) ?? "") + line);
     }
     return { perEntry, derived: batch.copyText };

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { CanFrame, FrameSource } from "../pipeline/can/frame.js";
-import { toHex } from "../pipeline/can/frame.js";
-import type { DecodeTable } from "../pipeline/can/kcd.js";
+import { frameFlags, toHex } from "../pipeline/can/frame.js";
+import type { DecodeTable } from "../pipeline/can/table.js";
 import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import type { Logger } from "../pipeline/runtime/log.js";
@@ -116,9 +116,17 @@ export class Ingest {
 
   private noteLive(f: CanFrame): void {
     try {
-      const { values } = decodeFrame(this.d.table, f.id, f.data);
+      const { values } = decodeFrame(this.d.table, f.id, f.data, f.ext ?? false);
       for (const v of values)
-        this.live.set(v.signal.sensorId, JSON.stringify({ value: v.value, time: f.ts, name: v.signal.sensorName }));
+        this.live.set(
+          v.signal.sensorId,
+          JSON.stringify({
+            value: v.value,
+            time: f.ts,
+            name: v.signal.sensorName,
+            status: v.outOfRange ? "out_of_range" : null,
+          }),
+        );
     } catch {
       // not decodable: appended anyway, the worker dead-letters it with the reason
       this.stats.undecodable++;
@@ -141,7 +149,19 @@ export class Ingest {
       const p = redis.pipeline();
       for (let i = this.head; i < end; i++) {
         const f = this.buf[i]!;
-        p.xadd(keys.raw, "*", "ts", f.ts, "id", String(f.id), "data", toHex(f.data), "iface", f.iface);
+        p.xadd(
+          keys.raw,
+          "*",
+          "ts",
+          f.ts,
+          "id",
+          String(f.id),
+          "data",
+          toHex(f.data),
+          "iface",
+          f.iface,
+          ...frameFlags(f),
+        );
       }
       const n = end - this.head;
       const dropped = this.droppedUnpersisted;

@@ -1,9 +1,17 @@
 import { Piscina } from "piscina";
-import { decodeSignal } from "../pipeline/can/codec.js";
-import type { DecodeTable, TableMessage, TableSignal } from "../pipeline/can/kcd.js";
+import { messageKey } from "../pipeline/can/model.js";
+import {
+  type DecodedSignals,
+  type DecodeTable,
+  decodedSignals,
+  decodeMessage,
+  frameMessage,
+  type TableMessage,
+  type TableSignal,
+} from "../pipeline/can/table.js";
 import { UnrecoverableError } from "../pipeline/runtime/errors.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
-import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/runtime/stage.js";
+import { type DecodedRows, ROW_STATUS, type StageSpec, type WorkBatch } from "../pipeline/runtime/stage.js";
 
 // decode: raw stream entries → measurement rows (binary COPY or COPY text +
 // columnar values + the hour buckets they touch).
@@ -17,6 +25,9 @@ import type { DecodedRows, StageSpec, WorkBatch } from "../pipeline/runtime/stag
 // buffer with the columns. CEA_DECODE_THREADS=0 runs the very same function
 // inline. A frame is all-or-nothing: if any of its signals cannot be decoded
 // or stored, the whole frame is dead-lettered and none of its rows written.
+// The message is found by (id, extended) and decoded by the per-frame decode
+// of pipeline/can/table.ts; a value outside its signal's physical range is
+// stored with status out_of_range.
 
 /** Receive time as the scanner writes it: ISO 8601 UTC with exactly 6 fractional digits. */
 export const TS_LENGTH = 27;
@@ -24,22 +35,20 @@ const ID_BAD = 0xffffffff;
 const LEN_BAD_DATA = 255;
 const LEN_BAD_TS = 254;
 const LEN_MISSING = 253;
-const MAX_DLC = 8;
-
-/** The message of a frame, or why the frame cannot be used. */
-function frameMessage(table: DecodeTable, id: number, dlc: number): TableMessage | string {
-  const m = table.messages[id];
-  if (!m) return `unknown arbitration id 0x${id.toString(16)}`;
-  if (dlc < m.length) return `data length ${dlc} < ${m.length} bytes of ${m.name}`;
-  if (m.mapped === 0) return `no sensor for any signal of ${m.name}`;
-  return m;
-}
+/** CAN FD payloads; a classic frame (no fd=1) carries at most 8 bytes. */
+const MAX_DATA = 64;
+const MAX_CLASSIC = 8;
 
 export interface SignalValue {
   signal: TableSignal;
   /** Stored value: decoded + calibration_offset. */
   value: number;
+  /** The decoded value lies outside the signal's physical range. */
+  outOfRange: boolean;
 }
+
+/** decodeFrame's reusable output, one per table (the scanner decodes every frame for the live values). */
+const scratch = new WeakMap<DecodeTable, DecodedSignals>();
 
 /**
  * Decode one frame into the values of its mapped signals (stored = decoded +
@@ -49,18 +58,23 @@ export function decodeFrame(
   table: DecodeTable,
   id: number,
   data: Uint8Array,
+  extended = false,
 ): { message: TableMessage; values: SignalValue[] } {
-  const m = frameMessage(table, id, data.length);
+  const m = frameMessage(table, messageKey(id, extended), data.length);
   if (typeof m === "string") throw new UnrecoverableError(m, m);
+  const out = scratch.get(table) ?? decodedSignals(table);
+  scratch.set(table, out);
+  const bad = decodeMessage(m, data, 0, out);
+  if (bad) throw new UnrecoverableError(bad, bad);
   const values: SignalValue[] = [];
-  for (const s of m.signals) {
-    if (!s.sensorId) continue;
-    const v = decodeSignal(data, 0, s) + s.calibration;
+  for (let k = 0; k < out.count; k++) {
+    const s = out.signal[k]!;
+    const v = out.value[k]! + s.calibration;
     if (!Number.isFinite(v)) {
       const reason = `value of ${m.name}.${s.name} is not finite`;
       throw new UnrecoverableError(reason, reason);
     }
-    values.push({ signal: s, value: v });
+    values.push({ signal: s, value: v, outOfRange: out.outOfRange[k] === 1 });
   }
   return { message: m, values };
 }
@@ -70,6 +84,7 @@ export interface ExpectedRow {
   /** The frame's ts, unchanged (ISO 8601 UTC, microseconds). */
   time: string;
   value: number;
+  status: string | null;
 }
 
 /**
@@ -79,7 +94,7 @@ export interface ExpectedRow {
  */
 export function expectedRows(
   table: DecodeTable,
-  frame: { ts: string; id: string | number; data: string },
+  frame: { ts: string; id: string | number; data: string; ext?: string | undefined; fd?: string | undefined },
 ): ExpectedRow[] {
   const packed = packFrames([frame]);
   const out = decodePacked({ buf: packed.buf, n: 1, table });
@@ -90,18 +105,29 @@ export function expectedRows(
     sensor_id: rows.sensor[r]!,
     time: frame.ts,
     value: rows.value[r]!,
+    status: ROW_STATUS[rows.status[r]!] ?? null,
   }));
 }
 
 // ---- packing (main thread) -------------------------------------------------
 
-/** Layout of a packed batch of n frames in one ArrayBuffer. */
-function layout(n: number) {
+/** Layout of a packed batch of n frames carrying `bytes` payload bytes in all, in one ArrayBuffer. */
+function layout(n: number, bytes: number) {
   const ids = 0;
-  const data = ids + 4 * n;
-  const ts = data + MAX_DLC * n;
+  const offs = ids + 4 * n;
+  const ts = offs + 4 * n;
   const lens = ts + TS_LENGTH * n;
-  return { ids, data, ts, lens, size: lens + n };
+  const data = lens + n;
+  return { ids, offs, ts, lens, data, size: data + bytes };
+}
+
+/** Frame fields as the raw stream holds them (see pipeline/runtime/keys.ts). */
+export interface EntryFields {
+  ts?: string | undefined;
+  id?: string | number | undefined;
+  data?: string | undefined;
+  ext?: string | undefined;
+  fd?: string | undefined;
 }
 
 export interface PackedFrames {
@@ -109,17 +135,19 @@ export interface PackedFrames {
   n: number;
 }
 
-/** Pack frames given as stream fields (ts, id decimal, data hex) into one transferable buffer. */
-export function packFrames(
-  frames: readonly { ts?: string | undefined; id?: string | number | undefined; data?: string | undefined }[],
-): PackedFrames {
+const payloadBytes = (data: string | undefined) => (data === undefined ? 0 : Math.min(MAX_DATA, data.length >> 1));
+
+/** Pack frames given as stream fields (ts, id decimal, data hex, ext, fd) into one transferable buffer. */
+export function packFrames(frames: readonly EntryFields[]): PackedFrames {
   const n = frames.length;
-  const L = layout(n);
+  let bytes = 0;
+  for (const f of frames) bytes += payloadBytes(f.data);
+  const L = layout(n, bytes);
   const buf = Buffer.allocUnsafeSlow(L.size);
-  const ids = new Uint32Array(buf.buffer, L.ids, n);
+  const P = { buf, ids: new Uint32Array(buf.buffer, L.ids, n), offs: new Uint32Array(buf.buffer, L.offs, n), L, at: 0 };
   for (let i = 0; i < n; i++) {
     const f = frames[i]!;
-    packOne(buf, ids, L, i, f.ts, f.id === undefined ? undefined : String(f.id), f.data);
+    packOne(P, i, f.ts, f.id === undefined ? undefined : String(f.id), f.data, f.ext, f.fd);
   }
   return { buf: buf.buffer as ArrayBuffer, n };
 }
@@ -127,43 +155,68 @@ export function packFrames(
 /** Pack a batch straight from XREADGROUP field lists (no per-entry objects). */
 export function packBatch(batch: WorkBatch): PackedFrames {
   const n = batch.ids.length;
-  const L = layout(n);
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const f = batch.fields[i];
+    if (f) for (let k = 0; k + 1 < f.length; k += 2) if (f[k] === "data") bytes += payloadBytes(f[k + 1]);
+  }
+  const L = layout(n, bytes);
   const buf = Buffer.allocUnsafeSlow(L.size);
-  const ids = new Uint32Array(buf.buffer, L.ids, n);
+  const P = { buf, ids: new Uint32Array(buf.buffer, L.ids, n), offs: new Uint32Array(buf.buffer, L.offs, n), L, at: 0 };
   for (let i = 0; i < n; i++) {
     const f = batch.fields[i];
     let ts: string | undefined;
     let id: string | undefined;
     let data: string | undefined;
+    let ext: string | undefined;
+    let fd: string | undefined;
     if (f) {
       for (let k = 0; k + 1 < f.length; k += 2) {
         const key = f[k];
         if (key === "ts") ts = f[k + 1];
         else if (key === "id") id = f[k + 1];
         else if (key === "data") data = f[k + 1];
+        else if (key === "ext") ext = f[k + 1];
+        else if (key === "fd") fd = f[k + 1];
       }
     }
-    packOne(buf, ids, L, i, ts, id, data);
+    packOne(P, i, ts, id, data, ext, fd);
   }
   return { buf: buf.buffer as ArrayBuffer, n };
 }
 
+interface Packing {
+  buf: Buffer;
+  ids: Uint32Array;
+  offs: Uint32Array;
+  L: ReturnType<typeof layout>;
+  /** Next free byte of the data region. */
+  at: number;
+}
+
 function packOne(
-  buf: Buffer,
-  ids: Uint32Array,
-  L: ReturnType<typeof layout>,
+  P: Packing,
   i: number,
   ts: string | undefined,
   id: string | undefined,
   data: string | undefined,
+  ext: string | undefined,
+  fd: string | undefined,
 ): void {
+  const { buf, ids, offs, L } = P;
+  offs[i] = P.at;
   if (ts === undefined || id === undefined || data === undefined) {
     ids[i] = ID_BAD;
     buf[L.lens + i] = LEN_MISSING;
     return;
   }
   const idNum = /^\d{1,10}$/.test(id) ? Number(id) : Number.NaN;
-  ids[i] = Number.isInteger(idNum) && idNum < ID_BAD ? idNum : ID_BAD;
+  // ext absent: an entry of an older scanner, which wrote 29-bit ids without the flag (one above 0x7FF can only be one)
+  const extended = ext === undefined ? idNum > 0x7ff : ext === "1" ? true : ext === "0" ? false : null;
+  ids[i] =
+    extended !== null && Number.isInteger(idNum) && idNum <= (extended ? 0x1fffffff : 0x7ff)
+      ? messageKey(idNum, extended)
+      : ID_BAD;
   if (ts.length !== TS_LENGTH || buf.write(ts, L.ts + TS_LENGTH * i, TS_LENGTH, "latin1") !== TS_LENGTH) {
     buf[L.lens + i] = LEN_BAD_TS;
     return;
@@ -171,13 +224,14 @@ function packOne(
   const bytes = data.length >> 1;
   if (
     (data.length & 1) !== 0 ||
-    bytes > MAX_DLC ||
-    (bytes > 0 && buf.write(data, L.data + MAX_DLC * i, bytes, "hex") !== bytes)
+    bytes > (fd === "1" ? MAX_DATA : MAX_CLASSIC) ||
+    (bytes > 0 && buf.write(data, L.data + P.at, bytes, "hex") !== bytes)
   ) {
     buf[L.lens + i] = LEN_BAD_DATA;
     return;
   }
   buf[L.lens + i] = bytes;
+  P.at += bytes;
 }
 
 // ---- the decode task (thread or inline) -------------------------------------
@@ -204,7 +258,9 @@ export interface DecodeOutput {
    * one buffer, so the thread moves it back instead of copying it.
    */
   rowsBuf: ArrayBuffer;
-  /** Length in bytes of the binary COPY stream at offset rowCount × 16 of rowsBuf (0 for "text"). */
+  /** Offset of the binary COPY stream in rowsBuf (after the row columns). */
+  binaryOffset: number;
+  /** Length in bytes of the binary COPY stream at binaryOffset of rowsBuf (0 for "text"). */
   binaryLength: number;
   /** Distinct hour buckets of the rows as flat pairs [sensor_id, epoch hour, ...] (for the aggregate queue). */
   buckets: number[];
@@ -216,6 +272,9 @@ export interface DecodeOutput {
 const COPY_SIGNATURE = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00];
 const COPY_HEADER = 19;
 const COPY_ROW = 2 + (4 + 8) + (4 + 4) + (4 + 8) + 4;
+/** Status texts by row status code, as latin1 bytes for binary COPY. */
+const STATUS_BYTES = ROW_STATUS.map((t) => (t === null ? null : Buffer.from(t, "latin1")));
+const COPY_ROW_MAX = COPY_ROW + Math.max(0, ...STATUS_BYTES.map((b) => b?.length ?? 0));
 /** Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01. */
 const PG_EPOCH_US = 946_684_800_000_000;
 const TWO_32 = 4_294_967_296;
@@ -277,7 +336,7 @@ function tsMicros(b: Uint8Array, o: number): number {
 export function decodePacked(task: DecodeTask): DecodeOutput {
   const { buf, n, table } = task;
   const binary = task.format === "binary";
-  const L = layout(n);
+  const L = layout(n, 0);
   const bytes = new Uint8Array(buf);
   const ids = new Uint32Array(buf, L.ids, n);
   const dead: [number, string][] = [];
@@ -286,7 +345,11 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
   let value = new Float64Array(cap);
   let entry = new Uint32Array(cap);
   let sensor = new Int32Array(cap);
-  let copy = binary ? new DataView(new ArrayBuffer(COPY_HEADER + cap * COPY_ROW + 2)) : null;
+  let status = new Uint8Array(cap);
+  let copy = binary ? new DataView(new ArrayBuffer(COPY_HEADER + cap * COPY_ROW_MAX + 2)) : null;
+  let o = COPY_HEADER;
+  const offs = new Uint32Array(buf, L.offs, n);
+  const decoded = decodedSignals(table);
   let rows = 0;
   let text = "";
   const touched = new Set<number>();
@@ -304,11 +367,11 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       continue;
     }
     if (ids[i] === ID_BAD) {
-      dead.push([i, "id is not a decimal arbitration id"]);
+      dead.push([i, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)"]);
       continue;
     }
     if (dlc === LEN_BAD_DATA) {
-      dead.push([i, "data is not hex of at most 8 bytes"]);
+      dead.push([i, "data is not hex of at most 8 bytes (64 with fd=1)"]);
       continue;
     }
     const m = frameMessage(table, ids[i]!, dlc);
@@ -328,18 +391,20 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       const s2 = new Int32Array(cap);
       s2.set(sensor);
       sensor = s2;
+      const st2 = new Uint8Array(cap);
+      st2.set(status);
+      status = st2;
       if (copy) {
-        const c2 = new Uint8Array(COPY_HEADER + cap * COPY_ROW + 2);
+        const c2 = new Uint8Array(COPY_HEADER + cap * COPY_ROW_MAX + 2);
         c2.set(new Uint8Array(copy.buffer));
         copy = new DataView(c2.buffer);
       }
     }
-    const base = L.data + MAX_DLC * i;
     const start = rows;
-    let bad: string | null = null;
-    for (const s of sigs) {
-      if (!s.sensorId) continue;
-      const v = decodeSignal(bytes, base, s) + s.calibration;
+    let bad = decodeMessage(m, bytes, L.data + offs[i]!, decoded);
+    for (let k = 0; !bad && k < decoded.count; k++) {
+      const s = decoded.signal[k]!;
+      const v = decoded.value[k]! + s.calibration;
       if (!Number.isFinite(v)) {
         bad = `value of ${m.name}.${s.name} is not finite`;
         break;
@@ -347,6 +412,7 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       value[rows] = v;
       entry[rows] = i;
       sensor[rows] = s.sensorId;
+      status[rows] = decoded.outOfRange[k]!;
       rows++;
     }
     if (bad) {
@@ -360,7 +426,6 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
       const pgUs = us - PG_EPOCH_US;
       const hi = Math.floor(pgUs / TWO_32);
       const lo = pgUs - hi * TWO_32;
-      let o = COPY_HEADER + start * COPY_ROW;
       for (let r = start; r < rows; r++) {
         copy.setInt16(o, 4);
         copy.setInt32(o + 2, 8);
@@ -370,31 +435,46 @@ export function decodePacked(task: DecodeTask): DecodeOutput {
         copy.setInt32(o + 18, sensor[r]!);
         copy.setInt32(o + 22, 8);
         copy.setFloat64(o + 26, value[r]!);
-        copy.setInt32(o + 34, -1); // status NULL
-        o += COPY_ROW;
+        const st = STATUS_BYTES[status[r]!];
+        if (st) {
+          copy.setInt32(o + 34, st.length);
+          new Uint8Array(copy.buffer, o + 38, st.length).set(st);
+          o += COPY_ROW + st.length;
+        } else {
+          copy.setInt32(o + 34, -1); // status NULL
+          o += COPY_ROW;
+        }
       }
     } else {
       const ts = tsBuf.toString("latin1", TS_LENGTH * i, TS_LENGTH * (i + 1));
-      for (let r = start; r < rows; r++) text += `${ts}\t${sensor[r]}\t${value[r]}\t\\N\n`;
+      for (let r = start; r < rows; r++)
+        text += `${ts}\t${sensor[r]}\t${value[r]}\t${status[r] ? ROW_STATUS[status[r]!] : "\\N"}\n`;
     }
   }
-  const binaryLength = copy ? COPY_HEADER + rows * COPY_ROW + 2 : 0;
-  const rowsBuf = new ArrayBuffer(rows * 16 + binaryLength);
+  const binaryLength = copy ? o + 2 : 0;
+  const at = rowsBytes(rows);
+  const rowsBuf = new ArrayBuffer(at + binaryLength);
   new Float64Array(rowsBuf, 0, rows).set(value.subarray(0, rows));
   new Uint32Array(rowsBuf, rows * 8, rows).set(entry.subarray(0, rows));
   new Int32Array(rowsBuf, rows * 12, rows).set(sensor.subarray(0, rows));
+  new Uint8Array(rowsBuf, rows * 16, rows).set(status.subarray(0, rows));
   if (copy) {
-    const out = new Uint8Array(rowsBuf, rows * 16, binaryLength);
+    const out = new Uint8Array(rowsBuf, at, binaryLength);
     out.set(new Uint8Array(copy.buffer, 0, binaryLength));
     out.set(COPY_SIGNATURE, 0); // flags and header extension length stay 0
-    new DataView(rowsBuf, rows * 16 + binaryLength - 2, 2).setInt16(0, -1);
+    new DataView(rowsBuf, at + binaryLength - 2, 2).setInt16(0, -1);
   }
   const buckets: number[] = [];
   for (const k of touched) {
     const hour = Math.floor(k / TWO_32);
     buckets.push((k - hour * TWO_32) | 0, hour);
   }
-  return { copyText: text, rowCount: rows, rowsBuf, binaryLength, buckets, dead };
+  return { copyText: text, rowCount: rows, rowsBuf, binaryOffset: at, binaryLength, buckets, dead };
+}
+
+/** Bytes of the row columns at the start of rowsBuf (value f64, entry u32, sensor i32, status u8; 8-aligned). */
+export function rowsBytes(count: number): number {
+  return Math.ceil((count * 17) / 8) * 8;
 }
 
 export function unpackRows(buf: ArrayBuffer, count: number): DecodedRows {
@@ -403,6 +483,7 @@ export function unpackRows(buf: ArrayBuffer, count: number): DecodedRows {
     value: new Float64Array(buf, 0, count),
     entry: new Uint32Array(buf, count * 8, count),
     sensor: new Int32Array(buf, count * 12, count),
+    status: new Uint8Array(buf, count * 16, count),
   };
 }
 
@@ -435,12 +516,13 @@ export const decodeStage: StageSpec<typeof decodeOptionsDefaults> = {
     unrecoverable: [
       "entry lacks ts/id/data",
       "bad ts",
-      "bad id",
-      "bad hex / more than 8 bytes",
-      "unknown arbitration id",
+      "bad id or ext flag",
+      "bad hex / more than 8 bytes (64 with fd=1)",
+      "unknown arbitration id (id and ext)",
+      "message refused by the CAN database",
       "data shorter than the message",
       "message without any sensor",
-      "value not finite",
+      "value not finite or not exact in a double",
     ],
     transient: [],
     backoff: { baseMs: 100, maxMs: 2_000 },
@@ -469,7 +551,7 @@ export const decodeStage: StageSpec<typeof decodeOptionsDefaults> = {
         const out: DecodeOutput = pool ? await pool.run(movable(task, packed.buf)) : decodePacked(task);
         for (const [i, reason] of out.dead) batch.dead.set(i, reason);
         batch.copyText = out.copyText;
-        batch.copyBinary = out.binaryLength ? new Uint8Array(out.rowsBuf, out.rowCount * 16, out.binaryLength) : null;
+        batch.copyBinary = out.binaryLength ? new Uint8Array(out.rowsBuf, out.binaryOffset, out.binaryLength) : null;
         batch.buckets = out.buckets;
         batch.rowCount = out.rowCount;
         batch.rows = unpackRows(out.rowsBuf, out.rowCount);

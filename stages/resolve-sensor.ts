@@ -2,7 +2,9 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { parseSite } from "../db/site.js";
-import { buildDecodeTable, type DecodeTable, loadCanDb } from "../pipeline/can/kcd.js";
+import { loadCanDb } from "../pipeline/can/candb.js";
+import type { Refusal } from "../pipeline/can/model.js";
+import { buildDecodeTable, type DecodeTable } from "../pipeline/can/table.js";
 import { ConfigError } from "../pipeline/runtime/errors.js";
 import type { Logger } from "../pipeline/runtime/log.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
@@ -27,24 +29,51 @@ export interface SensorMapFiles {
   canDbFile: string;
 }
 
+export interface LoadedDecodeTable {
+  table: DecodeTable;
+  hash: string;
+  /** Messages of the CAN database that cannot be decoded exactly (their frames are dead-lettered). */
+  refused: Refusal[];
+  /** What looks wrong but decodes as written (overlapping signals, duplicate names). */
+  warnings: string[];
+  /** CAN database signals no sensor maps. */
+  unmapped: string[];
+}
+
 /** Load, validate and join site + CAN database; ConfigError names the file and element. */
-export async function loadDecodeTable(
-  files: SensorMapFiles,
-  log?: Logger,
-): Promise<{ table: DecodeTable; hash: string }> {
+export async function loadDecodeTable(files: SensorMapFiles, log?: Logger): Promise<LoadedDecodeTable> {
   const siteText = await readFile(files.siteFile, "utf8").catch((err: Error) => {
     throw new ConfigError(`${files.siteFile}: cannot read site file: ${err.message}`);
   });
-  const kcdText = await readFile(files.canDbFile, "utf8").catch((err: Error) => {
+  const dbBytes = await readFile(files.canDbFile).catch((err: Error) => {
     throw new ConfigError(`${files.canDbFile}: cannot read CAN database: ${err.message}`);
   });
   const site = parseSite(siteText, files.siteFile);
   const db = loadCanDb(files.canDbFile);
   const { table, unmapped } = buildDecodeTable(db, site, files.siteFile);
-  if (unmapped.length && log)
-    log.warn({ signals: unmapped, file: files.canDbFile }, "CAN signals without a sensor (decoded, not stored)");
-  const hash = createHash("sha1").update(siteText).update("\0").update(kcdText).digest("hex");
-  return { table, hash };
+  const hash = createHash("sha1").update(siteText).update("\0").update(dbBytes).digest("hex");
+  const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped };
+  if (log) reportLoad(log, files, loaded);
+  return loaded;
+}
+
+/** Log what a load refused and left unmapped: once per load of a changed file, not per frame. */
+export function reportLoad(log: Logger, files: SensorMapFiles, loaded: LoadedDecodeTable): void {
+  for (const r of loaded.refused)
+    log.error(
+      { file: files.canDbFile, message: r.message, signal: r.signal, reason: r.reason },
+      `CAN database message refused (its frames are dead-lettered): ${r.text}`,
+    );
+  if (loaded.warnings.length)
+    log.warn(
+      { file: files.canDbFile, count: loaded.warnings.length, warnings: loaded.warnings.slice(0, 50) },
+      "CAN database: signals that overlap or share a name (decoded as the file writes them)",
+    );
+  if (loaded.unmapped.length)
+    log.warn(
+      { signals: loaded.unmapped.length, file: files.canDbFile },
+      "CAN signals without a sensor (not decoded, not stored)",
+    );
 }
 
 /** Sensor ids of the table that the database lacks (site not synced). */
@@ -105,6 +134,7 @@ export const resolveSensorStage: StageSpec<typeof resolveSensorDefaults> = {
         if (gone.length)
           throw new ConfigError(`sensors ${gone.join(", ")} are not in the database; run: cea site sync`);
         current = next;
+        reportLoad(ctx.log, files, next);
         ctx.shared.set("decodeTable", next.table);
         ctx.log.info({ why, version: next.table.version }, "sensor map reloaded");
       } catch (err) {

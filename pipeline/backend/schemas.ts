@@ -186,6 +186,10 @@ export const liveValues = z.object({
       name: z.string(),
       value: z.number(),
       time: z.string(),
+      status: z
+        .string()
+        .nullable()
+        .describe("null = a good reading; out_of_range = outside the CAN database's physical range"),
       age_s: z.number(),
       stale: z.boolean(),
     }),
@@ -193,7 +197,13 @@ export const liveValues = z.object({
   unreadable: z.array(z.string()).describe("live-hash fields that did not hold a valid value"),
 });
 
-export const liveEntry = z.object({ value: z.number(), time: z.string(), name: z.string() });
+export const liveEntry = z.object({
+  value: z.number(),
+  time: z.string(),
+  name: z.string(),
+  // absent in entries of older scanners: a good reading
+  status: z.string().nullable().optional(),
+});
 
 export const health = z.object({
   status: z.enum(["ok", "unavailable"]),

@@ -5,8 +5,12 @@
 export interface CanFrame {
   /** Receive time, ISO 8601 UTC with microseconds. */
   ts: string;
-  /** Arbitration id. */
+  /** Arbitration id (11 or 29 bits, see `ext`). */
   id: number;
+  /** A 29-bit (extended) id; absent or false = 11-bit. 0x0A0 and 0x000000A0 are different messages. */
+  ext?: boolean | undefined;
+  /** A CAN FD frame (payload up to 64 bytes); absent or false = classic CAN (up to 8). */
+  fd?: boolean | undefined;
   data: Uint8Array;
   iface: string;
 }
@@ -34,4 +38,14 @@ export function parseIsoMicros(ts: string): number {
 
 export function toHex(data: Uint8Array): string {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("hex").toUpperCase();
+}
+
+/**
+ * The raw-stream entry fields of a frame after ts/id/data/iface: `ext` "1" for
+ * a 29-bit id and `fd` "1" for a CAN FD frame (absent otherwise, as entries
+ * of older scanners are). See ops/IMPLEMENTATION_SUMMARY.md, Redis key contract.
+ */
+export function frameFlags(f: CanFrame): string[] {
+  if (f.ext) return f.fd ? ["ext", "1", "fd", "1"] : ["ext", "1"];
+  return f.fd ? ["fd", "1"] : [];
 }

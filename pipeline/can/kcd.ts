@@ -1,222 +1,247 @@
-import { readFileSync } from "node:fs";
-import { parseKcdFile } from "socketcan/dist/parse_kcd.js";
-import { z } from "zod";
-import type { Site } from "../../db/site.js";
+import { SaxesParser } from "saxes";
 import { ConfigError } from "../runtime/errors.js";
+import type { Candidate } from "./candb.js";
+import { FD_LENGTHS, type Label, signalBits } from "./model.js";
 
-// The CAN database (KCD) as plain data, validated, plus the decode table that
-// joins it with the site file. Both are plain objects so they can be handed to
-// decode threads as they are. Nothing here knows a node, a message or a sensor
-// by name: another facility's KCD + site file work unchanged.
+// KCD (Kayak CAN definition, XML) → candidate messages. Our own reader over a
+// strict XML parser: the socketcan package's parser keeps only the first
+// <Multiplex> of a message and no line numbers. Semantics as Kayak defines
+// them: ids in hex, format="extended" for 29-bit ids; offsets count bits from
+// bit 0 of byte 0, for big-endian signals the offset of the most significant
+// bit counted from the most significant bit of byte 0; Value type
+// unsigned | signed | single | double; <Multiplex> is a signal that selects
+// the <MuxGroup count="n"> whose signals a frame carries. A length over 8 bytes
+// is a CAN FD message.
 
-export const signalDefSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_]+$/, "signal name must be letters, digits and _"),
-  /** KCD semantics (as the socketcan package's own decoder): little endian = bit offset of
-   * the LSB counted from bit 0 of byte 0; big endian = offset of the MSB counted from the
-   * MSB of byte 0. */
-  offset: z.number().int().min(0).max(63),
-  // Decoding is done in double arithmetic, exact up to 32 bits.
-  length: z.number().int().min(1).max(32),
-  littleEndian: z.boolean(),
-  signed: z.boolean(),
-  slope: z
-    .number()
-    .finite()
-    .refine((v) => v !== 0, "slope must not be 0"),
-  intercept: z.number().finite(),
-  unit: z.string(),
-  min: z.number().finite().optional(),
-  max: z.number().finite().optional(),
-});
-export type SignalDef = z.infer<typeof signalDefSchema>;
-
-export const messageDefSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_]+$/, "message name must be letters, digits and _"),
-  id: z.number().int().min(0).max(0x1fffffff),
-  extended: z.boolean(),
-  length: z.number().int().min(1).max(8),
-  signals: z.array(signalDefSchema).min(1, "a message needs at least one signal"),
-});
-export type MessageDef = z.infer<typeof messageDefSchema>;
-
-export interface CanDb {
-  file: string;
-  messages: MessageDef[];
+interface XmlNode {
+  name: string;
+  attrs: Record<string, string>;
+  children: XmlNode[];
+  line: number;
 }
 
-/** Parse and validate a KCD file; any problem is a ConfigError naming the file and the element. */
-export function loadCanDb(file: string): CanDb {
+function parseXml(text: string, file: string): XmlNode {
+  const parser = new SaxesParser({ xmlns: false, position: true });
+  const root: XmlNode = { name: "#document", attrs: {}, children: [], line: 0 };
+  const stack: XmlNode[] = [root];
+  let failure: string | null = null;
+  parser.on("error", (err) => {
+    failure ??= err.message;
+  });
+  parser.on("opentag", (tag) => {
+    const attrs: Record<string, string> = {};
+    for (const [k, v] of Object.entries(tag.attributes)) attrs[k.replace(/^.*:/, "")] = String(v);
+    const node: XmlNode = { name: tag.name.replace(/^.*:/, ""), attrs, children: [], line: parser.line };
+    stack[stack.length - 1]!.children.push(node);
+    stack.push(node);
+  });
+  parser.on("closetag", () => {
+    stack.pop();
+  });
   try {
-    readFileSync(file);
+    parser.write(text).close();
   } catch (err) {
-    throw new ConfigError(`${file}: cannot read CAN database: ${(err as Error).message}`);
+    failure ??= (err as Error).message;
   }
-  let network: ReturnType<typeof parseKcdFile>;
-  try {
-    network = parseKcdFile(file);
-  } catch (err) {
-    throw new ConfigError(`${file}: not a KCD NetworkDefinition: ${(err as Error).message}`);
-  }
-  const messages: MessageDef[] = [];
-  const problems: string[] = [];
-  const seenIds = new Map<number, string>();
-  const seenNames = new Set<string>();
-  const buses = Object.entries(network?.buses ?? {});
-  if (buses.length === 0) problems.push(`${file}: NetworkDefinition: no <Bus> with messages`);
-  for (const [busName, bus] of buses) {
-    bus.messages.forEach((m, mi) => {
-      const where = `${file}: Bus "${busName}" > Message[${mi}] "${m.name ?? "?"}"`;
-      if (m.muxed) {
-        problems.push(`${where}: multiplexed messages are not supported`);
-        return;
+  if (failure) throw new ConfigError(`${file}: not well-formed XML: ${failure}`);
+  return root;
+}
+
+const kids = (n: XmlNode, name: string) => n.children.filter((c) => c.name === name);
+
+/** A number attribute; undefined when absent; throws a reason when present but not a number. */
+function num(n: XmlNode, attr: string, int = false): number | undefined {
+  const v = n.attrs[attr];
+  if (v === undefined) return undefined;
+  const x = v.trim() === "" ? Number.NaN : Number(v);
+  if (!Number.isFinite(x) || (int && !Number.isInteger(x)))
+    throw new Error(`${attr}="${v}" is not ${int ? "an integer" : "a number"}`);
+  return x;
+}
+
+/** A range bound; one beyond a double (1E+481) is no bound at all. */
+function bound(n: XmlNode, attr: string): number | undefined {
+  const v = n.attrs[attr];
+  if (v === undefined) return undefined;
+  const x = v.trim() === "" ? Number.NaN : Number(v);
+  if (Number.isNaN(x)) throw new Error(`${attr}="${v}" is not a number`);
+  return Number.isFinite(x) ? x : undefined;
+}
+
+interface RawSignal {
+  name: string;
+  startBit: number;
+  length: number;
+  byteOrder: "little" | "big";
+  valueType: string;
+  factor: number;
+  offset: number;
+  min: number | undefined;
+  max: number | undefined;
+  unit: string;
+  labels: Label[] | undefined;
+  multiplexer: boolean;
+  muxedBy: { selector: string; values: number[] } | undefined;
+}
+
+const VALUE_TYPES: Record<string, string> = {
+  unsigned: "unsigned",
+  signed: "signed",
+  single: "float32",
+  double: "float64",
+};
+
+function signalOf(n: XmlNode, multiplexer: boolean): RawSignal {
+  const name = n.attrs.name ?? "";
+  const offset = num(n, "offset", true);
+  if (offset === undefined) throw new Error("no offset");
+  const length = num(n, "length", true) ?? 1;
+  const endianess = n.attrs.endianess ?? "little";
+  if (endianess !== "little" && endianess !== "big") throw new Error(`endianess="${endianess}" is not little or big`);
+  const value = kids(n, "Value")[0];
+  const type = value?.attrs.type ?? "unsigned";
+  const valueType = VALUE_TYPES[type];
+  if (!valueType) throw new Error(`Value type="${type}" is not unsigned, signed, single or double`);
+  const labels: Label[] = [];
+  for (const set of kids(n, "LabelSet")) {
+    for (const l of set.children) {
+      if (l.name === "Label") {
+        const v = num(l, "value", true);
+        if (v !== undefined) labels.push({ from: v, to: v, name: l.attrs.name ?? "" });
+      } else if (l.name === "LabelGroup") {
+        const from = num(l, "from", true);
+        const to = num(l, "to", true);
+        if (from !== undefined && to !== undefined) labels.push({ from, to, name: l.attrs.name ?? "" });
       }
-      const candidate = {
-        name: m.name,
-        id: m.id,
-        extended: m.ext,
-        length: m.length,
-        signals: m.signals.map((s) => ({
-          name: s.name,
-          offset: s.bitOffset,
-          length: s.bitLength,
-          littleEndian: s.endianess !== "big",
-          signed: s.type === "signed",
-          slope: s.slope,
-          intercept: s.intercept,
-          unit: s.unit,
-          min: s.minValue,
-          max: s.maxValue,
+    }
+  }
+  return {
+    name,
+    // big endian: Kayak counts the MSB's position from the MSB of byte 0
+    startBit: endianess === "big" ? 8 * Math.floor(offset / 8) + 7 - (offset % 8) : offset,
+    length,
+    byteOrder: endianess,
+    valueType,
+    factor: (value && num(value, "slope")) ?? 1,
+    offset: (value && num(value, "intercept")) ?? 0,
+    min: value && bound(value, "min"),
+    max: value && bound(value, "max"),
+    unit: value?.attrs.unit ?? "",
+    labels: labels.length ? labels : undefined,
+    multiplexer,
+    muxedBy: undefined,
+  };
+}
+
+const sameLayout = (a: RawSignal, b: RawSignal) =>
+  JSON.stringify({ ...a, muxedBy: a.muxedBy?.selector }) === JSON.stringify({ ...b, muxedBy: b.muxedBy?.selector });
+
+export function parseKcd(text: string, file: string): Candidate[] {
+  const doc = parseXml(text, file);
+  const net = doc.children[0];
+  if (net?.name !== "NetworkDefinition")
+    throw new ConfigError(
+      `${file}: not a KCD file: the root element is <${net?.name ?? "none"}>, not <NetworkDefinition>`,
+    );
+  const buses = kids(net, "Bus");
+  if (buses.length === 0) throw new ConfigError(`${file}: NetworkDefinition: no <Bus> with messages`);
+  const out: Candidate[] = [];
+  for (const bus of buses) {
+    for (const msg of kids(bus, "Message")) {
+      const name = msg.attrs.name ?? "";
+      const c: Candidate = {
+        name,
+        id: undefined,
+        extended: msg.attrs.format === "extended",
+        where: `${file}:${msg.line}: Bus "${bus.attrs.name ?? ""}"`,
+        def: undefined,
+        problems: [],
+      };
+      out.push(c);
+      const idText = msg.attrs.id ?? "";
+      if (!/^0x[0-9a-f]+$/i.test(idText)) {
+        c.problems.push({ signal: undefined, reason: `id="${idText}" is not a hex id (0x…)` });
+        continue;
+      }
+      c.id = Number.parseInt(idText.slice(2), 16);
+      if (msg.attrs.remote === "true") {
+        c.problems.push({ signal: undefined, reason: "a remote frame carries no data" });
+        continue;
+      }
+      const signals: RawSignal[] = [];
+      const add = (s: RawSignal) => {
+        // the same signal listed in several mux groups (same layout) is one signal with several values
+        const prev = signals.find((p) => p.name === s.name);
+        if (prev && s.muxedBy && prev.muxedBy && sameLayout(prev, s)) prev.muxedBy.values.push(...s.muxedBy.values);
+        else signals.push(s);
+      };
+      const read = (n: XmlNode, multiplexer: boolean): RawSignal | null => {
+        try {
+          return signalOf(n, multiplexer);
+        } catch (err) {
+          c.problems.push({ signal: n.attrs.name ?? `line ${n.line}`, reason: (err as Error).message });
+          return null;
+        }
+      };
+      for (const mux of kids(msg, "Multiplex")) {
+        const sel = read(mux, true);
+        if (!sel) continue;
+        add(sel);
+        for (const group of kids(mux, "MuxGroup")) {
+          let count: number | undefined;
+          try {
+            count = num(group, "count", true);
+          } catch (err) {
+            c.problems.push({ signal: sel.name, reason: `MuxGroup ${(err as Error).message}` });
+          }
+          if (count === undefined) {
+            c.problems.push({ signal: sel.name, reason: `MuxGroup at line ${group.line} has no count` });
+            continue;
+          }
+          for (const sn of kids(group, "Signal")) {
+            const s = read(sn, false);
+            if (s) add({ ...s, muxedBy: { selector: sel.name, values: [count] } });
+          }
+        }
+      }
+      for (const sn of kids(msg, "Signal")) {
+        const s = read(sn, false);
+        if (s) add(s);
+      }
+      let length: number | undefined;
+      try {
+        length = msg.attrs.length === "auto" ? undefined : num(msg, "length", true);
+      } catch (err) {
+        c.problems.push({ signal: undefined, reason: (err as Error).message });
+      }
+      if (length === undefined) {
+        // "auto" or absent: the smallest frame that holds every signal
+        const last = Math.max(-1, ...signals.flatMap((s) => signalBits(s)));
+        const bytes = (last >> 3) + 1;
+        length = bytes <= 8 ? bytes : (FD_LENGTHS.find((l) => l >= bytes) ?? bytes);
+      }
+      let interval: number | undefined;
+      try {
+        interval = num(msg, "interval", true);
+      } catch (err) {
+        c.problems.push({ signal: undefined, reason: (err as Error).message });
+      }
+      c.def = {
+        name,
+        id: c.id,
+        extended: c.extended,
+        fd: length > 8,
+        length,
+        ...(interval ? { cycleTimeMs: interval } : {}),
+        signals: signals.map(({ min, max, labels, muxedBy, ...s }) => ({
+          ...s,
+          ...(min === undefined ? {} : { min }),
+          ...(max === undefined ? {} : { max }),
+          ...(labels ? { labels } : {}),
+          ...(muxedBy ? { muxedBy } : {}),
         })),
       };
-      const parsed = messageDefSchema.safeParse(candidate);
-      if (!parsed.success) {
-        for (const i of parsed.error.issues) {
-          const [first, idx, ...rest] = i.path;
-          const at =
-            first === "signals" && typeof idx === "number"
-              ? ` > Signal "${candidate.signals[idx]?.name ?? idx}"${rest.length ? `: ${rest.join(".")}` : ""}`
-              : `: ${i.path.join(".")}`;
-          problems.push(`${where}${at}: ${i.message}`);
-        }
-        return;
-      }
-      const msg = parsed.data;
-      for (const s of msg.signals) {
-        const end = s.littleEndian ? s.offset + s.length : s.offset + s.length;
-        if (end > msg.length * 8)
-          problems.push(
-            `${where} > Signal "${s.name}": bits ${s.offset}..${end - 1} exceed length ${msg.length} bytes`,
-          );
-      }
-      const dup = seenIds.get(msg.id);
-      if (dup) problems.push(`${where}: id 0x${msg.id.toString(16)} already used by "${dup}"`);
-      if (seenNames.has(msg.name)) problems.push(`${where}: duplicate message name`);
-      seenIds.set(msg.id, msg.name);
-      seenNames.add(msg.name);
-      messages.push(msg);
-    });
+    }
   }
-  if (problems.length) throw new ConfigError(`invalid CAN database\n${problems.join("\n")}`);
-  return { file, messages };
-}
-
-/** One signal as the decoder uses it; sensorId 0 = no sensor maps it. */
-export interface TableSignal {
-  name: string;
-  offset: number;
-  length: number;
-  littleEndian: boolean;
-  signed: boolean;
-  slope: number;
-  /** When 1/slope is an integer, raw / divisor is the correctly rounded decimal (0.01 → 100). */
-  divisor: number;
-  intercept: number;
-  sensorId: number;
-  /** stored value = decoded physical value + calibration_offset (site file). */
-  calibration: number;
-  sensorName: string;
-}
-
-export interface TableMessage {
-  name: string;
-  id: number;
-  length: number;
-  signals: TableSignal[];
-  /** Number of signals that map to a sensor; 0 = frames of this message are dead letters. */
-  mapped: number;
-}
-
-/** The join of CAN database and site file: arbitration id → message → signals → sensors. */
-export interface DecodeTable {
-  messages: Record<number, TableMessage>;
-  /** Content hash of the sensor mapping; changes when the site changes. */
-  version: string;
-}
-
-export interface DecodeTableResult {
-  table: DecodeTable;
-  /** KCD signals no sensor maps (decoded, not stored). */
-  unmapped: string[];
-}
-
-function divisorOf(slope: number): number {
-  if (Math.abs(slope) >= 1) return 0;
-  const inv = 1 / slope;
-  const r = Math.round(inv);
-  return Math.abs(inv - r) < 1e-9 * Math.abs(inv) ? r : 0;
-}
-
-/**
- * Join the CAN database with the site file. Every sensor's signal must exist in
- * the KCD (ConfigError naming the site file and the sensor's path otherwise);
- * KCD signals without a sensor are returned as warnings.
- */
-export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): DecodeTableResult {
-  const bySignal = new Map<string, { id: number; calibration: number; name: string }>();
-  const problems: string[] = [];
-  const known = new Set(db.messages.flatMap((m) => m.signals.map((s) => `${m.name}.${s.name}`)));
-  site.devices.forEach((d, di) => {
-    d.sensors.forEach((s, si) => {
-      if (!known.has(s.signal))
-        problems.push(`${siteFile}: devices.${di}.sensors.${si}.signal: "${s.signal}" is not a signal of ${db.file}`);
-      bySignal.set(s.signal, { id: s.id, calibration: s.calibration_offset, name: s.name });
-    });
-  });
-  if (problems.length) throw new ConfigError(`site file and CAN database disagree\n${problems.join("\n")}`);
-  const messages: Record<number, TableMessage> = {};
-  const unmapped: string[] = [];
-  for (const m of db.messages) {
-    let mapped = 0;
-    const signals = m.signals.map((s): TableSignal => {
-      const sensor = bySignal.get(`${m.name}.${s.name}`);
-      if (sensor) mapped++;
-      else unmapped.push(`${m.name}.${s.name}`);
-      return {
-        name: s.name,
-        offset: s.offset,
-        length: s.length,
-        littleEndian: s.littleEndian,
-        signed: s.signed,
-        slope: s.slope,
-        divisor: divisorOf(s.slope),
-        intercept: s.intercept,
-        sensorId: sensor?.id ?? 0,
-        calibration: sensor?.calibration ?? 0,
-        sensorName: sensor?.name ?? "",
-      };
-    });
-    messages[m.id] = { name: m.name, id: m.id, length: m.length, signals, mapped };
-  }
-  const version = JSON.stringify([...bySignal.entries()].sort());
-  return { table: { messages, version: hashString(version) }, unmapped };
-}
-
-function hashString(s: string): string {
-  // FNV-1a, enough to notice a changed mapping.
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0).toString(16);
+  return out;
 }

@@ -2,19 +2,22 @@ import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { ConfigError } from "../runtime/errors.js";
 import { type CanFrame, type FrameSource, isoMicros, toHex } from "./frame.js";
+import { FD_LENGTHS } from "./model.js";
 
 // Replay of `candump -l` logs: lines "(1700000000.123456) can0 101#0A1B2C3D".
-// Classic frames only (standard 3-digit or extended 8-digit hex ids, 0–8 data
-// bytes); remote frames ("123#R") carry no data and are skipped; CAN FD
-// ("123##…") and anything else is an error naming the file and line. The
-// logged time becomes the receive time. Speed 0 = as fast as possible,
-// 1 = the log's own pace.
+// An id of 3 hex digits is an 11-bit id, one of 8 digits a 29-bit id (as
+// candump writes them: 0A0 and 000000A0 are different frames). Classic frames
+// carry 0–8 data bytes; CAN FD frames are "123##<flags><data>" (one hex digit
+// of flags, then up to 64 bytes of a CAN FD payload size). Remote frames
+// ("123#R") carry no data and are skipped; anything else is an error naming
+// the file and line. The logged time becomes the receive time. Speed 0 = as
+// fast as possible, 1 = the log's own pace.
 
 export class ReplayError extends ConfigError {
   override name = "ReplayError";
 }
 
-const LINE = /^\((\d{1,12})\.(\d{1,9})\)\s+(\S+)\s+([0-9A-Fa-f]{3}|[0-9A-Fa-f]{8})#(R\d?|[0-9A-Fa-f]*)$/;
+const LINE = /^\((\d{1,12})\.(\d{1,9})\)\s+(\S+)\s+([0-9A-Fa-f]{3}|[0-9A-Fa-f]{8})#(R\d?|#[0-9A-Fa-f]+|[0-9A-Fa-f]*)$/;
 
 /** Parse one log line; null for blank lines and remote frames. Throws ReplayError with file:line. */
 export function parseCandumpLine(line: string, lineNo: number, file: string): CanFrame | null {
@@ -24,10 +27,24 @@ export function parseCandumpLine(line: string, lineNo: number, file: string): Ca
   if (!m) throw new ReplayError(`${file}:${lineNo}: not a candump -l line: ${JSON.stringify(text.slice(0, 80))}`);
   const [, sec, frac, iface, idHex, dataHex] = m as unknown as [string, string, string, string, string, string];
   if (dataHex.startsWith("R")) return null;
-  if (dataHex.length % 2 !== 0 || dataHex.length > 16)
-    throw new ReplayError(`${file}:${lineNo}: data must be 0-8 bytes of hex, got "${dataHex}"`);
+  const fd = dataHex.startsWith("#");
+  // CAN FD: "#" then one hex digit of flags (BRS, ESI), then the payload
+  const payload = fd ? dataHex.slice(2) : dataHex;
+  if (
+    payload.length % 2 !== 0 ||
+    (fd ? !(FD_LENGTHS as readonly number[]).includes(payload.length / 2) : payload.length > 16)
+  )
+    throw new ReplayError(
+      fd
+        ? `${file}:${lineNo}: CAN FD data must be a CAN FD payload size (${FD_LENGTHS.join(", ")} bytes) of hex, got "${payload}"`
+        : `${file}:${lineNo}: data must be 0-8 bytes of hex, got "${dataHex}"`,
+    );
+  const id = Number.parseInt(idHex, 16);
+  const ext = idHex.length === 8;
+  if (ext && id > 0x1fffffff) throw new ReplayError(`${file}:${lineNo}: ${idHex} is not a 29-bit id`);
+  if (!ext && id > 0x7ff) throw new ReplayError(`${file}:${lineNo}: ${idHex} is not an 11-bit id`);
   const us = Number(sec) * 1_000_000 + Number(frac.padEnd(6, "0").slice(0, 6));
-  return { ts: isoMicros(us), id: Number.parseInt(idHex, 16), data: Buffer.from(dataHex, "hex"), iface };
+  return { ts: isoMicros(us), id, ext, fd, data: Buffer.from(payload, "hex"), iface };
 }
 
 /** One log line for a frame, in `candump -l` format (the writer the round-trip test uses). */
@@ -36,9 +53,11 @@ export function formatCandumpLine(f: CanFrame): string {
   const us = Number(f.ts.slice(23, 26));
   const sec = Math.floor(ms / 1000);
   const frac = String((ms - sec * 1000) * 1000 + us).padStart(6, "0");
-  const id =
-    f.id > 0x7ff ? f.id.toString(16).toUpperCase().padStart(8, "0") : f.id.toString(16).toUpperCase().padStart(3, "0");
-  return `(${sec}.${frac}) ${f.iface} ${id}#${toHex(f.data)}`;
+  const id = f.id
+    .toString(16)
+    .toUpperCase()
+    .padStart(f.ext ? 8 : 3, "0");
+  return `(${sec}.${frac}) ${f.iface} ${id}#${f.fd ? "#0" : ""}${toHex(f.data)}`;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,7 +1,7 @@
 import type { Site } from "../../db/site.js";
-import { encodeSignal } from "./codec.js";
+import { encodeRaw, encodeSignal, physicalLimits } from "./codec.js";
 import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
-import type { DecodeTable, TableMessage } from "./kcd.js";
+import type { DecodeTable, TableMessage, TableSignal } from "./table.js";
 
 // The simulator: for every message of the CAN database that carries a sensor
 // of the site file, one frame per simulated second, so every sensor reports
@@ -9,8 +9,11 @@ import type { DecodeTable, TableMessage } from "./kcd.js";
 // from the room's targets (a room without a target temperature is treated as
 // outdoors: colder, wider swing) plus a little deterministic noise. The signal
 // *kind* (temperature, rh, co2 …) is recognised from the signal name; unknown
-// signals get a gentle curve inside their KCD min/max. No node or sensor list
-// is written here: another site + KCD simulate without code changes.
+// signals get a gentle curve inside their physical range. A multiplexed
+// message is sent once per multiplexer value its sensors need, so every
+// sensor still reports once a second. Frames keep the message's id kind
+// (11/29-bit) and CAN FD flag. No node or sensor list is written here:
+// another site + CAN database (KCD or DBC) simulate without code changes.
 
 export interface SimOptions {
   table: DecodeTable;
@@ -102,18 +105,39 @@ function signalValue(name: string, s: RoomState, lo: number, hi: number, epochS:
 function messageRooms(
   table: DecodeTable,
   site: Site,
-): Map<number, { room: Site["rooms"][number] | undefined; salt: number }> {
+): Map<TableMessage, { room: Site["rooms"][number] | undefined; salt: number }> {
   const roomOfSensor = new Map<number, { room: Site["rooms"][number] | undefined; salt: number }>();
   for (const d of site.devices) {
     const room = site.rooms.find((r) => r.id === d.room_id);
     for (const s of d.sensors) roomOfSensor.set(s.id, { room, salt: d.node_id });
   }
-  const out = new Map<number, { room: Site["rooms"][number] | undefined; salt: number }>();
+  const out = new Map<TableMessage, { room: Site["rooms"][number] | undefined; salt: number }>();
   for (const m of Object.values(table.messages)) {
     const first = m.signals.find((s) => s.sensorId);
-    if (first) out.set(m.id, roomOfSensor.get(first.sensorId) ?? { room: undefined, salt: m.id });
+    if (first) out.set(m, roomOfSensor.get(first.sensorId) ?? { room: undefined, salt: m.id });
   }
   return out;
+}
+
+/** The frames one message needs so that each of its sensors is carried: one per multiplexer choice. */
+function variants(m: TableMessage): { selectors: Map<number, number>; signals: TableSignal[] }[] {
+  const groups = new Map<string, { selectors: Map<number, number>; signals: TableSignal[] }>();
+  for (const s of m.signals) {
+    if (!s.sensorId) continue;
+    const selectors = new Map<number, number>();
+    for (let cur: TableSignal | undefined = s; cur && cur.mux >= 0; cur = m.signals[cur.mux])
+      selectors.set(cur.mux, cur.muxValues[0]!);
+    const key = JSON.stringify([...selectors].sort((a, b) => a[0] - b[0]));
+    const g = groups.get(key) ?? { selectors, signals: [] };
+    g.signals.push(s);
+    groups.set(key, g);
+  }
+  // signals outside the multiplexing are in every frame, as a real node sends them
+  const plain = groups.get("[]");
+  if (!plain || groups.size === 1) return [...groups.values()];
+  groups.delete("[]");
+  for (const g of groups.values()) g.signals.unshift(...plain.signals);
+  return [...groups.values()];
 }
 
 /** All frames of simulated second `k` (k = 0 is startMs). Deterministic. */
@@ -123,23 +147,32 @@ export function simulatedSecond(opts: SimOptions, k: number, rooms = messageRoom
   const msgs: TableMessage[] = Object.values(opts.table.messages).filter((m) => m.mapped > 0);
   const frames: CanFrame[] = [];
   const states = new Map<number, RoomState>();
-  msgs.forEach((m, idx) => {
-    const r = rooms.get(m.id);
+  let idx = 0;
+  for (const m of msgs) {
+    const r = rooms.get(m);
     const salt = r?.salt ?? m.id;
     let st = states.get(salt);
     if (!st) {
       st = roomState(r?.room, epochS, salt);
       states.set(salt, st);
     }
-    const data = new Uint8Array(m.length);
-    for (const s of m.signals) {
-      const v = signalValue(s.name, st, 0, 100, epochS);
-      encodeSignal(data, s, v - s.calibration);
+    for (const v of variants(m)) {
+      const data = new Uint8Array(m.length);
+      for (const [sel, raw] of v.selectors) encodeRaw(data, m.signals[sel]!, raw);
+      for (const s of v.signals) {
+        const lo = Number.isFinite(s.min) ? s.min : 0;
+        const hi = Number.isFinite(s.max) ? s.max : 100;
+        const limits = physicalLimits(s);
+        // a plausible value inside the signal's range, so the simulator never produces out_of_range
+        const want = Math.min(hi, Math.max(lo, signalValue(s.name, st, lo, hi, epochS))) - s.calibration;
+        encodeSignal(data, s, Math.min(limits.hi, Math.max(limits.lo, want)));
+      }
+      // frames of one second spread over it (ms offsets + varying µs), in bus order
+      const us = epochMs * 1000 + idx * 2_000 + ((k * 37 + idx * 101) % 1000);
+      frames.push({ ts: isoMicros(us), id: m.id, ext: m.extended, fd: m.fd, data, iface: opts.iface });
+      idx++;
     }
-    // frames of one second spread over it (ms offsets + varying µs), in bus order
-    const us = epochMs * 1000 + idx * 2_000 + ((k * 37 + idx * 101) % 1000);
-    frames.push({ ts: isoMicros(us), id: m.id, data, iface: opts.iface });
-  });
+  }
   return frames;
 }
 

@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
 
 // SocketCAN through the socketcan package: a raw channel with kernel receive
-// timestamps. This sandbox has no CAN support in its kernel, so this path is
+// timestamps, in CAN FD mode (classic and FD frames, 11- and 29-bit ids). This sandbox has no CAN support in its kernel, so this path is
 // not exercised by the tests (opening the channel fails and `auto` falls back
 // to the simulator).
 
@@ -33,7 +33,10 @@ export function socketcanSource(iface: string): FrameSource {
   channel.addListener("onMessage", (m) => {
     if (m.rtr || m.err) return;
     const us = m.ts_sec !== undefined ? m.ts_sec * 1_000_000 + (m.ts_usec ?? 0) : Date.now() * 1000;
-    queue.push({ ts: isoMicros(us), id: m.id, data: m.data ?? Buffer.alloc(0), iface });
+    const data = m.data ?? Buffer.alloc(0);
+    // the package opens the socket in CAN FD mode but does not report the FD flag: a payload
+    // over 8 bytes can only be CAN FD; a short FD frame decodes the same as a classic one
+    queue.push({ ts: isoMicros(us), id: m.id, ext: m.ext === true, fd: data.length > 8, data, iface });
     wake?.();
   });
   channel.addListener("onStopped", () => {

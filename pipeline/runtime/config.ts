@@ -25,7 +25,7 @@ export const configSchema = z.object({
   CEA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** The facility layout (rooms, nodes, devices, sensors). */
   CEA_SITE_FILE: z.string().default("ops/site.json"),
-  /** The frame layouts, in KCD. */
+  /** The CAN database (frame layouts): a .kcd or .dbc file, chosen by the extension. */
   CEA_CAN_DB_FILE: z.string().default("ops/cea.kcd"),
 
   // stream contract

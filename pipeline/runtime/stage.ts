@@ -68,7 +68,12 @@ export interface DecodedRows {
   entry: Uint32Array;
   sensor: Int32Array;
   value: Float64Array;
+  /** Index into ROW_STATUS: the row's measurement.status. */
+  status: Uint8Array;
 }
+
+/** measurement.status of a decoded row by its code: NULL = a good reading, out_of_range = outside the CAN database's physical range. */
+export const ROW_STATUS = [null, "out_of_range"] as const;
 
 /** One read batch as it flows through the stages. */
 export interface WorkBatch {

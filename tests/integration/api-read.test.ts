@@ -243,6 +243,24 @@ describe("live values", () => {
     expect(room3.values).toEqual([]);
     expect((await get("/rooms/99/live")).statusCode).toBe(404);
   });
+
+  it("shows a value outside its signal's physical range as status out_of_range; older entries as good readings", async () => {
+    const key = `${api.prefix}live:values`;
+    const time = new Date().toISOString();
+    await api.redis.del(key);
+    await api.redis.hset(key, {
+      "101": JSON.stringify({ value: 327.67, time, name: "dry_bulb_b", status: "out_of_range" }),
+      "102": JSON.stringify({ value: 61.3, time, name: "rh_b", status: null }),
+      "103": JSON.stringify({ value: 20.1, time, name: "wet_bulb_b" }),
+    });
+    const live = (await get("/live")).json();
+    expect(live.unreadable).toEqual([]);
+    expect(live.values.map((v: { sensor_id: number; status: string | null }) => [v.sensor_id, v.status])).toEqual([
+      [101, "out_of_range"],
+      [102, null],
+      [103, null],
+    ]);
+  });
 });
 
 describe("health and OpenAPI", () => {

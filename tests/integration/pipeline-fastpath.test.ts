@@ -2,8 +2,8 @@ import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { queuesAggregates, writeMeasurementsFast } from "../../db/measurements.js";
 import { loadSite } from "../../db/site.js";
-import type { DecodeTable } from "../../pipeline/can/kcd.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import type { DecodeTable } from "../../pipeline/can/table.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
@@ -37,7 +37,7 @@ const decode = (entries: readonly Entry[], format: "text" | "binary") => {
   const p = packFrames(entries);
   return decodePacked({ buf: p.buf, n: p.n, table, format });
 };
-const binaryOf = (out: ReturnType<typeof decode>) => new Uint8Array(out.rowsBuf, out.rowCount * 16, out.binaryLength);
+const binaryOf = (out: ReturnType<typeof decode>) => new Uint8Array(out.rowsBuf, out.binaryOffset, out.binaryLength);
 
 /** Distinct (sensor, hour) pairs as "sensor|epoch seconds" keys. */
 async function queued(): Promise<string[]> {

@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import pg from "pg";
 import { inject } from "vitest";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
-import type { DecodeTable } from "../../pipeline/can/kcd.js";
+import type { DecodeTable } from "../../pipeline/can/table.js";
 import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";

@@ -1,8 +1,8 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import type { DecodeTable } from "../../pipeline/can/kcd.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import type { DecodeTable } from "../../pipeline/can/table.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";

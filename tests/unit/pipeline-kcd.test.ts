@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
 import { encodeSignal } from "../../pipeline/can/codec.js";
 import { isoMicros } from "../../pipeline/can/frame.js";
-import { buildDecodeTable, loadCanDb } from "../../pipeline/can/kcd.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { buildDecodeTable } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { decodeFrame, decodePacked, expectedRows, packFrames, unpackRows } from "../../stages/decode.js";
@@ -122,7 +123,7 @@ describe("CAN database ops/cea.kcd", () => {
   });
 });
 
-describe("bad CAN database or site file stops start-up naming the file and element", () => {
+describe("a bad CAN database or site file is refused naming the file and element", () => {
   const dir = tmpdir();
   it("malformed XML", () => {
     const f = join(dir, `bad-${process.pid}.kcd`);
@@ -136,7 +137,12 @@ describe("bad CAN database or site file stops start-up naming the file and eleme
       f,
       `<NetworkDefinition><Bus name="b"><Message id="0x10" name="M" length="2"><Signal name="s" offset="8" length="16"/></Message></Bus></NetworkDefinition>`,
     );
-    expect(() => loadCanDb(f)).toThrow(/Message\[0\] "M" > Signal "s": bits 8..23 exceed length 2 bytes/);
+    // only that message is refused, naming file, line, message, signal and why
+    const db = loadCanDb(f);
+    expect(db.messages).toEqual([]);
+    expect(db.refused.map((r) => r.text)).toEqual([
+      `${f}:1: Bus "b": message "M" 0x010 (11-bit): signal "s": its bits reach bit 23 (byte 2) but the message has 2 bytes`,
+    ]);
   });
   it("a site sensor whose signal is not in the KCD", async () => {
     const site = await loadSite(siteFile);
@@ -164,8 +170,8 @@ describe("decode output formats", () => {
     expect(bin.rowCount).toBe(200);
     expect(bin.copyText).toBe("");
     expect(bin.buckets).toEqual(text.buckets);
-    const v = new DataView(bin.rowsBuf, bin.rowCount * 16, bin.binaryLength);
-    expect(Buffer.from(bin.rowsBuf, bin.rowCount * 16, 11).toString("latin1")).toBe("PGCOPY\n\xff\r\n\0");
+    const v = new DataView(bin.rowsBuf, bin.binaryOffset, bin.binaryLength);
+    expect(Buffer.from(bin.rowsBuf, bin.binaryOffset, 11).toString("latin1")).toBe("PGCOPY\n\xff\r\n\0");
     expect([v.getInt32(11), v.getInt32(15)]).toEqual([0, 0]);
     const lines: string[] = [];
     let o = 19;

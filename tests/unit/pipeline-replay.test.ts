@@ -21,6 +21,8 @@ describe("candump -l replay", () => {
     expect(f).toEqual({
       ts: "2023-11-14T22:13:20.123456Z",
       id: 0x101,
+      ext: false,
+      fd: false,
       data: Buffer.from("0A1B2C3D", "hex"),
       iface: "can0",
     });
@@ -41,7 +43,11 @@ describe("candump -l replay", () => {
     expect(err).toBeInstanceOf(ReplayError);
     expect((err as Error).message).toBe(`${file}:3: data must be 0-8 bytes of hex, got "0"`);
     expect(() => parseCandumpLine("(17.1) can0 12345#00", 9, "y.log")).toThrow(/^y\.log:9: not a candump -l line/);
-    expect(() => parseCandumpLine("(1700000000.000000) can0 101##100", 7, "y.log")).toThrow(/^y\.log:7: /);
+    // CAN FD payloads come in fixed sizes: 9 bytes is none of them
+    expect(() => parseCandumpLine("(1700000000.000000) can0 101##1000000000000000000", 7, "y.log")).toThrow(
+      /^y\.log:7: CAN FD data must be a CAN FD payload size/,
+    );
+    expect(() => parseCandumpLine("(1700000000.000000) can0 801#00", 8, "y.log")).toThrow(/801 is not an 11-bit id/);
   });
 
   it("round-trips simulator frames through the writer and the parser", async () => {

@@ -36,6 +36,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
         name: entry.data.name,
         value: entry.data.value,
         time: entry.data.time,
+        status: entry.data.status ?? null,
         age_s: Math.round(age * 1000) / 1000,
         stale: age > staleAfter,
       });
