@@ -57,7 +57,9 @@ const REFRESH_WORK = `WITH w AS (
               ELSE time_bucket(INTERVAL '1 hour', $2::timestamptz - $3::interval) END AS due,
          _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark($4::int)) AS done
 )
-SELECT ${iso("w.due")} AS due, ${iso("w.done")} AS done, w.done >= w.due AS reached,
+SELECT ${iso("w.due")} AS due,
+       -- an aggregate with nothing materialized has its watermark at the start of time
+       CASE WHEN w.done > '1900-01-01' THEN ${iso("w.done")} END AS done, w.done >= w.due AS reached,
        EXISTS (SELECT 1 FROM measurement m WHERE m.time >= w.done AND m.time < w.due
                AND m.status IS DISTINCT FROM 'out_of_range') AS behind
 FROM w`;
@@ -80,22 +82,21 @@ async function judge(db: Queryable, j: JobRow, owner: boolean): Promise<Pick<Fai
     case "policy_refresh_continuous_aggregate": {
       if (j.target !== "measurement_hourly" && j.target !== "measurement_daily")
         return { work_done: null, work: `${j.target ?? "?"} is not one of the platform's aggregates` };
-      const { rows } = await db.query<{ due: string; done: string; reached: boolean; behind: boolean }>(REFRESH_WORK, [
-        j.target,
-        j.last_run,
-        str("end_offset") ?? "0",
-        Number(cfg.mat_hypertable_id),
-      ]);
+      const { rows } = await db.query<{ due: string; done: string | null; reached: boolean; behind: boolean }>(
+        REFRESH_WORK,
+        [j.target, j.last_run, str("end_offset") ?? "0", Number(cfg.mat_hypertable_id)],
+      );
       const r = rows[0];
       if (!r) return { work_done: null, work: "its watermark could not be read" };
+      const upTo = r.done ? `materialized up to ${r.done}` : "materialized nowhere yet";
       if (r.reached || !r.behind)
         return {
           work_done: true,
-          work: `${j.target} is materialized up to ${r.done}${r.reached ? `, as far as its last run had to go (${r.due})` : `; no readings between there and ${r.due}, where its last run had to go`}`,
+          work: `${j.target} is ${upTo}${r.reached ? `, as far as its last run had to go (${r.due})` : `; no readings between there and ${r.due}, where its last run had to go`}`,
         };
       return {
         work_done: false,
-        work: `${j.target} is materialized only up to ${r.done}, its last run had to go to ${r.due}, and readings in between wait (real-time aggregation still shows them)`,
+        work: `${j.target} is ${r.done ? `materialized only up to ${r.done}` : "materialized nowhere yet"}, its last run had to go to ${r.due}, and the readings in between wait (real-time aggregation still shows them)`,
       };
     }
     case "policy_compression":
