@@ -381,7 +381,8 @@ BEGIN
   GROUP BY x.day, x.sensor_id;
   GET DIAGNOSTICS a = ROW_COUNT;
   INSERT INTO measurement_daily (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
-  SELECT x.day, x.sensor_id, min(m.value), max(m.value), avg(m.value::numeric)::double precision, count(*)
+  SELECT x.day, x.sensor_id, min(m.value), max(m.value),
+         sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM pg_temp.cea_days x
   JOIN measurement m ON m.sensor_id = x.sensor_id AND m.time >= x.day AND m.time < x.next_day
   WHERE NOT (time_bucket(INTERVAL '1 hour', x.day) = x.day AND time_bucket(INTERVAL '1 hour', x.next_day) = x.next_day)
@@ -395,8 +396,9 @@ $$;
 
 -- Recompute the (sensor, hour) buckets in pg_temp.cea_touched, then every local
 -- day that holds one. A UTC day (one chunk) with many touched hours, a bulk
--- load, is recomputed by one scan of that day; a few touched hours by index
--- probes of each hour. Readings with status out_of_range are left out.
+-- load, is recomputed whole, by one scan of that day (the hours not touched
+-- come out as they were); a few touched hours by index probes of each hour.
+-- Readings with status out_of_range are left out.
 CREATE OR REPLACE FUNCTION cea_recompute_touched() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -405,25 +407,27 @@ DECLARE
   bulk bigint := greatest(24, 6 * (SELECT count(*) FROM sensor));
   d timestamptz;
 BEGIN
-  EXECUTE 'ANALYZE pg_temp.cea_touched';
-  DELETE FROM measurement_hourly h USING pg_temp.cea_touched t
-  WHERE h.sensor_id = t.sensor_id AND h.bucket = t.bucket;
   PERFORM cea_temp_table('cea_touched_day', 'day timestamptz, n bigint');
   INSERT INTO pg_temp.cea_touched_day
   SELECT time_bucket(INTERVAL '1 day', bucket), count(*) FROM pg_temp.cea_touched GROUP BY 1;
+  EXECUTE 'ANALYZE pg_temp.cea_touched_day';
+  DELETE FROM measurement_hourly h USING pg_temp.cea_touched t, pg_temp.cea_touched_day x
+  WHERE h.sensor_id = t.sensor_id AND h.bucket = t.bucket
+    AND x.day = time_bucket(INTERVAL '1 day', t.bucket) AND x.n < bulk;
   FOR d IN SELECT day FROM pg_temp.cea_touched_day WHERE n >= bulk ORDER BY day LOOP
+    -- (the queue holds no hour before the horizon, which is a UTC midnight: the whole day is after it)
+    DELETE FROM measurement_hourly WHERE bucket >= d AND bucket < d + INTERVAL '1 day';
     EXECUTE $q$
       INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
       SELECT time_bucket(INTERVAL '1 hour', m.time), m.sensor_id, min(m.value), max(m.value),
-             avg(m.value::numeric)::double precision, count(*)
+             sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
       FROM measurement m
       WHERE m.time >= $1 AND m.time < $1 + INTERVAL '1 day' AND m.status IS DISTINCT FROM 'out_of_range'
-        AND (m.sensor_id, time_bucket(INTERVAL '1 hour', m.time)) IN
-            (SELECT sensor_id, bucket FROM pg_temp.cea_touched WHERE bucket >= $1 AND bucket < $1 + INTERVAL '1 day')
       GROUP BY 1, 2 $q$ USING d;
   END LOOP;
   INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
-  SELECT t.bucket, t.sensor_id, min(m.value), max(m.value), avg(m.value::numeric)::double precision, count(*)
+  SELECT t.bucket, t.sensor_id, min(m.value), max(m.value),
+         sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM pg_temp.cea_touched t
   JOIN pg_temp.cea_touched_day x ON x.day = time_bucket(INTERVAL '1 day', t.bucket) AND x.n < bulk
   JOIN measurement m ON m.sensor_id = t.sensor_id AND m.time >= t.bucket AND m.time < t.bucket + INTERVAL '1 hour'
@@ -485,7 +489,7 @@ BEGIN
   DELETE FROM measurement_hourly WHERE bucket >= lo AND bucket < hi;
   INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
   SELECT time_bucket(INTERVAL '1 hour', time), sensor_id, min(value), max(value),
-         avg(value::numeric)::double precision, count(*)
+         sum(value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM measurement
   WHERE time >= lo AND time < hi AND status IS DISTINCT FROM 'out_of_range'
   GROUP BY 1, 2;
@@ -616,7 +620,7 @@ BEGIN
            sensor_id,
            min(value) AS min_value,
            max(value) AS max_value,
-           avg(value::numeric)::double precision AS avg_value,
+           sum(value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40) AS avg_value,
            count(*) AS sample_count
     FROM measurement
     WHERE status IS DISTINCT FROM 'out_of_range'
@@ -821,5 +825,5 @@ CREATE TABLE IF NOT EXISTS cea_schema_migration (
 INSERT INTO cea_schema_migration (version, name, checksum) VALUES
   (1, 'baseline', '20ba9942533f0647550b6584eb8faebf15978c575bf2c7a2218562dbbc61441e'),
   (2, 'roles', 'd66cffce92de2e8adf150e54fb704fe91bcd10ec43bf9fbb00ae4109cba7d1f2'),
-  (3, 'facility_local_days', '109d35b1ac2d4aca3cff8e64016e467bd557cb7e0db42b8fae1d4acf70870e07')
+  (3, 'facility_local_days', 'b31666750396fe1929fbcb40ec880f789a8d3d1a1d511cb3c0c00f07c0875433')
 ON CONFLICT (version) DO NOTHING;

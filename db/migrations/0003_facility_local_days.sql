@@ -8,8 +8,11 @@
 --   so a zone change re-creates measurement_daily (Community) or recomputes it
 --   (Apache).
 -- * Readings with status out_of_range are left out of both aggregates.
--- * avg is computed in numeric: a float8 sum of readings near ±1.8e308 would
---   overflow and stop every refresh.
+-- * The mean is the sum of the readings scaled by 2^-40, over the count, scaled
+--   back: the same value as avg() for every reading of magnitude above 1e-290
+--   (scaling by a power of two is exact), but a sum of readings near ±1.8e308
+--   no longer overflows (which stopped every later refresh); below 1e-290 the
+--   mean loses precision. min, max and count are exact.
 -- * Refreshes never reach raw rows that retention has dropped, or may be about
 --   to drop (cea_aggregate_horizon()), and the Community refreshes the platform
 --   runs stop at the start of the current bucket (cea_refresh_window()), so the
@@ -18,9 +21,9 @@
 --   for a few touched hours, and days combined from the hourly rows.
 --
 -- An aggregate that is rebuilt here (Community: both, to add the status filter;
--- Apache: the daily table) and holds buckets older than the oldest raw row
--- (retention dropped what they were made from) is kept under the name
--- <aggregate>_kept_<UTC timestamp>, never dropped.
+-- Apache: the daily table) and holds buckets that end before the oldest raw
+-- chunk (retention dropped what they were made from) is kept under the name
+-- <aggregate>_kept_<UTC time>, never dropped.
 
 SET client_min_messages = warning;
 
@@ -143,7 +146,8 @@ BEGIN
   GROUP BY x.day, x.sensor_id;
   GET DIAGNOSTICS a = ROW_COUNT;
   INSERT INTO measurement_daily (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
-  SELECT x.day, x.sensor_id, min(m.value), max(m.value), avg(m.value::numeric)::double precision, count(*)
+  SELECT x.day, x.sensor_id, min(m.value), max(m.value),
+         sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM pg_temp.cea_days x
   JOIN measurement m ON m.sensor_id = x.sensor_id AND m.time >= x.day AND m.time < x.next_day
   WHERE NOT (time_bucket(INTERVAL '1 hour', x.day) = x.day AND time_bucket(INTERVAL '1 hour', x.next_day) = x.next_day)
@@ -157,8 +161,9 @@ $$;
 
 -- Recompute the (sensor, hour) buckets in pg_temp.cea_touched, then every local
 -- day that holds one. A UTC day (one chunk) with many touched hours, a bulk
--- load, is recomputed by one scan of that day; a few touched hours by index
--- probes of each hour. Readings with status out_of_range are left out.
+-- load, is recomputed whole, by one scan of that day (the hours not touched
+-- come out as they were); a few touched hours by index probes of each hour.
+-- Readings with status out_of_range are left out.
 CREATE OR REPLACE FUNCTION cea_recompute_touched() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -167,25 +172,27 @@ DECLARE
   bulk bigint := greatest(24, 6 * (SELECT count(*) FROM sensor));
   d timestamptz;
 BEGIN
-  EXECUTE 'ANALYZE pg_temp.cea_touched';
-  DELETE FROM measurement_hourly h USING pg_temp.cea_touched t
-  WHERE h.sensor_id = t.sensor_id AND h.bucket = t.bucket;
   PERFORM cea_temp_table('cea_touched_day', 'day timestamptz, n bigint');
   INSERT INTO pg_temp.cea_touched_day
   SELECT time_bucket(INTERVAL '1 day', bucket), count(*) FROM pg_temp.cea_touched GROUP BY 1;
+  EXECUTE 'ANALYZE pg_temp.cea_touched_day';
+  DELETE FROM measurement_hourly h USING pg_temp.cea_touched t, pg_temp.cea_touched_day x
+  WHERE h.sensor_id = t.sensor_id AND h.bucket = t.bucket
+    AND x.day = time_bucket(INTERVAL '1 day', t.bucket) AND x.n < bulk;
   FOR d IN SELECT day FROM pg_temp.cea_touched_day WHERE n >= bulk ORDER BY day LOOP
+    -- (the queue holds no hour before the horizon, which is a UTC midnight: the whole day is after it)
+    DELETE FROM measurement_hourly WHERE bucket >= d AND bucket < d + INTERVAL '1 day';
     EXECUTE $q$
       INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
       SELECT time_bucket(INTERVAL '1 hour', m.time), m.sensor_id, min(m.value), max(m.value),
-             avg(m.value::numeric)::double precision, count(*)
+             sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
       FROM measurement m
       WHERE m.time >= $1 AND m.time < $1 + INTERVAL '1 day' AND m.status IS DISTINCT FROM 'out_of_range'
-        AND (m.sensor_id, time_bucket(INTERVAL '1 hour', m.time)) IN
-            (SELECT sensor_id, bucket FROM pg_temp.cea_touched WHERE bucket >= $1 AND bucket < $1 + INTERVAL '1 day')
       GROUP BY 1, 2 $q$ USING d;
   END LOOP;
   INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
-  SELECT t.bucket, t.sensor_id, min(m.value), max(m.value), avg(m.value::numeric)::double precision, count(*)
+  SELECT t.bucket, t.sensor_id, min(m.value), max(m.value),
+         sum(m.value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM pg_temp.cea_touched t
   JOIN pg_temp.cea_touched_day x ON x.day = time_bucket(INTERVAL '1 day', t.bucket) AND x.n < bulk
   JOIN measurement m ON m.sensor_id = t.sensor_id AND m.time >= t.bucket AND m.time < t.bucket + INTERVAL '1 hour'
@@ -247,7 +254,7 @@ BEGIN
   DELETE FROM measurement_hourly WHERE bucket >= lo AND bucket < hi;
   INSERT INTO measurement_hourly (bucket, sensor_id, min_value, max_value, avg_value, sample_count)
   SELECT time_bucket(INTERVAL '1 hour', time), sensor_id, min(value), max(value),
-         avg(value::numeric)::double precision, count(*)
+         sum(value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40), count(*)
   FROM measurement
   WHERE time >= lo AND time < hi AND status IS DISTINCT FROM 'out_of_range'
   GROUP BY 1, 2;
@@ -378,7 +385,7 @@ BEGIN
            sensor_id,
            min(value) AS min_value,
            max(value) AS max_value,
-           avg(value::numeric)::double precision AS avg_value,
+           sum(value * power(2::double precision, -40)) / count(*) * power(2::double precision, 40) AS avg_value,
            count(*) AS sample_count
     FROM measurement
     WHERE status IS DISTINCT FROM 'out_of_range'
