@@ -1,14 +1,18 @@
+import { encodeBinaryCopy } from "../db/copy-binary.js";
 import { loadSite } from "../db/site.js";
 import type { CanFrame } from "../pipeline/can/frame.js";
 import { simulatedSecond } from "../pipeline/can/simulator.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
-import { decodePacked, packFrames } from "../stages/decode.js";
-import { loadDecodeTable } from "../stages/resolve-sensor.js";
+import type { Batch } from "../pipeline/runtime/stage.js";
+import { packEntries } from "../stages/decode/pack.js";
+import { decodePacked, unpackSignals } from "../stages/decode/signals.js";
+import { loadDecodeTable, resolveReadings } from "../stages/resolve-sensor.js";
 import type { Bench, BenchRow } from "./lib.js";
 
 // The decode microbench: the worker's decode of a read batch (pack the stream
 // fields into one buffer, find each frame's message by id and extended flag,
-// decode its mapped signals, build the binary COPY rows), on one thread, no
+// decode its mapped signals), resolve-sensor (readings) and the writer's
+// binary COPY encoding, on one thread, no
 // database and no Redis. Cases, each on simulated frames of its own database:
 //   - the facility's KCD (ops/cea.kcd: 16-bit little-endian integers) — the baseline;
 //   - a vendor DBC (tests/fixtures/greenhouse.dbc: IEEE single and double,
@@ -41,7 +45,7 @@ async function frames(canDbFile: string, siteFile: string, count: number): Promi
   return { entries: entries.slice(0, count), table };
 }
 
-/** Frames/s and measurements/s of pack + decode (binary COPY), best of ROUNDS. */
+/** Frames/s and measurements/s of pack + decode + resolve + binary COPY encoding, best of ROUNDS. */
 function measure(f: Frames): { frames: number; rows: number } {
   let best = Number.POSITIVE_INFINITY;
   let rows = 0;
@@ -49,11 +53,25 @@ function measure(f: Frames): { frames: number; rows: number } {
     rows = 0;
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < f.entries.length; i += BATCH) {
-      const batch = f.entries.slice(i, i + BATCH);
-      const packed = packFrames(batch);
-      const out = decodePacked({ buf: packed.buf, n: packed.n, table: f.table, format: "binary" });
-      if (out.dead.length) throw new Error(`simulated frames dead-lettered: ${out.dead[0]![1]}`);
-      rows += out.rowCount;
+      const fields = f.entries.slice(i, i + BATCH).map((e) => {
+        const l = ["ts", e.ts, "id", String(e.id), "data", e.data];
+        if (e.ext) l.push("ext", e.ext);
+        if (e.fd) l.push("fd", e.fd);
+        return l;
+      });
+      const batch: Batch = {
+        seq: 0,
+        ids: fields.map(() => "0-1"),
+        fields,
+        deliveries: null,
+        dead: new Map(),
+        skip: new Set(),
+      };
+      const out = decodePacked({ ...packEntries(fields, () => false), table: f.table });
+      const readings = resolveReadings(batch, unpackSignals(out, f.table)).rows;
+      if (out.dead.length || batch.dead.size) throw new Error("simulated frames dead-lettered");
+      encodeBinaryCopy(readings);
+      rows += readings.count;
     }
     best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
   }

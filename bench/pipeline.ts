@@ -6,11 +6,18 @@ import { pipeline } from "node:stream/promises";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
+import { encodeBinaryCopy } from "../db/copy-binary.js";
+import { READING_STATUS, type ReadingColumns } from "../db/readings.js";
 import { applySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
+import { isoMicros } from "../pipeline/can/frame.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
-import { decodePacked, expectedRows, packFrames } from "../stages/decode.js";
-import { loadDecodeTable } from "../stages/resolve-sensor.js";
+import type { Batch } from "../pipeline/runtime/stage.js";
+import { packEntries } from "../stages/decode/pack.js";
+import { decodePacked, unpackSignals } from "../stages/decode/signals.js";
+import { expectedRows } from "../stages/expected.js";
+import { resolveReadings } from "../stages/resolve-sensor.js";
+import { loadDecodeTable } from "../stages/sensor-map.js";
 import { type Bench, type BenchRow, percentile } from "./lib.js";
 
 // The ingestion pipeline, measured against its own ceilings in one run:
@@ -116,6 +123,14 @@ function procUsage(pid: number): { cpu: number; hwmMiB: number } | undefined {
   }
 }
 
+/** The readings as COPY text lines (the text ceiling's input). */
+function copyText(rows: ReadingColumns): string {
+  let t = "";
+  for (let r = 0; r < rows.count; r++)
+    t += `${isoMicros(rows.timeUs[r]!)}\t${rows.sensor[r]}\t${rows.value[r]}\t${READING_STATUS[rows.status[r]!] ?? "\\N"}\n`;
+  return t;
+}
+
 const bench: Bench = async (ctx) => {
   const tag = randomBytes(4).toString("hex");
   const prefix = `bench:${tag}:`;
@@ -193,18 +208,21 @@ const bench: Bench = async (ctx) => {
     for (let start = "-"; ; ) {
       const page = await redis.xrange(stream, start, "+", "COUNT", BATCH);
       if (page.length === 0) break;
-      const fr = page.map(([, f]) => {
-        const o: Record<string, string> = {};
-        for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
-        return o;
-      });
-      const packed = packFrames(fr);
-      const out = decodePacked({ buf: packed.buf, n: packed.n, table });
-      if (out.dead.length) throw new Error(`pre-filled stream holds undecodable frames: ${out.dead[0]![1]}`);
-      chunks.push(out.copyText);
-      const bin = decodePacked({ buf: packFrames(fr).buf, n: packed.n, table, format: "binary" });
-      binChunks.push(Buffer.from(bin.rowsBuf, bin.binaryOffset, bin.binaryLength));
-      measurements += out.rowCount;
+      const fields = page.map(([, f]) => f);
+      const batch: Batch = {
+        seq: 0,
+        ids: page.map(([id]) => id),
+        fields,
+        deliveries: null,
+        dead: new Map(),
+        skip: new Set(),
+      };
+      const out = decodePacked({ ...packEntries(fields, () => false), table });
+      const { rows } = resolveReadings(batch, unpackSignals(out, table));
+      if (out.dead.length || batch.dead.size) throw new Error("pre-filled stream holds undecodable frames");
+      chunks.push(copyText(rows));
+      binChunks.push(Buffer.from(encodeBinaryCopy(rows)));
+      measurements += rows.count;
       start = `(${page[page.length - 1]![0]}`;
     }
     Object.assign(params, { frames, measurements });

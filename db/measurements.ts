@@ -2,15 +2,27 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
+import { encodeBinaryCopy, hourBuckets } from "./copy-binary.js";
+import type { Queryable } from "./pool.js";
+import type { ReadingColumns } from "./readings.js";
 
-// The one write path of measurements, shared by the can-worker, the HTTP API and
-// the tools: COPY into a session-local staging table, then one INSERT … ON
-// CONFLICT DO NOTHING on the idempotency key (sensor_id, time). The same
-// statement queues the touched hour buckets for the Apache-edition aggregates,
-// so the mark commits with the rows (see cea_refresh_aggregates()).
+// The module that writes measurements, for the can-worker and the HTTP API
+// (the legacy migration writes with its own set-based statement, db/migrate).
+// Every writer here inserts on the idempotency key (sensor_id, time) and queues
+// the touched hour buckets for the Apache-edition aggregates in the same
+// statement or transaction, so the mark commits with the rows (see
+// cea_refresh_aggregates()). What a caller chooses is what it writes and how a
+// key that is already stored is treated:
+//   - writeMeasurements (rows or COPY text; the API's batch route): staging +
+//     INSERT … ON CONFLICT DO NOTHING; returns the new rows, the caller looks
+//     for stored keys with other values itself;
+//   - insertGroup (the API's group commit): one statement, the first of each
+//     key wins, an outcome per input;
+//   - writeReadings (reading columns; the can-worker): binary COPY straight
+//     into the table, the staging path when a key is already stored.
 //
-// Contract: call inside a transaction the caller owns (BEGIN … COMMIT); the
-// staging table empties itself at commit. Returns the number of new rows.
+// Contract: call inside a transaction the caller owns (BEGIN … COMMIT) unless
+// said otherwise; the staging table empties itself at commit.
 
 export interface MeasurementRow {
   /** ISO 8601 with offset, or a Date. Microseconds survive only as a string. */
@@ -26,17 +38,26 @@ const ENSURE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
   time timestamptz NOT NULL, sensor_id integer NOT NULL, value double precision NOT NULL, status text
 ) ON COMMIT DELETE ROWS`;
 
+/**
+ * The aggregate queue of rows a statement inserted: appended as a CTE after an
+ * `ins AS (INSERT … RETURNING sensor_id, time …)`, so the mark commits with the
+ * rows (Apache edition; cea_refresh_aggregates() takes the marks).
+ */
+const QUEUE_INSERTED = `marked AS (
+  INSERT INTO measurement_agg_pending (sensor_id, bucket)
+  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
+  WHERE cea_timescale_edition() = 'apache'
+)`;
+
 const MERGE = `WITH ins AS (
   INSERT INTO measurement (time, sensor_id, value, status)
   SELECT time, sensor_id, value, status FROM ${STAGING}
   ON CONFLICT (sensor_id, time) DO NOTHING
   RETURNING sensor_id, time
-), marked AS (
-  INSERT INTO measurement_agg_pending (sensor_id, bucket)
-  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
-  WHERE cea_timescale_edition() = 'apache'
-)
+), ${QUEUE_INSERTED}
 SELECT count(*)::int AS inserted FROM ins`;
+
+const ISO_UTC = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
 function escapeText(s: string): string {
   return s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
@@ -78,18 +99,6 @@ export async function mergeStaging(client: pg.ClientBase): Promise<number> {
   return rows[0]?.inserted ?? 0;
 }
 
-/** Rows staged in this transaction whose key already holds a different value or status. */
-export async function stagedConflicts(
-  client: pg.ClientBase,
-): Promise<{ sensor_id: number; time: string; value: number; status: string | null }[]> {
-  const { rows } = await client.query(
-    `SELECT m.sensor_id, to_char(m.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time, m.value, m.status
-     FROM ${STAGING} s JOIN measurement m ON m.sensor_id = s.sensor_id AND m.time = s.time
-     WHERE m.value IS DISTINCT FROM s.value OR m.status IS DISTINCT FROM s.status`,
-  );
-  return rows;
-}
-
 /** COPY + merge inside one transaction of the caller's. */
 export async function writeMeasurements(
   client: pg.ClientBase,
@@ -99,19 +108,94 @@ export async function writeMeasurements(
   return mergeStaging(client);
 }
 
+// ---- the API's group commit ----------------------------------------------------
+
+export interface StoredMeasurement {
+  time: string;
+  sensor_id: number;
+  value: number;
+  status: string | null;
+}
+
+// A group of readings in one autocommitted statement (the API's group commit):
+// the first occurrence of each key (sensor_id, time) in the group is inserted
+// unless the key is taken; the same statement queues the touched hour buckets
+// for the Apache-edition aggregates (as every writer here does), so the mark
+// commits with the rows. One answer row per input, in input order: the row
+// this statement stored under the input's key (by this input or by an earlier
+// one of the group) and whether this input created it. A key that was already
+// taken comes back without a row: the stored row is read afterwards, by key,
+// where the time is a constant and only its chunk is searched (a join here
+// would probe every chunk's index for every input, new rows included). Keys go
+// in in index order, so two groups sharing keys wait on each other in the same
+// order instead of deadlocking.
+const INSERT_GROUP = `WITH input AS (
+  SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
+         min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
+  FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[])
+       WITH ORDINALITY AS u(time, sensor_id, value, status, ord)
+), ins AS (
+  INSERT INTO measurement (time, sensor_id, value, status)
+  SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
+  ORDER BY sensor_id, time
+  ON CONFLICT (sensor_id, time) DO NOTHING
+  RETURNING time, sensor_id, value, status
+), ${QUEUE_INSERTED}
+SELECT i.ord::int AS ord, i.ord = i.first_ord AS inserted,
+       ${ISO_UTC("x.time")} AS time, x.sensor_id, x.value, x.status
+FROM input i JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time`;
+
+export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
+
+/**
+ * Insert a group of readings in one statement (one transaction, one WAL
+ * flush). Returns, per input in order, the row the statement stored under its
+ * key and whether that input created it; undefined when the key was already
+ * taken (the caller reads the stored row with getMeasurement). A row the
+ * database rejects fails the whole statement: the caller isolates.
+ */
+export async function insertGroup(
+  db: Queryable,
+  rows: readonly { time: string; sensor_id: number; value: number; status: string | null }[],
+): Promise<GroupOutcome[]> {
+  const n = rows.length;
+  const times = new Array<string>(n);
+  const sensors = new Array<number>(n);
+  const values = new Array<number>(n);
+  const statuses = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    times[i] = r.time;
+    sensors[i] = r.sensor_id;
+    values[i] = r.value;
+    statuses[i] = r.status;
+  }
+  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean }>({
+    name: "cea_api_insert_group",
+    text: INSERT_GROUP,
+    values: [times, sensors, values, statuses],
+  });
+  const out: GroupOutcome[] = new Array(n).fill(undefined);
+  for (const r of res.rows) {
+    out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
+  }
+  return out;
+}
+
 // ---- the can-worker's fast path ----------------------------------------------
 //
-// A batch from the stream is nearly always new: COPY it straight into the
-// hypertable inside a SAVEPOINT. A redelivered entry (or the same key twice in
-// the batch) makes that COPY fail with a unique violation on (sensor_id, time);
-// then the savepoint is rolled back and the same rows go through the staging +
-// ON CONFLICT path above, so a redelivery still writes nothing new. The
-// aggregate buckets of the rows (computed by the caller while decoding) are
-// queued with one INSERT in the same transaction (Apache edition only).
+// A batch from the stream is nearly always new: COPY it (binary) straight into
+// the hypertable inside a SAVEPOINT. A redelivered entry (or the same key twice
+// in the batch) makes that COPY fail with a unique violation on (sensor_id,
+// time); then the savepoint is rolled back and the same rows go through the
+// staging + ON CONFLICT path above, so a redelivery still writes nothing new.
+// The hour buckets of the rows are queued with one INSERT in the same
+// transaction (Apache edition only).
 
 const UNIQUE_VIOLATION = "23505";
 const FAST_SAVEPOINT = "cea_fast";
-const COPY_DIRECT = "COPY measurement (time, sensor_id, value, status) FROM STDIN";
+const COPY_DIRECT = "COPY measurement (time, sensor_id, value, status) FROM STDIN (FORMAT binary)";
+const COPY_STAGING = `COPY ${STAGING} (time, sensor_id, value, status) FROM STDIN (FORMAT binary)`;
 const QUEUE_BUCKETS = `INSERT INTO measurement_agg_pending (sensor_id, bucket)
 SELECT s, to_timestamp(h::bigint * 3600) FROM unnest($1::int[], $2::int[]) AS u(s, h)`;
 
@@ -121,69 +205,71 @@ export async function queuesAggregates(db: Pick<pg.ClientBase, "query">): Promis
   return rows[0]?.apache === true;
 }
 
-export interface FastRows {
-  /** The rows: a complete binary COPY stream of (time, sensor_id, value, status), or COPY text. */
-  copy: Uint8Array | string;
-  /** Distinct hour buckets of `copy`'s rows as flat pairs [sensor_id, hours since 1970-01-01 UTC, ...]. */
-  buckets: readonly number[];
-  /** Further rows as COPY text whose buckets are not known: written through staging + merge. */
-  more?: string;
-}
-
-export interface FastResult {
+export interface ReadingsResult {
   inserted: number;
-  /** False when the batch held a key already stored and took the staging + ON CONFLICT path. */
+  /** False when the rows held a key already stored and took the staging + ON CONFLICT path. */
   fast: boolean;
 }
 
-async function copyInto(client: pg.ClientBase, target: string, data: Uint8Array | string): Promise<number> {
-  const binary = typeof data !== "string";
-  if (data.length === 0) return 0;
-  const stream = client.query(copyFrom(binary ? `${target} (FORMAT binary)` : target));
-  const chunk = binary ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : data;
-  await pipeline(Readable.from([chunk]), stream);
+async function copyBinary(client: pg.ClientBase, statement: string, data: Uint8Array): Promise<number> {
+  const stream = client.query(copyFrom(statement));
+  await pipeline(Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]), stream);
   return stream.rowCount;
 }
 
-/** The staging + ON CONFLICT path for FastRows (binary or text); it queues the buckets of the new rows itself. */
-export async function writeMeasurementsStaged(client: pg.ClientBase, rows: FastRows): Promise<number> {
+/** The staging + ON CONFLICT path for reading columns; the merge queues the buckets of the new rows itself. */
+export async function writeReadingsStaged(client: pg.ClientBase, cols: ReadingColumns): Promise<number> {
+  if (cols.count === 0) return 0;
   await ensureStaging(client);
-  const target = `COPY ${STAGING} (time, sensor_id, value, status) FROM STDIN`;
-  await copyInto(client, target, rows.copy);
-  if (rows.more) await copyInto(client, target, rows.more);
+  await copyBinary(client, COPY_STAGING, encodeBinaryCopy(cols));
   return mergeStaging(client);
 }
 
 /**
- * The worker's write of one batch, inside a transaction of the caller's (BEGIN
- * … COMMIT): direct COPY, or on a unique violation the idempotent staging path.
+ * Write reading columns inside a transaction of the caller's (BEGIN … COMMIT):
+ * direct binary COPY, or on a unique violation the idempotent staging path.
  * `queueBuckets`: the result of queuesAggregates().
  */
-export async function writeMeasurementsFast(
+export async function writeReadings(
   client: pg.ClientBase,
-  rows: FastRows,
+  cols: ReadingColumns,
   queueBuckets: boolean,
-): Promise<FastResult> {
+): Promise<ReadingsResult> {
+  if (cols.count === 0) return { inserted: 0, fast: true };
+  const data = encodeBinaryCopy(cols);
   await client.query(`SAVEPOINT ${FAST_SAVEPOINT}`);
   let inserted: number;
   try {
-    inserted = await copyInto(client, COPY_DIRECT, rows.copy);
+    inserted = await copyBinary(client, COPY_DIRECT, data);
     await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
   } catch (err) {
     if ((err as { code?: unknown }).code !== UNIQUE_VIOLATION) throw err;
     await client.query(`ROLLBACK TO SAVEPOINT ${FAST_SAVEPOINT}`);
     await client.query(`RELEASE SAVEPOINT ${FAST_SAVEPOINT}`);
-    return { inserted: await writeMeasurementsStaged(client, rows), fast: false };
+    return { inserted: await writeReadingsStaged(client, cols), fast: false };
   }
-  if (queueBuckets && rows.buckets.length) {
-    const sensors: number[] = [];
-    const hours: number[] = [];
-    for (let i = 0; i + 1 < rows.buckets.length; i += 2) {
-      sensors.push(rows.buckets[i]!);
-      hours.push(rows.buckets[i + 1]!);
-    }
-    await client.query(QUEUE_BUCKETS, [sensors, hours]);
+  if (queueBuckets) {
+    const b = hourBuckets(cols);
+    await client.query(QUEUE_BUCKETS, [b.sensors, b.hours]);
   }
-  if (rows.more) inserted += await writeMeasurements(client, rows.more);
   return { inserted, fast: true };
+}
+
+/**
+ * Which of these (time, sensor) keys are stored: one row of an entry is enough
+ * to know the entry was committed (its rows commit together).
+ */
+export async function storedKeys(
+  db: Pick<pg.ClientBase, "query">,
+  keys: readonly { sensor: number; timeUs: number }[],
+): Promise<boolean[]> {
+  if (keys.length === 0) return [];
+  const { rows } = await db.query<{ i: number }>(
+    `SELECT k.i FROM unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS k(s, us, i)
+     WHERE EXISTS (SELECT 1 FROM measurement m
+                   WHERE m.sensor_id = k.s AND m.time = 'epoch'::timestamptz + k.us * INTERVAL '1 microsecond')`,
+    [keys.map((k) => k.sensor), keys.map((k) => k.timeUs)],
+  );
+  const found = new Set(rows.map((r) => Number(r.i)));
+  return keys.map((_, i) => found.has(i + 1));
 }

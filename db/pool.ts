@@ -1,4 +1,48 @@
 import pg from "pg";
+import type { Config } from "../pipeline/runtime/config.js";
+
+export interface PoolOptions {
+  max?: number;
+  application?: string;
+  onError?: (err: Error) => void;
+  /** Waiting for a connection (from the pool, or a new one to the server); default 10 s. */
+  connectTimeoutMs?: number;
+  /** Server side: a statement running longer is cancelled (57014). Unset = the server's setting; 0 = none. */
+  statementTimeoutMs?: number;
+  /** Server side: waiting longer for a lock fails the statement (55P03). Unset = the server's setting; 0 = none. */
+  lockTimeoutMs?: number;
+  /**
+   * Client side: a query without an answer for this long fails and its
+   * connection is dropped. The only limit that holds when the server itself
+   * does not answer (a frozen host or disk). Unset = none.
+   */
+  queryTimeoutMs?: number;
+  /** TCP keepalive, so a connection to a host that vanished is noticed. */
+  keepAlive?: boolean;
+  /** Idle time before the first keepalive probe (default 10 s). */
+  keepAliveIdleMs?: number;
+}
+
+/**
+ * The limits every service sets on its pool, from the CEA_PG_* settings:
+ * statement and lock timeouts (a stuck statement or a lock held elsewhere
+ * becomes an error that is retried as an outage, instead of holding a batch
+ * until it is claimed away), connect timeout and TCP keepalive.
+ */
+export function poolSettings(
+  config: Pick<
+    Config,
+    "CEA_PG_STATEMENT_TIMEOUT_MS" | "CEA_PG_LOCK_TIMEOUT_MS" | "CEA_PG_CONNECT_TIMEOUT_MS" | "CEA_PG_KEEPALIVE_IDLE_MS"
+  >,
+): PoolOptions {
+  return {
+    statementTimeoutMs: config.CEA_PG_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs: config.CEA_PG_LOCK_TIMEOUT_MS,
+    connectTimeoutMs: config.CEA_PG_CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveIdleMs: config.CEA_PG_KEEPALIVE_IDLE_MS,
+  };
+}
 
 /**
  * The platform's connection pool. A connection that dies while checked out
@@ -7,16 +51,17 @@ import pg from "pg";
  * flight already rejects and its caller retries. So every client gets a
  * listener for its whole life, and idle clients are covered by the pool's own.
  */
-export function createPool(
-  url: string,
-  opts: { max?: number; application?: string; onError?: (err: Error) => void } = {},
-): pg.Pool {
+export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: opts.max ?? 10,
     application_name: opts.application ?? "cea",
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
+    ...(opts.statementTimeoutMs === undefined ? {} : { statement_timeout: opts.statementTimeoutMs }),
+    ...(opts.lockTimeoutMs === undefined ? {} : { lock_timeout: opts.lockTimeoutMs }),
+    ...(opts.queryTimeoutMs === undefined ? {} : { query_timeout: opts.queryTimeoutMs }),
+    ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: opts.keepAliveIdleMs ?? 10_000 } : {}),
   });
   const onError = opts.onError ?? (() => undefined);
   pool.on("error", onError);

@@ -11,7 +11,9 @@
 #
 #   --dry-run        change nothing; say what would be done
 #   --install-units  first copy the project's units (ops/systemd/*.service) into
-#                    /etc/systemd/system and run `systemctl daemon-reload`
+#                    /etc/systemd/system (on systemd 254+ also the restart
+#                    backoff drop-in, ops/systemd/restart-backoff.conf) and run
+#                    `systemctl daemon-reload`
 #
 # Environment: SYSTEMCTL (the systemctl binary, default systemctl),
 # SYSTEMD_UNIT_PATH (colon-separated directories searched for unit files),
@@ -93,6 +95,23 @@ if ((install_units)); then
       echo "installed $(basename "$u") -> $INSTALL_DIR/"
     fi
   done
+  # restart backoff: RestartSteps/RestartMaxDelaySec exist from systemd 254 on
+  sd_version=$("$SYSTEMCTL" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
+  if [[ "$sd_version" =~ ^[0-9]+$ ]] && ((sd_version >= 254)); then
+    for svc in can-scanner can-worker cea-backend; do
+      dropin="$INSTALL_DIR/$svc.service.d/10-restart-backoff.conf"
+      if ((dry_run)); then
+        echo "would install the restart backoff -> $dropin"
+      elif ! install -D -m 0644 "$HERE/systemd/restart-backoff.conf" "$dropin"; then
+        echo "could not install $dropin" >&2
+        exit 1
+      else
+        echo "installed restart backoff -> $dropin"
+      fi
+    done
+  else
+    echo "systemd ${sd_version:-of unknown version} is older than 254: no restart backoff drop-in (restarts stay RestartSec apart, never given up)"
+  fi
   if ((dry_run)); then
     echo "would run: $SYSTEMCTL daemon-reload"
   elif ! out=$("$SYSTEMCTL" daemon-reload 2>&1); then

@@ -12,3 +12,7 @@ cea_load_env_file() {
     [[ -n "${!key:-}" ]] || export "$key=$value"
   done <"$1"
 }
+
+# A connection URL for display: its password (between "user:" and the last
+# "@" of the user information) replaced by ***. Never print a URL without it.
+cea_redact_url() { sed -E 's,(//[^:/@?#]*):[^/?#]*@,\1:***@,' <<<"$1"; }

@@ -40,7 +40,7 @@ render() {
   mon_section "recent measurements (measurement + sensor + device + room)"
   if ((PG_UP)); then
     local out
-    if out=$(PGCONNECT_TIMEOUT=5 timeout 30 "$PSQL" -X -q -v ON_ERROR_STOP=1 -P pager=off -P footer=off -d "$DB_URL" -c "$SQL_RECENT" 2>&1); then
+    if out=$(mon_psql -P pager=off -P footer=off -c "$SQL_RECENT" 2>&1); then
       if [[ $(wc -l <<<"$out") -le 2 ]]; then echo "(no measurements yet)"; else echo "$out"; fi
     else
       echo "${C_RED}query failed${C_OFF}: $out"

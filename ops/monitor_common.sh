@@ -2,10 +2,17 @@
 # Shared by ops/monitor_can_db.sh and ops/monitor_redis_backend.sh (sourced,
 # not run). Needs only bash, coreutils, psql and redis-cli.
 #
-# Settings, in this order of precedence: the caller's environment; the file
+# Settings, in this order of precedence: the caller's environment; the
+# monitors' own file CEA_MONITOR_ENV_FILE (default /etc/cea/monitor.env, e.g.
+# the read-only role's CEA_READER_DATABASE_URL with its password), then
 # CEA_ENV_FILE (default /etc/cea/cea.env); the checkout's .state/stack.env
 # (CEA_STATE_DIR) when run from a checkout; the built-in defaults of
-# pipeline/runtime/config.ts.
+# pipeline/runtime/config.ts. The database is CEA_READER_DATABASE_URL (role
+# cea_reader), else CEA_DATABASE_URL.
+#
+# Passwords never go on a command line (any user can read those with ps):
+# psql and redis-cli get the URL or host without the password, and the
+# password in the environment of that one command (PGPASSWORD, REDISCLI_AUTH).
 
 MON_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -14,11 +21,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/env_file.sh"
 
 mon_setup() {
   local env_file=${CEA_ENV_FILE:-/etc/cea/cea.env}
+  local own_file=${CEA_MONITOR_ENV_FILE:-/etc/cea/monitor.env}
   local stack_env=${CEA_STATE_DIR:-$MON_HERE/../.state}/stack.env
   # A caller who names the database (CEA_DATABASE_URL) without a read-only URL
   # means that database: a file's CEA_READER_DATABASE_URL is for its own.
   local caller_db=${CEA_DATABASE_URL:-} caller_reader=${CEA_READER_DATABASE_URL:-}
   MON_SETTINGS="defaults"
+  if [[ -r "$own_file" ]]; then cea_load_env_file "$own_file"; fi
   if [[ -r "$env_file" ]]; then
     cea_load_env_file "$env_file"
     MON_SETTINGS=$env_file
@@ -45,6 +54,8 @@ mon_setup() {
   if ((HARD_LIMIT * 8 / 10 < CRIT_LENGTH)); then CRIT_LENGTH=$((HARD_LIMIT * 8 / 10)); fi
   PSQL=${PSQL:-psql}
   REDIS_CLI=${REDIS_CLI:-redis-cli}
+  mon_split_db_url "$DB_URL"
+  mon_redis_conn "$REDIS_URL"
 
   # colours only on a terminal, and never when NO_COLOR is set (no-color.org)
   if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
@@ -87,7 +98,54 @@ mon_parse_args() {
 }
 
 # A URL without its password, for display.
-mon_redact() { sed -E 's#(//[^:/@]*):[^@]*@#\1:***@#' <<<"$1"; }
+mon_redact() { cea_redact_url "$1"; }
+
+# Percent-decoding of a URL part (a backslash stays a backslash).
+mon_urldecode() {
+  local s=${1//\\/\\\\}
+  printf '%b' "${s//%/\\x}"
+}
+
+# DB_URL → DB_URL_NOPASS (the URL without its password) and DB_PASS (decoded).
+mon_split_db_url() {
+  local url=$1 userinfo
+  DB_URL_NOPASS=$url DB_PASS=""
+  if [[ "$url" =~ ^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)@(.*)$ ]]; then
+    userinfo=${BASH_REMATCH[2]}
+    if [[ "$userinfo" == *:* ]]; then
+      DB_PASS=$(mon_urldecode "${userinfo#*:}")
+      DB_URL_NOPASS="${BASH_REMATCH[1]}${userinfo%%:*}@${BASH_REMATCH[3]}"
+    fi
+  fi
+}
+
+# REDIS_URL (redis[s]://[user][:password]@host[:port][/db]) → REDIS_ARGS for
+# redis-cli (-h, -p, -n, --user, --tls) and REDIS_PASS (decoded).
+mon_redis_conn() {
+  local url=$1 rest userinfo hostport path
+  REDIS_ARGS=() REDIS_PASS=""
+  if ! [[ "$url" =~ ^(rediss?)://(.*)$ ]]; then
+    REDIS_ARGS=(-u "$url")
+    return
+  fi
+  [[ "${BASH_REMATCH[1]}" == rediss ]] && REDIS_ARGS+=(--tls)
+  rest=${BASH_REMATCH[2]}
+  if [[ "$rest" =~ ^([^/?#]*)@(.*)$ ]]; then
+    userinfo=${BASH_REMATCH[1]}
+    rest=${BASH_REMATCH[2]}
+    if [[ "$userinfo" == *:* ]]; then
+      REDIS_PASS=$(mon_urldecode "${userinfo#*:}")
+      userinfo=${userinfo%%:*}
+    fi
+    [[ -z "$userinfo" ]] || REDIS_ARGS+=(--user "$(mon_urldecode "$userinfo")")
+  fi
+  hostport=${rest%%[/?#]*}
+  path=${rest#"$hostport"}
+  if [[ "$hostport" =~ ^\[([^]]*)\](:([0-9]+))?$ || "$hostport" =~ ^([^:]*)(:([0-9]+))?$ ]]; then
+    REDIS_ARGS+=(-h "${BASH_REMATCH[1]:-127.0.0.1}" -p "${BASH_REMATCH[3]:-6379}")
+  fi
+  if [[ "$path" =~ ^/([0-9]+) ]]; then REDIS_ARGS+=(-n "${BASH_REMATCH[1]}"); fi
+}
 
 mon_header() {
   echo "${C_BOLD}== $1 — $(date '+%Y-%m-%d %H:%M:%S %Z')${C_OFF}"
@@ -110,12 +168,25 @@ mon_part() {
 }
 
 # redis-cli with the connection settings; -e makes an error reply exit 1.
-rcli() { timeout 10 "$REDIS_CLI" -u "$REDIS_URL" --no-auth-warning -e "$@"; }
+rcli() {
+  if [[ -n "$REDIS_PASS" ]]; then
+    REDISCLI_AUTH=$REDIS_PASS timeout 10 "$REDIS_CLI" "${REDIS_ARGS[@]}" --no-auth-warning -e "$@"
+  else
+    timeout 10 "$REDIS_CLI" "${REDIS_ARGS[@]}" --no-auth-warning -e "$@"
+  fi
+}
+
+# psql with the connection settings (the password, if any, in its environment).
+mon_psql() {
+  if [[ -n "$DB_PASS" ]]; then
+    PGPASSWORD=$DB_PASS PGCONNECT_TIMEOUT=5 PGAPPNAME=cea-monitor timeout 30 "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$DB_URL_NOPASS" "$@"
+  else
+    PGCONNECT_TIMEOUT=5 PGAPPNAME=cea-monitor timeout 30 "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$DB_URL_NOPASS" "$@"
+  fi
+}
 
 # psql, unaligned, no headers, tab-separated; the query on stdin or with -c.
-pq() {
-  PGCONNECT_TIMEOUT=5 PGAPPNAME=cea-monitor timeout 30 "$PSQL" -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -d "$DB_URL" "$@"
-}
+pq() { mon_psql -A -t -F $'\t' "$@"; }
 
 # Probe both dependencies; sets REDIS_UP / PG_UP and prints a clear line for a down one.
 mon_probe() {

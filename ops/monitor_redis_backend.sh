@@ -77,6 +77,9 @@ scanner_stats() {
   else
     echo "dropped_hard_limit: ${st[dropped_hard_limit]:-0}   dropped_buffer: ${st[dropped_buffer]:-0}"
   fi
+  if ((${st[skipped_lines]:-0} > 0)); then
+    echo "${C_YEL}replay: ${st[skipped_lines]} log lines left out${C_OFF} (not candump -l frames; the scanner's log names file:line)"
+  fi
 }
 
 health_keys() {

@@ -67,7 +67,7 @@ if ! verify=$(cd "$CEA_APP_DIR" && "$NODE" dist/pipeline/cli.js schema verify 2>
   echo "$verify"
   echo
   echo "REFUSING TO START any service: the schema check failed (see above)." >&2
-  echo "Apply the schema with: node dist/pipeline/cli.js schema apply (CEA_DATABASE_URL=${CEA_DATABASE_URL:-unset})" >&2
+  echo "Apply the schema with: node dist/pipeline/cli.js schema apply (CEA_DATABASE_URL=$(cea_redact_url "${CEA_DATABASE_URL:-unset}"))" >&2
   exit 1
 fi
 echo "$verify"

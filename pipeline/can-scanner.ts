@@ -1,6 +1,8 @@
 #!/usr/bin/env node
+import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { loadSite } from "../db/site.js";
-import { Ingest } from "../stages/can-ingest.js";
+import { Ingest, spoolTarget } from "../stages/can-ingest.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import type { FrameSource } from "./can/frame.js";
 import { replaySource } from "./can/replay.js";
@@ -10,12 +12,24 @@ import { type Config, loadConfig } from "./runtime/config.js";
 import { ConfigError } from "./runtime/errors.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger, type Logger } from "./runtime/log.js";
-import { projectPath } from "./runtime/paths.js";
+import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 import { checkHealth } from "./runtime/worker.js";
 
-async function openSource(config: Config, log: Logger): Promise<FrameSource> {
+/** The live bus, opened now: a missing interface is a configuration error naming it. */
+function openBus(config: Config): FrameSource {
+  try {
+    return socketcanSource(config.CEA_CAN_INTERFACE);
+  } catch (err) {
+    throw new ConfigError(
+      `cannot open the CAN interface ${config.CEA_CAN_INTERFACE} (CEA_CAN_INTERFACE): ${(err as Error).message}. ` +
+        "Bring it up (can-setup.service), or set CEA_CAN_SOURCE to simulator or replay for a trial.",
+    );
+  }
+}
+
+async function openSource(config: Config, log: Logger, onSkip: (err: Error) => void): Promise<FrameSource> {
   const files = { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) };
   const sim = async () => {
     const { table } = await loadDecodeTable(files);
@@ -33,12 +47,13 @@ async function openSource(config: Config, log: Logger): Promise<FrameSource> {
       return sim();
     case "replay":
       if (!config.CEA_REPLAY_FILE) throw new ConfigError("CEA_CAN_SOURCE=replay needs CEA_REPLAY_FILE");
-      return replaySource(projectPath(config.CEA_REPLAY_FILE), config.CEA_REPLAY_SPEED);
+      return replaySource(projectPath(config.CEA_REPLAY_FILE), config.CEA_REPLAY_SPEED, onSkip);
     case "socketcan":
-      return socketcanSource(config.CEA_CAN_INTERFACE);
+      return openBus(config);
     case "auto":
+      // the demo's choice: the bus when there is one, else simulated nodes (stored as simulated)
       try {
-        return socketcanSource(config.CEA_CAN_INTERFACE);
+        return openBus(config);
       } catch (err) {
         log.warn(
           { iface: config.CEA_CAN_INTERFACE, err: (err as Error).message },
@@ -47,6 +62,18 @@ async function openSource(config: Config, log: Logger): Promise<FrameSource> {
         return sim();
       }
   }
+}
+
+/**
+ * CEA_SCANNER_SPOOL, else can-scanner-<stream>.spool in systemd's StateDirectory,
+ * else in the checkout's state dir. The name carries a digest of the Redis URL and
+ * stream, so scanners of other streams (other checkouts' tests) never share one.
+ */
+function spoolFile(config: Config, stream: string): string {
+  if (config.CEA_SCANNER_SPOOL) return projectPath(config.CEA_SCANNER_SPOOL);
+  const digest = createHash("sha1").update(spoolTarget(config.CEA_REDIS_URL, stream)).digest("hex").slice(0, 10);
+  const dir = process.env.STATE_DIRECTORY?.split(":")[0] ?? process.env.CEA_STATE_DIR ?? join(projectRoot(), ".state");
+  return join(dir, `can-scanner-${digest}.spool`);
 }
 
 async function main(): Promise<void> {
@@ -65,9 +92,23 @@ async function main(): Promise<void> {
     { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
     log,
   );
-  const source = await openSource(config, log);
-  log.info({ source: source.name, stream: keys.raw }, "can-scanner started");
-  const ingest = new Ingest({ config, log, redis, keys, table, statsKey: keys.stats("can-scanner") });
+  const ingest = new Ingest({
+    config,
+    log,
+    redis,
+    keys,
+    table,
+    statsKey: keys.stats("can-scanner"),
+    spoolFile: spoolFile(config, keys.raw),
+  });
+  let source: FrameSource;
+  try {
+    source = await openSource(config, log, (err) => ingest.skipLine(err));
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
+  log.info({ source: source.name, src: source.src, stream: keys.raw }, "can-scanner started");
   const running = ingest.run(source);
   onShutdown(log, async () => {
     source.close();
@@ -75,9 +116,12 @@ async function main(): Promise<void> {
     await running;
     redis.disconnect();
   });
-  await running;
-  log.info({ ...ingest.stats }, "source finished: every frame appended");
+  const result = await running;
+  if (result.reason === "stop") return; // the shutdown handler logs and exits
   redis.disconnect();
+  if (result.trimError)
+    throw new Error(`source finished and every frame appended, but the stream trim still fails: ${result.trimError}`);
+  log.info({ ...ingest.stats, skippedLines: ingest.stats.skippedLines }, "source finished: every frame appended");
 }
 
 runMain(main);

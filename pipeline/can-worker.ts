@@ -1,30 +1,34 @@
 #!/usr/bin/env node
-import { createPool } from "../db/pool.js";
-import { WORKER_STAGES } from "../stages/chains.js";
+import { createPool, poolSettings } from "../db/pool.js";
+import { workerChain } from "../stages/chains.js";
+import { AggregateMaintenance } from "../stages/maintenance.js";
+import { SensorMap } from "../stages/sensor-map.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger } from "./runtime/log.js";
+import { projectPath } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
-import { checkHealth, startWorker, type WorkerHandle } from "./runtime/worker.js";
+import { checkHealth, startWorker, type WorkerHandle, workerSettings } from "./runtime/worker.js";
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(`can-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
+  const keys = redisKeys(config);
   const redis = createRedis(config.CEA_REDIS_URL, log, config.CEA_CONSUMER);
   if (process.argv.includes("--check")) {
-    const r = await checkHealth(redis, redisKeys(config).health(config.CEA_CONSUMER));
+    const r = await checkHealth(redis, keys.health(config.CEA_CONSUMER));
     process.stdout.write(`${r.body ?? "no health key"}\n`);
     redis.disconnect();
     process.exit(r.ok ? 0 : 1);
   }
-  // one connection per batch in the writer, one for maintenance (aggregate refresh, retention)
+  // one connection per batch in the writer, one for the components (sensor map, aggregate upkeep)
   const pool = createPool(databaseUrl(config, "worker"), {
     max: config.CEA_WRITE_CONCURRENCY + 1,
     application: `can-worker:${config.CEA_CONSUMER}`,
+    ...poolSettings(config),
+    onError: (err) => log.warn({ err: err.message }, "database connection lost"),
   });
-  // an idle client losing its connection must not crash the process; the next query reconnects
-  pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection lost"));
   const close = async () => {
     await pool.end();
     redis.disconnect();
@@ -35,19 +39,19 @@ async function main(): Promise<void> {
     await worker?.stop();
     await close();
   });
+  const map = new SensorMap(
+    { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
+    pool,
+  );
+  process.on("SIGHUP", () => void map.reload("SIGHUP"));
   worker = await startWorker({
-    config,
+    settings: workerSettings(config, "can-worker", keys.health(config.CEA_CONSUMER)),
     log,
     redis,
-    pool,
-    stages: WORKER_STAGES,
-    options: {
-      decode: { threads: config.CEA_DECODE_THREADS },
-      "batch-copy": { concurrency: config.CEA_WRITE_CONCURRENCY },
-    },
+    chain: workerChain({ config, pool, redis, keys, map }),
+    components: [map, new AggregateMaintenance(pool, config.CEA_AGG_REFRESH_MS)],
   });
-  const reload = worker.ctx.shared.get("reloadSensorMap") as (() => Promise<void>) | undefined;
-  if (reload) process.on("SIGHUP", () => void reload());
+  // resolves only after a stop (the shutdown handler exits); a fatal error rejects: logged, exit 1
   await worker.done;
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { createPool } from "../db/pool.js";
-import { buildApp } from "./backend/app.js";
+import { createPool, poolSettings } from "../db/pool.js";
+import { apiPoolOptions, buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
@@ -17,7 +17,13 @@ async function main(): Promise<void> {
     // demo mode only: printed once, on stdout, never through the logger
     process.stdout.write(`cea-backend demo mode: generated API token (write routes): ${token}\n`);
   }
-  const pool = createPool(databaseUrl(config, "api"), { max: 10, application: "cea-backend" });
+  // the request deadline sets the statement, lock and connect limits; keepalive as for every pool
+  const pool = createPool(databaseUrl(config, "api"), {
+    max: 10,
+    application: "cea-backend",
+    ...poolSettings(config),
+    ...apiPoolOptions(config),
+  });
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
   const app = await buildApp({ config, pool, redis, log, token });

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { createPool } from "../db/pool.js";
+import { createPool, poolSettings } from "../db/pool.js";
 import {
   AGGREGATES,
   applySchema,
@@ -15,6 +15,7 @@ import { loadSite, syncSite } from "../db/site.js";
 import { loadConfig } from "./runtime/config.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
+import { withStackEnv } from "./runtime/stack-env.js";
 
 const USAGE = `usage: cea <command>
   schema apply            apply the migrations the database lacks (db/migrations/), then verify
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
     process.exitCode = values.help ? 0 : 2;
     return;
   }
-  const config = loadConfig();
+  const config = loadConfig(withStackEnv());
   const siteFile = projectPath(config.CEA_SITE_FILE);
 
   if (group === "site" && action === "check") {
@@ -52,7 +53,13 @@ async function main(): Promise<void> {
     return;
   }
 
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-cli" });
+  const pool = createPool(config.CEA_DATABASE_URL, {
+    max: 2,
+    application: "cea-cli",
+    // operator commands (schema apply, aggregate rebuilds) may rightly run long: no statement limit
+    ...poolSettings(config),
+    statementTimeoutMs: 0,
+  });
   try {
     const key = `${group} ${action ?? ""}`.trim();
     switch (key) {

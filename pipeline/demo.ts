@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createPool } from "../db/pool.js";
+import { createPool, poolSettings } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
@@ -12,7 +12,7 @@ import { freePort } from "./runtime/net.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { runMain } from "./runtime/shutdown.js";
-import { withStackEnv } from "./runtime/stack-env.js";
+import { redactUrl, withStackEnv } from "./runtime/stack-env.js";
 import { pendingCount } from "./runtime/stream.js";
 
 // `npm run demo`: the whole system on its embedded defaults against the local
@@ -40,8 +40,12 @@ async function main(): Promise<void> {
   const env = withStackEnv();
   const config = loadConfig(env);
   // the set-up as the schema owner; the progress lines as the read-only role, like the monitors
-  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo" });
-  const reader = createPool(databaseUrl(config, "reader"), { max: 1, application: "cea-demo" });
+  const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo", ...poolSettings(config) });
+  const reader = createPool(databaseUrl(config, "reader"), {
+    max: 1,
+    application: "cea-demo",
+    ...poolSettings(config),
+  });
   const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-demo");
   const keys = redisKeys(config);
   const children = new Map<string, ChildProcess>();
@@ -61,13 +65,17 @@ async function main(): Promise<void> {
     process.stdout.write(
       [
         "",
-        `PostgreSQL + TimescaleDB  ${config.CEA_DATABASE_URL}`,
-        `Redis                     ${config.CEA_REDIS_URL}`,
+        `PostgreSQL + TimescaleDB  ${redactUrl(config.CEA_DATABASE_URL)}`,
+        `Redis                     ${redactUrl(config.CEA_REDIS_URL)}`,
         `site file                 ${projectPath(config.CEA_SITE_FILE)}`,
         `CAN database              ${projectPath(config.CEA_CAN_DB_FILE)}`,
         "",
       ].join("\n"),
     );
+
+    // Simulated nodes when there is no bus: the demo's choice only (production reads
+    // the bus or stops), and its readings are stored as simulated.
+    if (!env.CEA_CAN_SOURCE) env.CEA_CAN_SOURCE = "auto";
 
     // The API: the caller's port and token when given, else a free port and a
     // token made for this run (printed below; write routes need it).

@@ -11,6 +11,7 @@ import { loadConfig } from "./runtime/config.js";
 import { ConfigError } from "./runtime/errors.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
+import { withStackEnv } from "./runtime/stack-env.js";
 
 const USAGE = `usage: migrate_to_normalized_schema [options]
 Moves every numeric reading of the legacy can_messages table into measurement,
@@ -35,7 +36,7 @@ verifies per sensor per day. The legacy table is only read.
   --parallel N            batches in flight at once, one session each (default 2)
   --report PATH           report file (JSON; a .txt summary beside it)
                           default: $CEA_STATE_DIR or .state/, migration-report.json
-  --database-url URL      default $CEA_DATABASE_URL
+  --database-url URL      default $CEA_DATABASE_URL, else the local stack (ops/stack.sh)
   --site FILE             default $CEA_SITE_FILE
 
 exit status: 0 done and verified; 1 error or stopped (unmapped nodes, unknown
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const config = loadConfig();
+  const config = loadConfig(withStackEnv());
   const args = argsSchema.safeParse(values);
   if (!args.success)
     throw new ConfigError(args.error.issues.map((i) => `--${String(i.path[0])}: ${i.message}`).join("\n"));

@@ -1,17 +1,51 @@
-import type { StageOptions, StageSpec } from "../pipeline/runtime/stage.js";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import type { Config } from "../pipeline/runtime/config.js";
+import type { RedisKeys } from "../pipeline/runtime/keys.js";
+import { type Chain, chain, use } from "../pipeline/runtime/stage.js";
+import type { StreamEntries } from "../pipeline/runtime/stream.js";
+import { RAW_ENTRIES } from "../pipeline/runtime/worker.js";
 import { ackStage } from "./ack.js";
 import { batchCopyStage } from "./batch-copy.js";
-import { decodeStage } from "./decode.js";
+import { decodeStage, type TableSource } from "./decode.js";
 import { resolveSensorStage } from "./resolve-sensor.js";
 
-/**
- * The can-worker's chain, in order. A new stage is one more entry here (and its
- * module in stages/); the runtime does not change. Kept apart from the entry
- * point so that tests can use the very same list without starting a worker.
- */
-export const WORKER_STAGES = [
-  decodeStage,
-  resolveSensorStage,
-  batchCopyStage,
-  ackStage,
-] as unknown as StageSpec<StageOptions>[];
+// The can-worker's chain, in order, with each stage's options taken from the
+// configuration. A new stage is one more `.pipe(use(...))` here (and its module
+// in stages/); the runtime does not change. The compiler checks that each stage
+// consumes what the one before it emits; the runtime checks it again at
+// start-up and validates every stage's options against its schema.
+
+export interface WorkerChainDeps {
+  config: Config;
+  pool: pg.Pool;
+  redis: Redis;
+  keys: RedisKeys;
+  map: TableSource;
+}
+
+export function workerStages(d: WorkerChainDeps) {
+  const c = d.config;
+  return {
+    decode: use(decodeStage(d.map), { threads: c.CEA_DECODE_THREADS }),
+    resolveSensor: use(resolveSensorStage(), {}),
+    batchCopy: use(
+      batchCopyStage({
+        pool: d.pool,
+        killMidBatch: c.CEA_FAULT_KILL_MID_BATCH,
+        killAfterCommit: c.CEA_FAULT_KILL_AFTER_COMMIT,
+      }),
+      { concurrency: c.CEA_WRITE_CONCURRENCY },
+    ),
+    ack: use(ackStage({ redis: d.redis, keys: d.keys, group: c.CEA_GROUP, consumer: c.CEA_CONSUMER }), {
+      deadMaxLen: c.CEA_DEAD_MAXLEN,
+      deadMaxAgeS: c.CEA_DEAD_MAX_AGE_S,
+    }),
+  };
+}
+
+/** decode → resolve-sensor → batch-copy → ack. */
+export function workerChain(d: WorkerChainDeps): Chain<StreamEntries, unknown> {
+  const s = workerStages(d);
+  return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy).pipe(s.ack);
+}

@@ -1,158 +1,133 @@
-import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import type pg from "pg";
-import { parseSite } from "../db/site.js";
-import { loadCanDb } from "../pipeline/can/candb.js";
-import type { Refusal } from "../pipeline/can/model.js";
-import { buildDecodeTable, type DecodeTable } from "../pipeline/can/table.js";
-import { ConfigError } from "../pipeline/runtime/errors.js";
-import type { Logger } from "../pipeline/runtime/log.js";
-import { projectPath } from "../pipeline/runtime/paths.js";
-import type { StageSpec } from "../pipeline/runtime/stage.js";
-import { isTransientPgError, PG_BACKOFF } from "./batch-copy.js";
+import { ReadingColumns, statusCode } from "../db/readings.js";
+import { messageKey } from "../pipeline/can/model.js";
+import { type Batch, entryField, noOptions, port, type StageSpec, settled } from "../pipeline/runtime/stage.js";
+import { NO_MESSAGE, type SignalRows } from "./decode/signals.js";
+import { DECODED_SIGNALS } from "./decode.js";
 
-// resolve-sensor: signal "Message.Signal" → sensor_id (+ calibration_offset).
-//
-// The map comes from the site file (its sensor ids ARE the database ids; the
-// stage checks they exist in `sensor`) joined with the CAN database. stored
-// value = decoded physical value + calibration_offset. The map is a small plain
-// table published as `decodeTable` for the decode stage, which applies it in
-// its thread while building the COPY text (one pass over the frames). Refresh:
-// the site and CAN database files are re-read when their content hash changes,
-// checked every `refreshMs` and on SIGHUP (wired by the entry point); a bad new
-// file keeps the old map and logs an error instead of stopping the pipeline.
+// resolve-sensor: decoded signals → sensor readings. Each signal a sensor of
+// the site file maps becomes a reading (sensor id, receive time, physical
+// value + calibration_offset, status); a multiplexer no sensor maps is
+// dropped, and a frame of a message none of whose signals maps to a sensor is
+// a dead letter (counted per message: a node the site does not know sends it
+// every second). A frame is all-or-nothing: a mapped value that is not finite
+// makes the whole frame a dead letter. The status: out_of_range when the value
+// lies outside the CAN database's physical range, else from the entry's
+// source: `simulator` → simulated, `replay` → replayed, the live bus → NULL.
+// Entries past their delivery limit were not decoded: for them this stage
+// names one (sensor, time) key each, so the writer can tell whether an earlier
+// delivery was committed.
 
-const SENSORS_PRESENT = "SELECT sensor_id FROM sensor WHERE sensor_id = ANY($1::int[])";
+export {
+  type LoadedDecodeTable,
+  loadDecodeTable,
+  missingSensors,
+  reportLoad,
+  type SensorMapFiles,
+} from "./sensor-map.js";
 
-export interface SensorMapFiles {
-  siteFile: string;
-  canDbFile: string;
+/** Readings of a batch, and the keys to probe for entries that were not processed again. */
+export interface SensorReadings {
+  rows: ReadingColumns;
+  /** One stored key per entry past its delivery limit: if it is stored, the entry was committed before. */
+  probes: { entry: number; sensor: number; timeUs: number }[];
 }
 
-export interface LoadedDecodeTable {
-  table: DecodeTable;
-  hash: string;
-  /** Messages of the CAN database that cannot be decoded exactly (their frames are dead-lettered). */
-  refused: Refusal[];
-  /** What looks wrong but decodes as written (overlapping signals, duplicate names). */
-  warnings: string[];
-  /** CAN database signals no sensor maps. */
-  unmapped: string[];
-}
+export const SENSOR_READINGS = port<SensorReadings>("sensor-readings");
 
-/** Load, validate and join site + CAN database; ConfigError names the file and element. */
-export async function loadDecodeTable(files: SensorMapFiles, log?: Logger): Promise<LoadedDecodeTable> {
-  const siteText = await readFile(files.siteFile, "utf8").catch((err: Error) => {
-    throw new ConfigError(`${files.siteFile}: cannot read site file: ${err.message}`);
-  });
-  const dbBytes = await readFile(files.canDbFile).catch((err: Error) => {
-    throw new ConfigError(`${files.canDbFile}: cannot read CAN database: ${err.message}`);
-  });
-  const site = parseSite(siteText, files.siteFile);
-  const db = loadCanDb(files.canDbFile);
-  const { table, unmapped } = buildDecodeTable(db, site, files.siteFile);
-  const hash = createHash("sha1").update(siteText).update("\0").update(dbBytes).digest("hex");
-  const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped };
-  if (log) reportLoad(log, files, loaded);
-  return loaded;
-}
+const OUT_OF_RANGE = statusCode("out_of_range");
 
-/** Log what a load refused and left unmapped: once per load of a changed file, not per frame. */
-export function reportLoad(log: Logger, files: SensorMapFiles, loaded: LoadedDecodeTable): void {
-  for (const r of loaded.refused)
-    log.error(
-      { file: files.canDbFile, message: r.message, signal: r.signal, reason: r.reason },
-      `CAN database message refused (its frames are dead-lettered): ${r.text}`,
-    );
-  if (loaded.warnings.length)
-    log.warn(
-      { file: files.canDbFile, count: loaded.warnings.length, warnings: loaded.warnings.slice(0, 50) },
-      "CAN database: signals that overlap or share a name (decoded as the file writes them)",
-    );
-  if (loaded.unmapped.length)
-    log.warn(
-      { signals: loaded.unmapped.length, file: files.canDbFile },
-      "CAN signals without a sensor (not decoded, not stored)",
-    );
-}
-
-/** Sensor ids of the table that the database lacks (site not synced). */
-export async function missingSensors(db: pg.Pool | pg.ClientBase, table: DecodeTable): Promise<number[]> {
-  const ids = Object.values(table.messages).flatMap((m) => m.signals.filter((s) => s.sensorId).map((s) => s.sensorId));
-  const { rows } = await db.query<{ sensor_id: number }>(SENSORS_PRESENT, [ids]);
-  const have = new Set(rows.map((r) => r.sensor_id));
-  return ids.filter((id) => !have.has(id));
-}
-
-export const resolveSensorDefaults = { refreshMs: 10_000 };
-
-export const resolveSensorStage: StageSpec<typeof resolveSensorDefaults> = {
-  name: "resolve-sensor",
-  consumes: "measurement-rows",
-  emits: "measurement-rows",
-  defaults: resolveSensorDefaults,
-  failure: {
-    unrecoverable: ["signal without a sensor (dead-lettered by decode with this table)"],
-    transient: [],
-    backoff: { baseMs: 100, maxMs: 2_000 },
-    classify: () => "fatal",
-  },
-  async create(ctx, options) {
-    const files = {
-      siteFile: projectPath(ctx.config.CEA_SITE_FILE),
-      canDbFile: projectPath(ctx.config.CEA_CAN_DB_FILE),
-    };
-    let current = await loadDecodeTable(files, ctx.log);
-    // the database may be down at start-up: wait for it like for any transient failure
-    let missing: number[] = [];
-    for (let attempt = 0; ; attempt++) {
-      try {
-        missing = await missingSensors(ctx.pool, current.table);
-        break;
-      } catch (err) {
-        if (!isTransientPgError(err)) throw err;
-        const delay = Math.min(PG_BACKOFF.maxMs, PG_BACKOFF.baseMs * 2 ** Math.min(attempt, 8));
-        if (attempt % 10 === 0)
-          ctx.log.warn({ err: (err as Error).message, delay }, "database unavailable at start-up; waiting");
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-    if (missing.length)
-      throw new ConfigError(
-        `${files.siteFile}: sensors ${missing.join(", ")} are not in the database; run: cea site sync`,
-      );
-    ctx.shared.set("decodeTable", current.table);
-    let lastCheck = Date.now();
-    let refreshing = false;
-    const refresh = async (why: string) => {
-      if (refreshing) return;
-      refreshing = true;
-      try {
-        const next = await loadDecodeTable(files);
-        if (next.hash === current.hash) return;
-        const gone = await missingSensors(ctx.pool, next.table);
-        if (gone.length)
-          throw new ConfigError(`sensors ${gone.join(", ")} are not in the database; run: cea site sync`);
-        current = next;
-        reportLoad(ctx.log, files, next);
-        ctx.shared.set("decodeTable", next.table);
-        ctx.log.info({ why, version: next.table.version }, "sensor map reloaded");
-      } catch (err) {
-        ctx.log.error({ err: (err as Error).message, why }, "sensor map reload failed; keeping the previous map");
-      } finally {
-        refreshing = false;
-      }
-    };
-    ctx.shared.set("reloadSensorMap", () => refresh("SIGHUP"));
-    return {
-      process() {
-        const now = Date.now();
-        if (now - lastCheck >= options.refreshMs) {
-          lastCheck = now;
-          // in the background: the next batch uses the new map
-          void refresh("periodic");
-        }
-      },
-    };
-  },
+const SOURCES: Record<string, number> = {
+  socketcan: statusCode(null),
+  simulator: statusCode("simulated"),
+  replay: statusCode("replayed"),
 };
+
+/** Status code of an entry's source, or null when `src` names no known source. Absent = an older scanner's live bus. */
+function sourceStatus(batch: Batch, i: number): number | null {
+  const src = entryField(batch, i, "src");
+  if (src === undefined) return SOURCES.socketcan!;
+  return SOURCES[src] ?? null;
+}
+
+/** Epoch microseconds of an ISO 8601 receive time with 6 fractional digits, or NaN. */
+function receiveMicros(ts: string | undefined): number {
+  if (!ts || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(ts)) return Number.NaN;
+  const ms = Date.parse(`${ts.slice(0, 23)}Z`);
+  return Number.isNaN(ms) ? ms : ms * 1000 + Number(ts.slice(23, 26));
+}
+
+export function resolveSensorStage(): StageSpec<SignalRows, SensorReadings, typeof noOptions> {
+  return {
+    name: "resolve-sensor",
+    consumes: DECODED_SIGNALS,
+    emits: SENSOR_READINGS,
+    options: noOptions,
+    failure: {
+      // it only reads memory: a thrown error is a fault of the worker itself
+      classify: () => "fatal",
+      describe: (err) => `resolve-sensor failed: ${(err as Error).message}`,
+      backoff: { baseMs: 100, maxMs: 2_000 },
+    },
+    create() {
+      return { process: resolveReadings };
+    },
+  };
+}
+
+/** The stage's work on one batch: readings of every mapped signal, dead letters, probes. */
+export function resolveReadings(batch: Batch, sig: SignalRows): SensorReadings {
+  const { table } = sig;
+  const rows = new ReadingColumns(sig.count);
+  const n = sig.entryMessage.length;
+  let r = 0;
+  for (let e = 0; e < n; e++) {
+    const first = r;
+    while (r < sig.count && sig.entry[r] === e) r++;
+    const key = sig.entryMessage[e]!;
+    if (key === NO_MESSAGE || settled(batch, e)) continue;
+    const m = table.messages[key]!;
+    if (m.mapped === 0) {
+      batch.dead.set(e, { reason: `no sensor for any signal of ${m.name}`, cause: `unmapped:${m.name}` });
+      continue;
+    }
+    const source = sourceStatus(batch, e);
+    if (source === null) {
+      batch.dead.set(e, { reason: `src "${entryField(batch, e, "src")}" is not socketcan, simulator or replay` });
+      continue;
+    }
+    const mark = rows.count;
+    for (let k = first; k < r; k++) {
+      const s = m.signals[sig.signal[k]!]!;
+      if (!s.sensorId) continue; // a multiplexer no sensor maps
+      const v = sig.value[k]! + s.calibration;
+      if (!Number.isFinite(v)) {
+        rows.count = mark;
+        batch.dead.set(e, { reason: `value of ${m.name}.${s.name} is not finite` });
+        break;
+      }
+      // out of the CAN database's physical range wins over the source: aggregates and control leave it out
+      rows.push(e, s.sensorId, sig.timeUs[e]!, v, sig.outOfRange[k] ? OUT_OF_RANGE : source);
+    }
+  }
+  const probes: SensorReadings["probes"] = [];
+  for (const [e, d] of batch.dead) {
+    if (!d.overLimit) continue;
+    const key = probeKey(batch, e);
+    const m = key === null ? undefined : table.messages[key];
+    const sensor = m?.signals.find((s) => s.sensorId)?.sensorId;
+    const timeUs = receiveMicros(entryField(batch, e, "ts"));
+    // an entry that names no mapped message or no valid time could never have been stored
+    if (sensor && !Number.isNaN(timeUs)) probes.push({ entry: e, sensor, timeUs });
+  }
+  return { rows, probes };
+}
+
+/** The message key of an entry from its id and ext fields alone (the entry is not decoded). */
+function probeKey(batch: Batch, e: number): number | null {
+  const id = entryField(batch, e, "id");
+  const ext = entryField(batch, e, "ext");
+  if (!id || !/^\d{1,10}$/.test(id)) return null;
+  const n = Number(id);
+  const extended = ext === undefined ? n > 0x7ff : ext === "1";
+  return n <= (extended ? 0x1fffffff : 0x7ff) ? messageKey(n, extended) : null;
+}

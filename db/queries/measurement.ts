@@ -1,3 +1,5 @@
+import type pg from "pg";
+import { type StoredMeasurement, writeMeasurements } from "../measurements.js";
 import type { Queryable } from "../pool.js";
 
 // API queries on the measurement family: the hypertable and its hourly/daily
@@ -7,81 +9,9 @@ import type { Queryable } from "../pool.js";
 const UTC = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 const iso = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', ${UTC})`;
 
-export interface StoredMeasurement {
-  time: string;
-  sensor_id: number;
-  value: number;
-  status: string | null;
-}
-
-// A group of readings in one autocommitted statement (the API's group commit):
-// the first occurrence of each key (sensor_id, time) in the group is inserted
-// unless the key is taken; the same statement queues the touched hour buckets
-// for the Apache-edition aggregates (as db/measurements.ts does), so the mark
-// commits with the rows. One answer row per input, in input order: the row
-// this statement stored under the input's key (by this input or by an earlier
-// one of the group) and whether this input created it. A key that was already
-// taken comes back without a row: the stored row is read afterwards, by key,
-// where the time is a constant and only its chunk is searched (a join here
-// would probe every chunk's index for every input, new rows included). Keys go
-// in in index order, so two groups sharing keys wait on each other in the same
-// order instead of deadlocking.
-const INSERT_GROUP = `WITH input AS (
-  SELECT u.time, u.sensor_id, u.value, u.status, u.ord,
-         min(u.ord) OVER (PARTITION BY u.sensor_id, u.time) AS first_ord
-  FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[])
-       WITH ORDINALITY AS u(time, sensor_id, value, status, ord)
-), ins AS (
-  INSERT INTO measurement (time, sensor_id, value, status)
-  SELECT time, sensor_id, value, status FROM input WHERE ord = first_ord
-  ORDER BY sensor_id, time
-  ON CONFLICT (sensor_id, time) DO NOTHING
-  RETURNING time, sensor_id, value, status
-), marked AS (
-  INSERT INTO measurement_agg_pending (sensor_id, bucket)
-  SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM ins
-  WHERE cea_timescale_edition() = 'apache'
-)
-SELECT i.ord::int AS ord, i.ord = i.first_ord AS inserted,
-       ${iso("x.time")} AS time, x.sensor_id, x.value, x.status
-FROM input i JOIN ins x ON x.sensor_id = i.sensor_id AND x.time = i.time`;
-
-export type GroupOutcome = (StoredMeasurement & { inserted: boolean }) | undefined;
-
-/**
- * Insert a group of readings in one statement (one transaction, one WAL
- * flush). Returns, per input in order, the row the statement stored under its
- * key and whether that input created it; undefined when the key was already
- * taken (the caller reads the stored row with getMeasurement). A row the
- * database rejects fails the whole statement: the caller isolates.
- */
-export async function insertGroup(
-  db: Queryable,
-  rows: readonly { time: string; sensor_id: number; value: number; status: string | null }[],
-): Promise<GroupOutcome[]> {
-  const n = rows.length;
-  const times = new Array<string>(n);
-  const sensors = new Array<number>(n);
-  const values = new Array<number>(n);
-  const statuses = new Array<string | null>(n);
-  for (let i = 0; i < n; i++) {
-    const r = rows[i]!;
-    times[i] = r.time;
-    sensors[i] = r.sensor_id;
-    values[i] = r.value;
-    statuses[i] = r.status;
-  }
-  const res = await db.query<StoredMeasurement & { ord: number; inserted: boolean }>({
-    name: "cea_api_insert_group",
-    text: INSERT_GROUP,
-    values: [times, sensors, values, statuses],
-  });
-  const out: GroupOutcome[] = new Array(n).fill(undefined);
-  for (const r of res.rows) {
-    out[r.ord - 1] = { time: r.time, sensor_id: r.sensor_id, value: r.value, status: r.status, inserted: r.inserted };
-  }
-  return out;
-}
+// Writes live in db/measurements.ts, the one module that writes measurements;
+// the API's group insert is re-exported here beside the API's reads.
+export { type GroupOutcome, insertGroup, type StoredMeasurement } from "../measurements.js";
 
 export async function getMeasurement(
   db: Queryable,
@@ -94,6 +24,76 @@ export async function getMeasurement(
     [sensorId, time],
   );
   return rows[0];
+}
+
+// The batch route's conflict check: the stored rows under the batch's keys
+// that hold another value or status. Keys are looked up by (sensor_id, time)
+// with the batch's own time range as bounds, so the planner keeps only the
+// chunks that range covers (one or two for a batch of recent readings) instead
+// of probing every chunk's index for every reading: a resent batch costs what
+// a first write costs, however many days the table holds.
+export const BATCH_CONFLICTS = `SELECT m.sensor_id, ${iso("m.time")} AS time, m.value, m.status
+FROM unnest($1::timestamptz[], $2::int[], $3::float8[], $4::text[]) AS b(time, sensor_id, value, status)
+JOIN measurement m ON m.sensor_id = b.sensor_id AND m.time = b.time
+WHERE m.time >= $5::timestamptz AND m.time <= $6::timestamptz
+  AND (m.value IS DISTINCT FROM b.value OR m.status IS DISTINCT FROM b.status)
+ORDER BY m.time, m.sensor_id
+LIMIT $7`;
+
+/** A reading of the batch route: `time` in canonical UTC text (so the batch's range is its min and max text). */
+export interface BatchReading {
+  time: string;
+  sensor_id: number;
+  value: number;
+  status: string | null;
+}
+
+/** The parameters of BATCH_CONFLICTS for a batch (non-empty), with at most `limit` answers. */
+export function batchConflictParams(rows: readonly BatchReading[], limit: number): unknown[] {
+  const n = rows.length;
+  const times = new Array<string>(n);
+  const sensors = new Array<number>(n);
+  const values = new Array<number>(n);
+  const statuses = new Array<string | null>(n);
+  let lo = rows[0]?.time ?? "";
+  let hi = lo;
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    times[i] = r.time;
+    sensors[i] = r.sensor_id;
+    values[i] = r.value;
+    statuses[i] = r.status;
+    if (r.time < lo) lo = r.time;
+    if (r.time > hi) hi = r.time;
+  }
+  return [times, sensors, values, statuses, lo, hi, limit];
+}
+
+export interface BatchOutcome {
+  /** rows new in this write */
+  inserted: number;
+  /** stored rows under the batch's keys with another value or status (at most `maxConflicts`); none when all were new */
+  conflicts: StoredMeasurement[];
+}
+
+/**
+ * The batch route's write, inside a transaction of the caller's: COPY into the
+ * session's staging table and the shared idempotent merge (db/measurements.ts),
+ * then, only when some rows were not new, the conflict check above. The caller
+ * commits when there is no conflict and rolls back otherwise.
+ */
+export async function insertBatch(
+  client: pg.ClientBase,
+  rows: readonly BatchReading[],
+  maxConflicts: number,
+): Promise<BatchOutcome> {
+  const inserted = await writeMeasurements(client, rows);
+  if (inserted === rows.length) return { inserted, conflicts: [] };
+  const { rows: conflicts } = await client.query<StoredMeasurement>(
+    BATCH_CONFLICTS,
+    batchConflictParams(rows, maxConflicts),
+  );
+  return { inserted, conflicts };
 }
 
 export type Resolution = "raw" | "hourly" | "daily";

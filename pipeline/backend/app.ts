@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { PoolOptions } from "../../db/pool.js";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
@@ -11,7 +12,8 @@ import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";
 import { GroupWriter } from "./group-writer.js";
-import { HttpError, installErrorHandling } from "./http-errors.js";
+import { databaseUnavailable, frameworkErrors, HttpError, installErrorHandling } from "./http-errors.js";
+import { installJsonParser } from "./json-body.js";
 import { registerRoutes } from "./routes/index.js";
 import { API_PREFIX } from "./schemas.js";
 
@@ -25,6 +27,49 @@ export interface AppDeps {
 }
 
 /**
+ * The API pool's limits: nothing a request waits on in the database outlasts
+ * the request's own deadline. The server cancels a long statement or lock wait
+ * itself; the client-side query timeout, a little later, covers a server that
+ * does not answer at all (frozen host or disk) and drops that connection.
+ */
+export function apiPoolOptions(config: Pick<Config, "CEA_API_REQUEST_TIMEOUT_MS">): PoolOptions {
+  const ms = config.CEA_API_REQUEST_TIMEOUT_MS;
+  return {
+    connectTimeoutMs: ms,
+    statementTimeoutMs: ms,
+    lockTimeoutMs: Math.max(50, Math.floor(ms / 2)),
+    queryTimeoutMs: ms + 500,
+    keepAlive: true,
+  };
+}
+
+/** A route handler's promise, or a 503 naming the database when the request's deadline passes first. */
+async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  // the work goes on after the deadline (its queries end at their own timeouts); its outcome is dropped
+  work.catch(() => undefined);
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              databaseUnavailable(
+                new Error(`request deadline of ${ms} ms passed`),
+                ` (no answer within ${ms} ms; a write may still complete: retry it, 200 means already stored)`,
+              ),
+            ),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * The API as a Fastify instance, not listening: the entry point listens, tests
  * drive it with inject(). Nothing here builds a pool or a client.
  */
@@ -34,18 +79,23 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log,
     bodyLimit: config.CEA_BODY_LIMIT,
     genReqId: () => randomUUID(),
-    // the body is never echoed back, and proto pollution keys are refused outright
-    onProtoPoisoning: "error",
-    onConstructorPoisoning: "error",
     return503OnClosing: true,
+    frameworkErrors,
   }) as unknown as FastifyInstance;
-  // JSON only: a text/plain body would otherwise reach validation as a string
+  // JSON only: a text/plain body would otherwise reach validation as a string;
+  // our JSON parser refuses prototype keys naming them (json-body.ts)
   app.removeContentTypeParser("text/plain");
+  installJsonParser(app, config.CEA_BODY_LIMIT);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, config.CEA_BODY_LIMIT);
-  app.addHook("onRequest", async (req, reply) => {
-    reply.header("x-request-id", req.id);
+  // every handler runs under the request deadline (routes are registered below, after this hook)
+  const deadlineMs = config.CEA_API_REQUEST_TIMEOUT_MS;
+  app.addHook("onRoute", (route) => {
+    const handler = route.handler;
+    route.handler = function (this: FastifyInstance, req, reply) {
+      return withDeadline(Promise.resolve(handler.call(this, req, reply)), deadlineMs);
+    };
   });
 
   await app.register(fastifySwagger, {
@@ -73,6 +123,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       maxInFlight: config.CEA_API_GROUP_INFLIGHT,
     }),
     requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
+      // an answer behind the token is for its holder only: no cache keeps it, errors included
+      reply.header("cache-control", "no-store");
       if (check(req.headers.authorization)) return;
       reply.header("www-authenticate", 'Bearer realm="cea"');
       throw new HttpError(

@@ -1,7 +1,7 @@
+import { classifyDbError } from "../../db/pg-errors.js";
 import type { Queryable } from "../../db/pool.js";
 import { getMeasurement, insertGroup, type StoredMeasurement } from "../../db/queries/measurement.js";
 import type { Logger } from "../runtime/log.js";
-import { isDependencyDown } from "./http-errors.js";
 
 export interface SingleReading {
   time: string;
@@ -18,8 +18,15 @@ export interface WriteOutcome {
 
 interface Waiting {
   reading: SingleReading;
+  /** Date.now() past which the request has had its answer: the reading is not written any more */
+  expiresAt: number;
   resolve: (o: WriteOutcome) => void;
   reject: (err: unknown) => void;
+}
+
+/** The request gave up waiting (its deadline passed) before its reading left the queue: nothing was written. */
+export class WriteExpired extends Error {
+  override name = "WriteExpired";
 }
 
 export interface GroupWriterOptions {
@@ -38,9 +45,10 @@ export interface GroupWriterOptions {
  * current turn of the event loop, so the requests parsed in it join), so an
  * idle server adds no delay; under load the group grows with the wait.
  *
- * A row the database rejects fails the whole statement: the group is then
- * retried one reading per statement, so only that reading's request fails.
- * A database that is unreachable fails every waiting request with its error.
+ * A row the database rejects (a data or constraint error, db/pg-errors.ts)
+ * fails the whole statement: the group is then retried one reading per
+ * statement, so only that reading's request fails. Any other failure is an
+ * outage and fails every waiting request with its error, written nothing.
  */
 export class GroupWriter {
   private queue: Waiting[] = [];
@@ -58,10 +66,15 @@ export class GroupWriter {
     this.maxInFlight = opts.maxInFlight ?? 2;
   }
 
-  /** Store one reading (resolves after COMMIT). */
-  write(reading: SingleReading): Promise<WriteOutcome> {
+  /**
+   * Store one reading (resolves after COMMIT). A reading still queued at
+   * `expiresAt` (its request already answered, e.g. 503 while the database
+   * hangs) is dropped unwritten, so a long outage cannot pile up a queue of
+   * writes nobody waits for.
+   */
+  write(reading: SingleReading, expiresAt = Number.POSITIVE_INFINITY): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ reading, resolve, reject });
+      this.queue.push({ reading, expiresAt, resolve, reject });
       this.schedule();
     });
   }
@@ -72,7 +85,12 @@ export class GroupWriter {
     setImmediate(() => {
       this.scheduled = false;
       while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-        const group = this.queue.splice(0, this.maxGroup);
+        const now = Date.now();
+        const taken = this.queue.splice(0, this.maxGroup);
+        const group = taken.filter((w) => w.expiresAt > now);
+        for (const w of taken)
+          if (w.expiresAt <= now) w.reject(new WriteExpired("the request's deadline passed before its write began"));
+        if (group.length === 0) continue;
         this.inFlight++;
         // flush settles every request of the group itself and never rejects
         void this.flush(group).finally(() => {
@@ -92,7 +110,7 @@ export class GroupWriter {
         group.map((w) => w.reading),
       );
     } catch (err) {
-      if (group.length === 1 || isDependencyDown(err)) {
+      if (group.length === 1 || classifyDbError(err).kind === "outage") {
         for (const w of group) w.reject(err);
         return;
       }

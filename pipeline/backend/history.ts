@@ -23,8 +23,6 @@ export interface History {
   bySensor: Map<number, Point[]>;
 }
 
-const DAY_MS = 86_400_000;
-
 /**
  * History of some sensors over [start, end). `auto` takes the finest resolution
  * whose answer stays within the point budget (counted with a LIMIT, so the cost
@@ -36,12 +34,8 @@ export async function loadHistory(
   sensorIds: number[],
   q: HistoryQuery,
 ): Promise<History> {
-  const end = q.end ?? new Date().toISOString();
-  const start = q.start ?? new Date(Date.parse(end) - DAY_MS).toISOString();
-  if (Date.parse(start) >= Date.parse(end))
-    throw new HttpError(400, "validation_failed", "invalid querystring: start: must be before end", {
-      issues: [{ path: "start", message: "must be before end" }],
-    });
+  // the window as the schema resolved it: canonical UTC, start < end
+  const { start, end } = q;
   const budget = config.CEA_HISTORY_POINT_BUDGET;
   const max = config.CEA_HISTORY_RAW_MAX;
 
@@ -69,9 +63,15 @@ export async function loadHistory(
   return { resolution, requested_resolution: q.resolution, start, end, point_budget: budget, bySensor };
 }
 
-function csvField(v: string | number | null): string {
+/**
+ * A text cell (sensor name, status). A cell that begins with = + - @, a tab or
+ * a carriage return is a formula to a spreadsheet (=HYPERLINK(…), =cmd|…):
+ * it gets a leading apostrophe, as OWASP's CSV-injection guidance says, so
+ * it opens as the text it is. Numbers and times are the API's own and go out as they are.
+ */
+function csvText(v: string | null): string {
   if (v === null) return "";
-  const s = String(v);
+  const s = /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
@@ -87,9 +87,9 @@ export function historyCsv(h: History, timezone: string, names: Map<number, stri
     agg ? "sensor_id,sensor,time,min,max,avg,count" : "sensor_id,sensor,time,value,status",
   ];
   for (const [id, points] of h.bySensor) {
-    const name = csvField(names.get(id) ?? "");
+    const name = csvText(names.get(id) ?? "");
     for (const p of points) {
-      const rest = "value" in p ? `${p.value},${csvField(p.status)}` : `${p.min},${p.max},${p.avg},${p.count}`;
+      const rest = "value" in p ? `${p.value},${csvText(p.status)}` : `${p.min},${p.max},${p.avg},${p.count}`;
       lines.push(`${id},${name},${p.time},${rest}`);
     }
   }

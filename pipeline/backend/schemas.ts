@@ -1,32 +1,63 @@
 import { z } from "zod";
 import type { Config } from "../runtime/config.js";
+import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis, utcOf } from "./time.js";
 
 // Every request and response shape of the API, in zod. The same schemas
 // validate requests, serialize responses and generate the OpenAPI document, so
 // they cannot drift apart. The published shapes are documented in
 // ops/IMPLEMENTATION_SUMMARY.md; a breaking change goes under a new prefix.
+//
+// Rule: every value a schema admits is one PostgreSQL accepts. Times are
+// converted to canonical UTC text here (the database refuses offsets past
+// ±15:59 and years before 1), ids are canonical decimal int4, and text holds
+// no NUL, control character or lone surrogate.
 
 export const API_PREFIX = "/api/v1";
 export const STATUS_MAX = 64;
 export const INT4_MAX = 2_147_483_647;
 
 const id = z.number().int().positive().max(INT4_MAX);
-const idParam = z.coerce.number().int().positive().max(INT4_MAX);
+/** An id in a path or query: one canonical decimal form (no sign, leading zero, space, fraction or hex). */
+export const idParam = z
+  .string()
+  .regex(/^[1-9][0-9]{0,9}$/, "a positive decimal integer without sign, leading zeros or spaces")
+  .transform(Number)
+  .refine((n) => n <= INT4_MAX, `at most ${INT4_MAX}`);
 
-// ISO 8601 with seconds and an offset ("Z" or ±hh:mm); at most microseconds,
-// the database's precision, so nothing is rounded silently.
-const isoTime = z.iso
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to reject them
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /\p{Cs}/u;
+/** Text that reaches the database: NUL cannot be stored, control characters have no business in it, and a lone surrogate would be stored as U+FFFD, not the string that was sent. */
+const cleanText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !CONTROL.test(s), "control characters are not allowed")
+    .refine((s) => !LONE_SURROGATE.test(s), "not well-formed Unicode (lone surrogate)");
+
+// RFC 3339 with seconds and an offset ("Z" or ±hh:mm, any offset up to ±23:59),
+// at most microseconds (the database's precision, so nothing is rounded
+// silently); converted to canonical UTC text.
+const FRACTION = /\.(\d+)/;
+export const instant = z.iso
   .datetime({ offset: true })
-  .refine((s) => (/\.(\d+)/.exec(s)?.[1]?.length ?? 0) <= 6, "at most 6 fractional digits (microseconds)");
+  .refine((s) => (FRACTION.exec(s)?.[1]?.length ?? 0) <= 6, "at most 6 fractional digits (microseconds)")
+  .transform((s, ctx) => {
+    const utc = toUtc(s);
+    if (utc === undefined) {
+      ctx.addIssue({ code: "custom", message: `outside ${INSTANT_MIN} … ${INSTANT_MAX} (UTC)` });
+      return z.NEVER;
+    }
+    return utc;
+  });
 
 /** Body schemas of the write routes; the time bounds come from the configuration. */
 export function writeSchemas(config: Pick<Config, "CEA_TIME_FLOOR" | "CEA_FUTURE_TOLERANCE_S" | "CEA_BATCH_MAX">) {
-  const floor = Date.parse(config.CEA_TIME_FLOOR);
+  const floor = toUtc(config.CEA_TIME_FLOOR) ?? INSTANT_MIN;
   const toleranceMs = config.CEA_FUTURE_TOLERANCE_S * 1000;
-  const time = isoTime.superRefine((s, ctx) => {
-    const t = Date.parse(s);
-    if (t < floor) ctx.addIssue({ code: "custom", message: `before the time floor ${config.CEA_TIME_FLOOR}` });
-    else if (t > Date.now() + toleranceMs)
+  const time = instant.superRefine((utc, ctx) => {
+    if (utc < floor) ctx.addIssue({ code: "custom", message: `before the time floor ${config.CEA_TIME_FLOOR}` });
+    else if (utcMillis(utc) > Date.now() + toleranceMs)
       ctx.addIssue({
         code: "custom",
         message: `more than ${config.CEA_FUTURE_TOLERANCE_S} s in the future`,
@@ -34,22 +65,17 @@ export function writeSchemas(config: Pick<Config, "CEA_TIME_FLOOR" | "CEA_FUTURE
   });
   const measurementIn = z
     .strictObject({
-      time: time.describe("ISO 8601 with an offset, e.g. 2024-01-15T10:30:00Z"),
+      time: time.describe("RFC 3339 with an offset, e.g. 2024-01-15T10:30:00Z; stored in UTC to the microsecond"),
       sensor_id: id.describe("an existing sensor's id"),
       value: z.number().describe("a finite number"),
-      status: z
-        .string()
-        .max(STATUS_MAX)
-        // NUL cannot be stored in text; other control characters have no business in a status
-        // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to reject them
-        .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), "control characters are not allowed")
-        // a lone UTF-16 surrogate would be stored as U+FFFD: not the string that was sent
-        .refine((s) => !/\p{Cs}/u.test(s), "not well-formed Unicode (lone surrogate)")
-        .nullable()
-        .optional(),
+      status: cleanText(STATUS_MAX).nullable().optional(),
     })
     .describe("one reading");
-  const batchIn = z.array(measurementIn).min(1).describe(`1 to ${config.CEA_BATCH_MAX} readings`);
+  const batchIn = z
+    .array(measurementIn)
+    .min(1)
+    .max(config.CEA_BATCH_MAX)
+    .describe(`1 to ${config.CEA_BATCH_MAX} readings (CEA_BATCH_MAX)`);
   return { measurementIn, batchIn };
 }
 
@@ -90,7 +116,7 @@ export const idParams = z.strictObject({ id: idParam });
 export const sensorQuery = z.strictObject({
   room_id: idParam.optional(),
   device_id: idParam.optional(),
-  unit: z.string().max(32).optional(),
+  unit: cleanText(32).optional(),
 });
 
 export const sensor = z.object({
@@ -137,12 +163,31 @@ export const facilityTree = z.object({
 
 export const RESOLUTIONS = ["raw", "hourly", "daily"] as const;
 
-export const historyQuery = z.strictObject({
-  start: isoTime.optional().describe("window start (inclusive); default end - 24 h"),
-  end: isoTime.optional().describe("window end (exclusive); default now"),
-  resolution: z.enum([...RESOLUTIONS, "auto"]).default("auto"),
-  format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
-});
+const DAY_MS = 86_400_000;
+
+/**
+ * The history window [start, end) in canonical UTC, defaults resolved (end:
+ * now; start: end - 24 h, never before INSTANT_MIN), start before end to the
+ * microsecond: a window the schema admits is one the queries can run.
+ */
+export const historyQuery = z
+  .strictObject({
+    start: instant.optional().describe("window start (inclusive), RFC 3339 with an offset; default end - 24 h"),
+    end: instant.optional().describe("window end (exclusive), RFC 3339 with an offset; default now"),
+    resolution: z.enum([...RESOLUTIONS, "auto"]).default("auto"),
+    format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
+  })
+  .transform((q, ctx) => {
+    const end = q.end ?? utcOf(Date.now());
+    // a day before end, keeping end's microseconds; a text before year 1 starts with "-" and sorts first
+    const dayBefore = `${utcOf(utcMillis(end) - DAY_MS).slice(0, 23)}${end.slice(23)}`;
+    const start = q.start ?? (dayBefore > INSTANT_MIN ? dayBefore : INSTANT_MIN);
+    if (start >= end) {
+      ctx.addIssue({ code: "custom", path: ["start"], message: "must be before end" });
+      return z.NEVER;
+    }
+    return { ...q, start, end };
+  });
 export type HistoryQuery = z.infer<typeof historyQuery>;
 
 export const rawPoint = z.object({ time: z.string(), value: z.number(), status: z.string().nullable() });
@@ -178,22 +223,22 @@ export const roomHistory = z.object({
   series: z.array(z.object({ sensor_id: z.number().int(), name: z.string(), unit: z.string(), points })),
 });
 
+export const liveValue = z.object({
+  sensor_id: z.number().int(),
+  name: z.string(),
+  value: z.number(),
+  time: z.string(),
+  status: z
+    .string()
+    .nullable()
+    .describe("null = a good reading; out_of_range = outside the CAN database's physical range"),
+  age_s: z.number(),
+  stale: z.boolean(),
+});
+
 export const liveValues = z.object({
   stale_after_s: z.number(),
-  values: z.array(
-    z.object({
-      sensor_id: z.number().int(),
-      name: z.string(),
-      value: z.number(),
-      time: z.string(),
-      status: z
-        .string()
-        .nullable()
-        .describe("null = a good reading; out_of_range = outside the CAN database's physical range"),
-      age_s: z.number(),
-      stale: z.boolean(),
-    }),
-  ),
+  values: z.array(liveValue),
   unreadable: z.array(z.string()).describe("live-hash fields that did not hold a valid value"),
 });
 

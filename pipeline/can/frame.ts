@@ -15,9 +15,18 @@ export interface CanFrame {
   iface: string;
 }
 
+/**
+ * Where frames come from, as every raw-stream entry says in its `src` field:
+ * the live bus, the simulator, or a recorded log. Only "socketcan" readings are
+ * facts of the facility; the others are stored with their provenance.
+ */
+export type FrameSrc = "socketcan" | "simulator" | "replay";
+
 /** A source of frames: an async iterator of chunks of frames (chunks keep per-frame overhead low). */
 export interface FrameSource {
+  /** For logs and health, e.g. "socketcan:can0". */
   name: string;
+  src: FrameSrc;
   /** True when the source can wait (simulator, replay); a bus cannot, its overflow is dropped. */
   pausable: boolean;
   frames(): AsyncIterable<CanFrame[]>;

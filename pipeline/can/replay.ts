@@ -9,14 +9,17 @@ import { FD_LENGTHS } from "./model.js";
 // candump writes them: 0A0 and 000000A0 are different frames). Classic frames
 // carry 0–8 data bytes; CAN FD frames are "123##<flags><data>" (one hex digit
 // of flags, then up to 64 bytes of a CAN FD payload size). Remote frames
-// ("123#R") carry no data and are skipped; anything else is an error naming
-// the file and line. The logged time becomes the receive time. Speed 0 = as
-// fast as possible, 1 = the log's own pace.
+// ("123#R") carry no data and are skipped. Anything else is a bad line: a bad
+// line (a log cut by a power loss, a corrupt byte) costs only itself; it is
+// reported to `onSkip` with the file and line, and the replay goes on. The
+// logged time becomes the receive time. Speed 0 = as fast as possible, 1 = the
+// log's own pace.
 
 export class ReplayError extends ConfigError {
   override name = "ReplayError";
 }
 
+const MAX_US = Date.UTC(10_000, 0, 1) * 1000;
 const LINE = /^\((\d{1,12})\.(\d{1,9})\)\s+(\S+)\s+([0-9A-Fa-f]{3}|[0-9A-Fa-f]{8})#(R\d?|#[0-9A-Fa-f]+|[0-9A-Fa-f]*)$/;
 
 /** Parse one log line; null for blank lines and remote frames. Throws ReplayError with file:line. */
@@ -44,6 +47,8 @@ export function parseCandumpLine(line: string, lineNo: number, file: string): Ca
   if (ext && id > 0x1fffffff) throw new ReplayError(`${file}:${lineNo}: ${idHex} is not a 29-bit id`);
   if (!ext && id > 0x7ff) throw new ReplayError(`${file}:${lineNo}: ${idHex} is not an 11-bit id`);
   const us = Number(sec) * 1_000_000 + Number(frac.padEnd(6, "0").slice(0, 6));
+  // past 9999-12-31 an ISO 8601 time needs a 6-digit year, which the raw stream's format does not have
+  if (us >= MAX_US) throw new ReplayError(`${file}:${lineNo}: time (${sec}.${frac}) is past the year 9999`);
   return { ts: isoMicros(us), id, ext, fd, data: Buffer.from(payload, "hex"), iface };
 }
 
@@ -62,10 +67,12 @@ export function formatCandumpLine(f: CanFrame): string {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export function replaySource(file: string, speed: number): FrameSource {
+/** `onSkip` is called for every bad line (a ReplayError naming file:line); the line is left out. */
+export function replaySource(file: string, speed: number, onSkip: (err: ReplayError) => void): FrameSource {
   let closed = false;
   return {
-    name: "replay",
+    name: `replay:${file}`,
+    src: "replay",
     pausable: true,
     close() {
       closed = true;
@@ -80,7 +87,14 @@ export function replaySource(file: string, speed: number): FrameSource {
         for await (const line of rl) {
           if (closed) break;
           lineNo++;
-          const f = parseCandumpLine(line, lineNo, file);
+          let f: CanFrame | null;
+          try {
+            f = parseCandumpLine(line, lineNo, file);
+          } catch (err) {
+            if (!(err instanceof ReplayError)) throw err;
+            onSkip(err);
+            continue;
+          }
           if (!f) continue;
           if (speed > 0) {
             const at = Date.parse(`${f.ts.slice(0, 23)}Z`);

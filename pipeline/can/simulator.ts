@@ -182,6 +182,7 @@ export function simulatorSource(opts: SimOptions): FrameSource {
   let closed = false;
   return {
     name: "simulator",
+    src: "simulator",
     pausable: true,
     close() {
       closed = true;

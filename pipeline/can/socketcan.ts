@@ -46,6 +46,7 @@ export function socketcanSource(iface: string): FrameSource {
   channel.start();
   return {
     name: `socketcan:${iface}`,
+    src: "socketcan",
     pausable: false,
     close() {
       stopped = true;

@@ -22,6 +22,14 @@ export const configSchema = z.object({
   CEA_REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   /** Prefix for every Redis key the platform uses; tests give each file its own. */
   CEA_REDIS_PREFIX: z.string().default(""),
+  /** PostgreSQL, every pool: a statement running longer is cancelled (57014) and retried as an outage. */
+  CEA_PG_STATEMENT_TIMEOUT_MS: int(60_000, 0),
+  /** PostgreSQL, every pool: waiting longer for a lock fails the statement (55P03), retried as an outage. */
+  CEA_PG_LOCK_TIMEOUT_MS: int(10_000, 0),
+  /** PostgreSQL, every pool: a connection attempt that takes longer fails (and is retried). */
+  CEA_PG_CONNECT_TIMEOUT_MS: int(10_000, 1),
+  /** PostgreSQL, every pool: TCP keepalive idle time, so a dead server or network is noticed. */
+  CEA_PG_KEEPALIVE_IDLE_MS: int(10_000, 1),
   CEA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** The facility layout (rooms, nodes, devices, sensors). */
   CEA_SITE_FILE: z.string().default("ops/site.json"),
@@ -33,6 +41,10 @@ export const configSchema = z.object({
   CEA_GROUP: z.string().default("can-worker-group"),
   CEA_CONSUMER: z.string().default("can-worker-1"),
   CEA_DEAD_STREAM: z.string().default("can:dead"),
+  /** Most dead letters kept in the dead-letter stream (older ones are trimmed and counted). */
+  CEA_DEAD_MAXLEN: int(10_000, 1),
+  /** Dead letters older than this many seconds are trimmed (0 = no age limit; default 30 days). */
+  CEA_DEAD_MAX_AGE_S: int(2_592_000, 0),
   CEA_STREAM_WARN_LENGTH: int(5_000, 1),
   /** Acknowledged entries are trimmed to about this many. */
   CEA_STREAM_TRIM_ACKED: int(10_000, 1),
@@ -40,7 +52,12 @@ export const configSchema = z.object({
   CEA_STREAM_HARD_LIMIT: int(2_000_000, 1),
 
   // can-scanner
-  CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("auto"),
+  /**
+   * Where frames come from. Production reads the bus (socketcan; a missing
+   * interface stops the scanner). "auto" (the bus, else the simulator) is for
+   * the demo, which sets it; simulator and replay are for tests and trials.
+   */
+  CEA_CAN_SOURCE: z.enum(["auto", "socketcan", "simulator", "replay"]).default("socketcan"),
   CEA_CAN_INTERFACE: z.string().default("can0"),
   /** Bus bitrate; read by can-setup.service (ip link), listed here so the one schema names every setting. */
   CEA_CAN_BITRATE: int(125_000, 1),
@@ -48,6 +65,14 @@ export const configSchema = z.object({
   /** Replay speed: 0 = as fast as possible, 1 = real time. */
   CEA_REPLAY_SPEED: z.coerce.number().min(0).default(1),
   CEA_SCANNER_BUFFER: int(100_000, 1),
+  /**
+   * File where the scanner keeps the frames it could not append when it stops
+   * while Redis is unreachable; the next start appends them first. Default:
+   * can-scanner-<digest of Redis URL and stream>.spool in systemd's
+   * StateDirectory ($STATE_DIRECTORY), else in the checkout's state dir
+   * ($CEA_STATE_DIR or .state). Appended only to the Redis and stream it was written for.
+   */
+  CEA_SCANNER_SPOOL: z.string().optional(),
   /** Simulator: time acceleration (1 = real time; 3600 = one simulated hour per second). */
   CEA_SIM_SPEED: z.coerce.number().positive().default(1),
   /** Simulator: first simulated instant (default: now). */
@@ -85,7 +110,12 @@ export const configSchema = z.object({
   // cea-backend
   CEA_HTTP_HOST: z.string().default("127.0.0.1"),
   CEA_HTTP_PORT: int(8080, 0),
-  CEA_API_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  CEA_API_TOKEN: z
+    .string()
+    .min(16, "must be at least 16 characters")
+    // a token read from a file often keeps its trailing newline: it could never match a request's
+    .refine((s) => s.trim() === s, "must not begin or end with whitespace (a trailing newline?)")
+    .optional(),
   CEA_DEMO: bool(false),
   CEA_BODY_LIMIT: int(1_048_576, 1024),
   CEA_BATCH_MAX: int(5_000, 1),
@@ -102,6 +132,12 @@ export const configSchema = z.object({
   CEA_API_GROUP_MAX: int(512, 1),
   /** Group commit: groups written at the same time (each holds one database connection). */
   CEA_API_GROUP_INFLIGHT: int(2, 1),
+  /**
+   * Every API request ends within this many milliseconds: past it the answer is
+   * 503 "database unavailable". Also the API pool's statement, lock, connect
+   * and client-side query timeouts, so a frozen database cannot hold a request.
+   */
+  CEA_API_REQUEST_TIMEOUT_MS: int(5_000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;

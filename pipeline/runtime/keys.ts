@@ -4,9 +4,14 @@ import type { Config } from "./config.js";
  * Every Redis key the platform uses, in one place. Contract (also in
  * ops/IMPLEMENTATION_SUMMARY.md):
  * - raw:     stream, one entry per CAN frame: fields ts (receive time, ISO 8601 UTC
- *            with microseconds), id (arbitration id, decimal), data (hex), iface
- * - dead:    stream of dead letters: fields orig_id, reason, deliveries, and the
- *            original entry's fields
+ *            with microseconds), id (arbitration id, decimal), data (hex), iface,
+ *            ext ("1" = 29-bit id), fd ("1" = CAN FD), src (socketcan | simulator |
+ *            replay; absent = an older scanner's live bus)
+ * - dead:    stream of dead letters: fields orig_id, reason, deliveries, cause (when
+ *            repeats of it are counted), and the original entry's fields; bounded
+ *            by CEA_DEAD_MAXLEN and CEA_DEAD_MAX_AGE_S
+ * - deadCauses: hash, field = cause (unknown-id:0x6ff, unmapped:Climate_N9), value =
+ *            dead letters of that cause (only the first of each is in the stream)
  * - live:    hash, field = sensor_id, value = JSON {"value": number, "time": ISO,
  *            "name": sensor name}; kept current by can-scanner
  * - health:  string with an expiry per service instance, JSON status
@@ -18,6 +23,7 @@ export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM"
   return {
     raw: p + config.CEA_STREAM,
     dead: p + config.CEA_DEAD_STREAM,
+    deadCauses: `${p}${config.CEA_DEAD_STREAM}:causes`,
     live: `${p}live:values`,
     health: (service: string) => `${p}health:${service}`,
     stats: (service: string) => `${p}stats:${service}`,

@@ -34,13 +34,20 @@ export function onShutdown(log: Logger, stop: () => Promise<void>, timeoutMs = 1
   process.on("SIGINT", handler);
 }
 
-/** Entry-point wrapper: an error that escapes main is logged and exits 1, never 0. */
+/**
+ * Entry-point wrapper: an error that escapes main, and any rejection or
+ * exception nobody handled, is written to stderr and exits 1 (systemd restarts
+ * the service), never 0 and never Node's own abrupt end.
+ */
 export function runMain(main: () => Promise<void>): void {
-  main().catch((err: unknown) => {
+  const fail = (what: string) => (err: unknown) => {
     const e = err as Error;
     // ConfigError messages are written for the operator; print them plainly.
     if (e?.name === "ConfigError") process.stderr.write(`${e.message}\n`);
-    else process.stderr.write(`${e?.stack ?? String(err)}\n`);
+    else process.stderr.write(`${what}${e?.stack ?? String(err)}\n`);
     process.exit(1);
-  });
+  };
+  process.on("unhandledRejection", fail("unhandled rejection: "));
+  process.on("uncaughtException", fail("uncaught exception: "));
+  main().catch(fail(""));
 }

@@ -8,12 +8,16 @@ const ROLE_URLS = ["CEA_WORKER_DATABASE_URL", "CEA_API_DATABASE_URL", "CEA_READE
 
 /**
  * The variables ops/stack.sh wrote (CEA_DATABASE_URL, CEA_REDIS_URL,
- * CEA_PG_BINDIR, the per-service database URLs) for the local stack, under any
- * the caller already set. A caller who names another database (CEA_DATABASE_URL)
- * does not get the stack's per-service URLs: the services then connect with the
- * caller's, or fall back to CEA_DATABASE_URL, never to the stack's database.
- * Used by the demo, the tests and the benchmarks; services under systemd get
- * their environment from the unit instead.
+ * CEA_PG_BINDIR, the per-service database URLs) for the local stack
+ * ($CEA_STATE_DIR/stack.env, default .state/stack.env of the checkout), under
+ * any the caller already set. A caller who names another database
+ * (CEA_DATABASE_URL) does not get the stack's per-service URLs: the services
+ * then connect with the caller's, or fall back to CEA_DATABASE_URL, never to
+ * the stack's database. Every command run from a checkout (cea,
+ * migrate_to_normalized_schema, legacy-gen, the demo, the benchmarks, the
+ * tests) finds the stack this one way; services under systemd get their
+ * environment from the unit instead, and an installed appliance has no
+ * stack.env.
  */
 export function withStackEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const file = join(env.CEA_STATE_DIR ?? join(projectRoot(), ".state"), "stack.env");
@@ -27,4 +31,17 @@ export function withStackEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proce
   if (env.CEA_DATABASE_URL) for (const k of ROLE_URLS) delete merged[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") merged[k] = v;
   return merged;
+}
+
+/** A connection URL for display: its password replaced by "***". */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === "") return url;
+    u.password = "***";
+    return u.toString();
+  } catch {
+    // not a URL we can parse: hide everything between "scheme://user:" and the last "@"
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/i, "$1:***@");
+  }
 }

@@ -1,161 +1,182 @@
-import type { Redis } from "ioredis";
-import type pg from "pg";
-import type { Config } from "./config.js";
-import type { RedisKeys } from "./keys.js";
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
 import type { Logger } from "./log.js";
 
-// Declarative stages. A stage module exports a StageSpec: what it consumes and
-// emits, its option defaults, how it fails, and a factory. The runtime
-// (pipeline/runtime/worker.ts) only knows this interface: it checks that the chain
-// connects, runs every stage's `process` on each batch in order, and owns the
-// retries. Stages up to the first `sequential` one form the "prepare" part that
-// the runtime runs one batch ahead (read + decode of batch N+1 overlap the
+// Declarative stages. A stage module exports a StageSpec: the port it consumes
+// and the port it emits (each carries the TypeScript type of the data, so the
+// compiler checks a chain built with `chain()`), its options as a zod schema
+// (type, default, one-line doc), how its failures are treated, and a factory.
+// The runtime (pipeline/runtime/worker.ts) knows nothing else about a stage: it
+// validates the options, checks that the chain connects, runs every stage on
+// each batch in order and owns retries, lanes, health and shutdown.
+//
+// Stages up to the first `sequential` one form the "prepare" part that the
+// runtime runs one batch ahead (read + decode of batch N+1 overlap the
 // COPY/COMMIT of batch N); sequential stages are entered strictly in batch
-// order, each by at most `concurrency` batches at a time (1 unless the stage
-// instance says otherwise), so batch N+1 can be in the writer while batch N is
-// acknowledged, or two batches can be in the writer on two connections.
+// order, each by at most `concurrency` batches at a time.
 
-export type FailureKind = "unrecoverable" | "transient" | "fatal";
-
-export interface Backoff {
-  baseMs: number;
-  maxMs: number;
+/** A named, typed connection point between two stages. */
+export interface Port<T> {
+  readonly name: string;
+  /** Phantom: carries T for the compiler; never set. */
+  readonly __type?: T;
 }
 
-export interface FailureSpec {
-  /** What makes an entry unrecoverable (dead-lettered at once, with the reason). */
-  unrecoverable: readonly string[];
-  /** What is retried with backoff, the batch kept unacked. */
-  transient: readonly string[];
-  backoff: Backoff;
-  /** Classify an error thrown by `process`: transient → retry; anything else stops the service (not acked). */
-  classify(err: unknown): FailureKind;
+export function port<T>(name: string): Port<T> {
+  return { name };
 }
 
-export interface StageContext {
-  config: Config;
-  log: Logger;
-  redis: Redis;
-  pool: pg.Pool;
-  keys: RedisKeys;
-  /** Values one stage provides to later ones (e.g. the sensor map), by name. */
-  shared: Map<string, unknown>;
+/** Why an entry is a dead letter. `cause` groups repeats of one cause (counted, not stored one by one). */
+export interface DeadLetter {
+  reason: string;
+  cause?: string;
+  /** Set by the runtime for an entry past its delivery limit: it was not decoded. */
+  overLimit?: boolean;
 }
 
-export type StageOptions = Record<string, number | string | boolean>;
-
-export interface StageInstance {
-  process(batch: WorkBatch): Promise<void> | void;
-  /** Sequential stages: how many batches may be in `process` at once (default 1). */
-  concurrency?: number;
-  close?(): Promise<void> | void;
-}
-
-export interface StageSpec<O extends StageOptions = StageOptions> {
-  name: string;
-  consumes: string;
-  emits: string;
-  /** Runs in batch order, one batch at a time (writes, acks). */
-  sequential?: boolean;
-  defaults: O;
-  failure: FailureSpec;
-  create(ctx: StageContext, options: O): Promise<StageInstance> | StageInstance;
-}
-
-/** Decoded, resolved rows of a batch, columnar (row r belongs to entry entry[r]). */
-export interface DecodedRows {
-  count: number;
-  entry: Uint32Array;
-  sensor: Int32Array;
-  value: Float64Array;
-  /** Index into ROW_STATUS: the row's measurement.status. */
-  status: Uint8Array;
-}
-
-/** measurement.status of a decoded row by its code: NULL = a good reading, out_of_range = outside the CAN database's physical range. */
-export const ROW_STATUS = [null, "out_of_range"] as const;
-
-/** One read batch as it flows through the stages. */
-export interface WorkBatch {
-  seq: number;
+/**
+ * The envelope of one read batch, owned by the runtime: which stream entries,
+ * their fields and delivery counts, and the verdict on each entry that is not
+ * simply written (dead-lettered, or acknowledged without a row).
+ */
+export interface Batch {
+  readonly seq: number;
   /** Stream entry ids, in stream order. */
-  ids: string[];
+  readonly ids: readonly string[];
   /** Flat field lists [k, v, k, v, ...]; null when the entry was deleted from the stream. */
-  fields: (string[] | null)[];
+  readonly fields: readonly (readonly string[] | null)[];
   /** Delivery count per entry when known (pending/claimed reads), else null (first delivery). */
-  deliveries: number[] | null;
-  /** Entries to dead-letter (index → reason); their rows are not written. */
-  dead: Map<number, string>;
-  /** Entries to ack without writing or dead-lettering (deleted from the stream). */
-  skip: Set<number>;
-  /**
-   * COPY text of rows to write (see db/measurements.ts): the decoded rows when
-   * decode emits text, and any rows later stages add (addRows).
-   */
-  copyText: string;
-  /** The decoded rows as one binary COPY stream when decode emits binary, else null. */
-  copyBinary: Uint8Array | null;
-  /** Distinct hour buckets of the decoded rows, flat pairs [sensor_id, epoch hour, ...] (aggregate queue). */
-  buckets: number[];
-  /** All rows of the batch: decoded + added. */
-  rowCount: number;
-  rows: DecodedRows | null;
-  /** New rows written by the commit stage. */
-  inserted: number;
-  committed: boolean;
+  readonly deliveries: readonly number[] | null;
+  /** Entries to dead-letter (index → why); none of their rows is written. */
+  readonly dead: Map<number, DeadLetter>;
+  /** Entries to acknowledge without writing or dead-lettering (deleted from the stream, or already stored). */
+  readonly skip: Set<number>;
 }
 
-export function newBatch(
-  seq: number,
-  ids: string[],
-  fields: (string[] | null)[],
-  deliveries: number[] | null,
-): WorkBatch {
-  return {
-    seq,
-    ids,
-    fields,
-    deliveries,
-    dead: new Map(),
-    skip: new Set(),
-    copyText: "",
-    copyBinary: null,
-    buckets: [],
-    rowCount: 0,
-    rows: null,
-    inserted: 0,
-    committed: false,
-  };
+/** True when the entry has a verdict already (dead letter or skip): later stages leave it alone. */
+export function settled(batch: Batch, index: number): boolean {
+  return batch.dead.has(index) || batch.skip.has(index);
 }
 
-/** A field of an entry ("ts", "id", "data", "iface"), or undefined. */
-export function entryField(batch: WorkBatch, index: number, name: string): string | undefined {
+/** A field of an entry ("ts", "id", "data", "iface", "src"), or undefined. */
+export function entryField(batch: Batch, index: number, name: string): string | undefined {
   const f = batch.fields[index];
   if (!f) return undefined;
   for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === name) return f[i + 1];
   return undefined;
 }
 
-/** Append rows (e.g. derived values) to the batch's COPY text. `time` must be a valid timestamptz literal. */
-export function addRows(batch: WorkBatch, rows: readonly { time: string; sensor_id: number; value: number }[]): void {
-  let text = "";
-  let n = 0;
-  for (const r of rows) {
-    if (!Number.isFinite(r.value)) continue;
-    text += `${r.time}\t${r.sensor_id}\t${r.value}\t\\N\n`;
-    n++;
-  }
-  batch.copyText += text;
-  batch.rowCount += n;
+export interface Backoff {
+  baseMs: number;
+  maxMs: number;
 }
 
-/** Check that each stage consumes what the previous one emits; returns the chain as text. */
-export function checkChain(specs: readonly StageSpec<StageOptions>[], input: string): string {
-  let flowing = input;
-  for (const s of specs) {
-    if (s.consumes !== flowing)
-      throw new Error(`stage "${s.name}" consumes "${s.consumes}" but the previous stage emits "${flowing}"`);
-    flowing = s.emits;
-  }
-  return [input, ...specs.map((s) => `${s.name} → ${s.emits}`)].join(" → ");
+/** How the runtime treats an error a stage throws. */
+export interface FailurePolicy {
+  /**
+   * "retry": an outage (the data is fine, a dependency is not): the batch is
+   * kept unacknowledged and retried with backoff, health says why.
+   * "fatal": the service stops with a non-zero exit (systemd restarts it; the
+   * entries stay pending and count a delivery).
+   */
+  classify(err: unknown): "retry" | "fatal";
+  /** One line naming the cause, for health and logs. */
+  describe(err: unknown): string;
+  backoff: Backoff;
 }
+
+/** What the runtime hands every stage at creation. Dependencies come through the stage's own factory. */
+export interface StageContext {
+  log: Logger;
+}
+
+export interface StageInstance<I, O> {
+  process(batch: Batch, input: I): O | Promise<O>;
+  /** Sequential stages: how many batches may be in `process` at once (default 1). */
+  concurrency?: number;
+  /** Counters the stage keeps about itself (rows written, fallbacks, ...), shown in health and summaries. */
+  counters?(): Record<string, number>;
+  close?(): Promise<void> | void;
+}
+
+/** The options of a stage: a zod object whose fields carry a default and a `.describe()` line. */
+export type OptionsSchema = z.ZodObject<z.ZodRawShape>;
+
+export interface StageSpec<I, O, S extends OptionsSchema = OptionsSchema> {
+  name: string;
+  consumes: Port<I>;
+  emits: Port<O>;
+  /** Runs in batch order (writes, acks). */
+  sequential?: boolean;
+  options: S;
+  failure: FailurePolicy;
+  create(ctx: StageContext, options: z.output<S>): StageInstance<I, O> | Promise<StageInstance<I, O>>;
+}
+
+/** A stage in a chain with the options it is given (validated against its schema at start-up). */
+export interface StageUse<I, O> {
+  spec: StageSpec<I, O>;
+  options: unknown;
+}
+
+export function use<I, O, S extends OptionsSchema>(spec: StageSpec<I, O, S>, options: z.input<S>): StageUse<I, O> {
+  return { spec, options };
+}
+
+/** A list of stages from `input` on; `pipe` only accepts a stage that consumes what the last one emits. */
+export interface Chain<I, O> {
+  readonly input: Port<I>;
+  readonly stages: readonly StageUse<unknown, unknown>[];
+  pipe<N>(next: StageUse<O, N>): Chain<I, N>;
+}
+
+export function chain<I>(input: Port<I>): Chain<I, I> {
+  const make = <O>(stages: readonly StageUse<unknown, unknown>[]): Chain<I, O> => ({
+    input,
+    stages,
+    pipe: <N>(next: StageUse<O, N>) => make<N>([...stages, next]),
+  });
+  return make<I>([]);
+}
+
+/**
+ * Check at start-up that each stage consumes what the one before it emits (a
+ * chain assembled from a list is not seen by the compiler); returns the chain
+ * as text. ConfigError names both ends of a wrong link.
+ */
+export function checkChain(input: Port<unknown>, stages: readonly StageUse<unknown, unknown>[]): string {
+  let flowing = input.name;
+  let from = "the stream reader";
+  for (const { spec } of stages) {
+    if (spec.consumes.name !== flowing)
+      throw new ConfigError(
+        `wrong stage chain: stage "${spec.name}" consumes "${spec.consumes.name}" but ${from} emits "${flowing}"`,
+      );
+    flowing = spec.emits.name;
+    from = `stage "${spec.name}"`;
+  }
+  return [input.name, ...stages.map((s) => `${s.spec.name} → ${s.spec.emits.name}`)].join(" → ");
+}
+
+/** Validate a stage's options against its schema; ConfigError names the stage and each wrong option. */
+export function stageOptions<S extends OptionsSchema>(spec: { name: string; options: S }, given: unknown): z.output<S> {
+  const parsed = spec.options.strict().safeParse(given ?? {});
+  if (parsed.success) return parsed.data as z.output<S>;
+  const lines = parsed.error.issues.map((i) => {
+    const keys = i.code === "unrecognized_keys" ? i.keys : [i.path.join(".")];
+    return keys.map((k) => `  stage "${spec.name}", option "${k}": ${i.message}`).join("\n");
+  });
+  throw new ConfigError(`invalid stage options:\n${lines.join("\n")}`);
+}
+
+/** The options of a spec as documentation lines: name, type default, description. */
+export function describeOptions(spec: { name: string; options: OptionsSchema }): string[] {
+  return Object.entries(spec.options.shape).map(([k, s]) => {
+    const schema = s as z.ZodType;
+    const def = schema.safeParse(undefined);
+    return `${spec.name}.${k}${def.success ? ` (default ${JSON.stringify(def.data)})` : ""}: ${schema.description ?? ""}`;
+  });
+}
+
+/** The empty options schema, for stages without options. */
+export const noOptions = z.object({});

@@ -50,8 +50,17 @@ export async function readGroup(
   return split(reply?.[0]?.[1]);
 }
 
-/** One XAUTOCLAIM step: entries idle > minIdleMs from any consumer; returns the next cursor ("0-0" = done). */
-export async function autoClaim(
+/**
+ * One claim step: entries pending for longer than minIdleMs, taken over from
+ * whichever consumer holds them, except those `held` (this consumer is still
+ * working on them: claiming them would count a delivery that is no real
+ * attempt). XPENDING … IDLE lists them, XCLAIM takes them (its min-idle-time
+ * makes a race with another claimer harmless). Returns the next cursor ("0-0"
+ * = the end of the pending list was reached), the claimed entries with their
+ * delivery counts (this claim included), and how many listed entries could not
+ * be claimed (trimmed from the stream, or taken by another consumer meanwhile).
+ */
+export async function claimIdle(
   redis: Redis,
   stream: string,
   group: string,
@@ -59,13 +68,30 @@ export async function autoClaim(
   minIdleMs: number,
   cursor: string,
   count: number,
-): Promise<{ next: string; entries: StreamEntries; deleted: number }> {
-  const reply = (await redis.call("XAUTOCLAIM", stream, group, consumer, minIdleMs, cursor, "COUNT", count)) as [
+  held: ReadonlySet<string>,
+): Promise<{ next: string; entries: StreamEntries; deliveries: number[]; missed: number }> {
+  const start = cursor === "0-0" ? "-" : `(${cursor}`;
+  const pending = (await redis.call("XPENDING", stream, group, "IDLE", minIdleMs, start, "+", count)) as [
     string,
-    RawEntry[],
-    string[]?,
-  ];
-  return { next: reply[0], entries: split(reply[1]), deleted: reply[2]?.length ?? 0 };
+    string,
+    number,
+    number,
+  ][];
+  const next = pending.length < count ? "0-0" : pending[pending.length - 1]![0];
+  const wanted = pending.filter((p) => !(p[1] === consumer && held.has(p[0])));
+  if (wanted.length === 0) return { next, entries: { ids: [], fields: [] }, deliveries: [], missed: 0 };
+  const reply = (await redis.call(
+    "XCLAIM",
+    stream,
+    group,
+    consumer,
+    minIdleMs,
+    ...wanted.map((p) => p[0]),
+  )) as (RawEntry | null)[];
+  const entries = split(reply.filter((e): e is RawEntry => e !== null));
+  const before = new Map(wanted.map((p) => [p[0], Number(p[3])]));
+  const deliveries = entries.ids.map((id) => (before.get(id) ?? 0) + 1);
+  return { next, entries, deliveries, missed: wanted.length - entries.ids.length };
 }
 
 /** Delivery counts of own pending entries between the batch's first and last id. */
@@ -87,7 +113,10 @@ export async function deliveryCounts(
   return ids.map((id) => byId.get(id) ?? 1);
 }
 
-/** Reset the idle time of entries we still hold (no delivery-count increase), so no other worker claims them. */
+/**
+ * Reset the idle time of entries we still hold, so that no other worker claims
+ * them while we work (XCLAIM … JUSTID does not raise the delivery count).
+ */
 export async function touch(
   redis: Redis,
   stream: string,
@@ -112,21 +141,32 @@ export async function pendingCount(redis: Redis, stream: string, group: string):
 
 /**
  * Append entries to the raw stream in pipelined chunks (fields ts, id, data,
- * iface as in pipeline/runtime/keys.ts); returns the entry ids in order. Used by tests
+ * iface, and ext / src when given, as in pipeline/runtime/keys.ts); returns the entry ids in order. Used by tests
  * and benchmarks to pre-fill a stream quickly; the scanner has its own buffered
  * appender (stages/can-ingest.ts).
  */
 export async function appendEntries(
   redis: Redis,
   stream: string,
-  entries: readonly { ts: string; id: number | string; data: string; iface?: string }[],
+  entries: readonly {
+    ts: string;
+    id: number | string;
+    data: string;
+    iface?: string;
+    ext?: boolean;
+    src?: "socketcan" | "simulator" | "replay";
+  }[],
   chunk = 2_000,
 ): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < entries.length; i += chunk) {
     const p = redis.pipeline();
-    for (const e of entries.slice(i, i + chunk))
-      p.xadd(stream, "*", "ts", e.ts, "id", String(e.id), "data", e.data, "iface", e.iface ?? "test0");
+    for (const e of entries.slice(i, i + chunk)) {
+      const more: string[] = [];
+      if (e.ext) more.push("ext", "1");
+      if (e.src) more.push("src", e.src);
+      p.xadd(stream, "*", "ts", e.ts, "id", String(e.id), "data", e.data, "iface", e.iface ?? "test0", ...more);
+    }
     const res = await p.exec();
     for (const [err, id] of res ?? []) {
       if (err) throw err;

@@ -1,129 +1,171 @@
 import type { Redis } from "ioredis";
-import type pg from "pg";
 import type { Config } from "./config.js";
-import { TransientError } from "./errors.js";
-import { type RedisKeys, redisKeys } from "./keys.js";
+import { Health } from "./health.js";
+import { Lane } from "./lanes.js";
 import type { Logger } from "./log.js";
+import { type ReadBatch, StreamReader } from "./reader.js";
+import { backoffDelay, sleep } from "./retry.js";
 import {
-  type Backoff,
+  type Batch,
+  type Chain,
   checkChain,
-  newBatch,
-  type StageContext,
+  type Port,
+  port,
   type StageInstance,
-  type StageOptions,
   type StageSpec,
-  type WorkBatch,
+  stageOptions,
 } from "./stage.js";
-import { autoClaim, deliveryCounts, ensureGroup, isNoGroup, readGroup, type StreamEntries, touch } from "./stream.js";
+import { ensureGroup, type StreamEntries } from "./stream.js";
 
-// The worker runtime: reads the raw stream through the consumer group and
-// drives any ordered list of stage specs over each read batch. It owns
-// batching, read-ahead, retries with backoff, claims, delivery-count dead
-// letters, health, maintenance and shutdown; stages own what they do.
+// The worker runtime: reads a stream through its consumer group and drives a
+// declared chain of stages over each read batch. It is put together from its
+// parts: the reader (claims, own pending, read-ahead; held entries kept
+// fresh), ordered lanes for the sequential stages, the retry policy (each
+// stage's FailurePolicy with backoff), health (degraded while a retry is
+// pending, logged once per change) and shutdown. Domain work that is not a
+// stage (aggregate upkeep, a reloadable map) is a declared Component.
 //
-// Read-ahead: while the sequential stages (COPY/COMMIT, ack) work on batch N,
-// batch N+1 is already read and run through the prepare stages (decode on the
-// pool), so Redis, the decode threads and PostgreSQL overlap. The sequential
-// stages form a pipeline of ordered lanes: each lane is entered in batch order
-// by at most its stage's `concurrency` batches at once, and a batch passes the
-// lanes in chain order, so every batch is still committed before it is acked,
-// while batch N+1 may commit as batch N acks (or beside it, on a second
-// connection, when the writer's concurrency is 2).
+// Read-ahead: while the sequential stages work on batch N, batch N+1 is read
+// and run through the prepare stages, so Redis, decode and PostgreSQL overlap.
+
+/** What the reader emits into a chain: the raw entries of one batch (the envelope holds them). */
+export const RAW_ENTRIES: Port<StreamEntries> = port<StreamEntries>("raw-entries");
+
+/** Something the service runs beside the chain, started before the first batch and stopped after the last. */
+export interface Component {
+  name: string;
+  start(ctx: ComponentContext): Promise<void> | void;
+  stop(): Promise<void> | void;
+}
+
+export interface ComponentContext {
+  log: Logger;
+  /** Report a problem of this component (health degraded), or null when it is gone. */
+  problem(cause: string | null): void;
+}
+
+export interface WorkerSettings {
+  service: string;
+  stream: string;
+  group: string;
+  consumer: string;
+  batchSize: number;
+  flushMs: number;
+  claimIdleMs: number;
+  /** An entry delivered more often than this is not processed again: it is dead-lettered unread. */
+  maxDeliveries: number;
+  healthKey: string;
+  healthTtlS: number;
+}
+
+export function workerSettings(config: Config, service: string, healthKey: string): WorkerSettings {
+  const prefix = config.CEA_REDIS_PREFIX;
+  return {
+    service,
+    stream: prefix + config.CEA_STREAM,
+    group: config.CEA_GROUP,
+    consumer: config.CEA_CONSUMER,
+    batchSize: config.CEA_BATCH_SIZE,
+    flushMs: config.CEA_FLUSH_MS,
+    claimIdleMs: config.CEA_CLAIM_IDLE_MS,
+    maxDeliveries: config.CEA_MAX_DELIVERIES,
+    healthKey,
+    healthTtlS: config.CEA_HEALTH_TTL_S,
+  };
+}
 
 export interface WorkerDeps {
-  config: Config;
+  settings: WorkerSettings;
   log: Logger;
   redis: Redis;
-  pool: pg.Pool;
-  stages: readonly StageSpec<StageOptions>[];
-  /** Per-stage option overrides by stage name. */
-  options?: Record<string, StageOptions>;
+  chain: Chain<StreamEntries, unknown>;
+  components?: readonly Component[];
 }
 
 export interface WorkerStats {
   batches: number;
   entries: number;
-  rows: number;
-  inserted: number;
   dead: number;
+  skipped: number;
   claimed: number;
   retries: number;
   lastBatchAt: string | null;
-  /** Milliseconds spent per stage and in stream reads (for the benchmark and the summaries). */
+  /** Milliseconds spent per stage and in stream reads. */
   ms: Record<string, number>;
+  /** Counters each stage reports about itself (rows written, fallbacks, ...), by stage name. */
+  stages: Record<string, Record<string, number>>;
 }
 
 export interface WorkerHandle {
-  /** Resolves when the loop has ended (after stop(), or rejects on a fatal error). */
+  /** Resolves when the loop has ended after stop(); rejects on a fatal error (the caller exits non-zero). */
   done: Promise<void>;
-  /** Stop reading; abandon the batch in hand without acking (it stays pending for this consumer). */
+  /** Stop reading; abandon batches not yet written without acknowledging them (they stay pending). */
   stop(): Promise<void>;
   stats: WorkerStats;
-  ctx: StageContext;
-}
-
-/** An ordered, bounded lane for one sequential stage. */
-class Lane {
-  private last: Promise<void> = Promise.resolve();
-  private active = 0;
-  private waiting: (() => void)[] = [];
-  constructor(readonly concurrency: number) {}
-
-  /** Take a place in batch order now; `enter` later waits for the turn and a free slot. */
-  reserve(): { enter: () => Promise<void>; leave: () => void } {
-    const prev = this.last;
-    let entered!: () => void;
-    this.last = new Promise<void>((r) => {
-      entered = r;
-    });
-    let inside = false;
-    return {
-      enter: async () => {
-        await prev;
-        // a slot freed by leave() passes straight to the first waiter (active unchanged)
-        if (this.active >= this.concurrency) await new Promise<void>((r) => this.waiting.push(r));
-        else this.active++;
-        inside = true;
-        entered();
-      },
-      leave: () => {
-        entered(); // a batch that never entered (it failed earlier) must not hold up the next
-        if (!inside) return;
-        inside = false;
-        const next = this.waiting.shift();
-        if (next) next();
-        else this.active--;
-      },
-    };
-  }
+  health: Health;
 }
 
 class Abandoned extends Error {
   override name = "Abandoned";
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+interface Running {
+  spec: StageSpec<unknown, unknown>;
+  stage: StageInstance<unknown, unknown>;
+}
 
-export function backoffDelay(b: Backoff, attempt: number): number {
-  const exp = Math.min(b.maxMs, b.baseMs * 2 ** Math.min(attempt, 16));
-  // full jitter on the upper half, so many workers do not retry in step
-  return Math.round(exp / 2 + Math.random() * (exp / 2));
+interface InFlight {
+  batch: Batch;
+  data: unknown;
+}
+
+function newBatch(seq: number, r: ReadBatch): Batch {
+  return { seq, ids: r.ids, fields: r.fields, deliveries: r.deliveries, dead: new Map(), skip: new Set() };
 }
 
 export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
-  const { config, log, redis, pool } = deps;
-  const keys: RedisKeys = redisKeys(config);
-  const group = config.CEA_GROUP;
-  const consumer = config.CEA_CONSUMER;
-  log.info({ chain: checkChain(deps.stages, "raw-entries") }, "stage chain");
+  const { settings: o, log, redis } = deps;
+  // options and links are checked before anything is created or read: a wrong one stops start-up
+  const options = deps.chain.stages.map((u) => stageOptions(u.spec, u.options));
+  log.info({ chain: checkChain(deps.chain.input, deps.chain.stages) }, "stage chain");
 
-  await ensureGroup(redis, keys.raw, group);
-  const ctx: StageContext = { config, log, redis, pool, keys, shared: new Map() };
-  const instances: { spec: StageSpec<StageOptions>; stage: StageInstance }[] = [];
-  for (const spec of deps.stages) {
-    const options = { ...spec.defaults, ...(deps.options?.[spec.name] ?? {}) };
-    instances.push({ spec, stage: await spec.create(ctx, options) });
+  const health = new Health(log);
+  const stopper = new AbortController();
+  const components: Component[] = [];
+  const instances: Running[] = [];
+  const stats: WorkerStats = {
+    batches: 0,
+    entries: 0,
+    dead: 0,
+    skipped: 0,
+    claimed: 0,
+    retries: 0,
+    lastBatchAt: null,
+    ms: {},
+    stages: {},
+  };
+  const closeAll = async () => {
+    for (const s of instances) await s.stage.close?.();
+    for (const c of components.reverse()) await c.stop();
+  };
+  try {
+    for (const c of deps.components ?? []) {
+      await c.start({
+        log: log.child({ component: c.name }),
+        problem: (cause) => (cause === null ? health.recover(c.name) : health.degrade(c.name, cause)),
+      });
+      components.push(c);
+    }
+    for (const [i, u] of deps.chain.stages.entries()) {
+      const stage = await u.spec.create({ log: log.child({ stage: u.spec.name }) }, options[i] ?? {});
+      instances.push({ spec: u.spec, stage });
+    }
+    await ensureGroup(redis, o.stream, o.group);
+  } catch (err) {
+    await closeAll();
+    throw err;
   }
+
   const firstSequential = instances.findIndex((s) => s.spec.sequential);
   const split = firstSequential < 0 ? instances.length : firstSequential;
   const prepareStages = instances.slice(0, split);
@@ -131,257 +173,190 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   const lanes = commitStages.map((s) => new Lane(Math.max(1, Math.floor(s.stage.concurrency ?? 1))));
   // batches between their first sequential stage and their last
   const window = Math.max(1, ...lanes.map((l) => l.concurrency));
-
-  // blocking reads get their own connection so acks never wait behind a BLOCK
-  const reader = redis.duplicate();
-  reader.on("error", () => undefined); // reconnects itself; the main client logs outages
-
-  const stats: WorkerStats = {
-    batches: 0,
-    entries: 0,
-    rows: 0,
-    inserted: 0,
-    dead: 0,
-    claimed: 0,
-    retries: 0,
-    lastBatchAt: null,
-    ms: {},
-  };
-  let stopping = false;
-  let degraded: string | null = null;
+  const reader = new StreamReader(
+    redis,
+    {
+      stream: o.stream,
+      group: o.group,
+      consumer: o.consumer,
+      batchSize: o.batchSize,
+      flushMs: o.flushMs,
+      claimIdleMs: o.claimIdleMs,
+    },
+    log,
+    health,
+    stopper.signal,
+  );
   let seq = 0;
-  let cursor = "0"; // own pending first, then ">"
-  let claimCursor = "0-0";
-  let nextClaimAt = Date.now() + Math.min(config.CEA_CLAIM_IDLE_MS, 5_000);
-  const claimEveryMs = Math.max(500, Math.min(30_000, Math.floor(config.CEA_CLAIM_IDLE_MS / 2)));
 
-  /** Run one stage with its failure policy; transient errors retry with backoff until success or stop. */
-  async function runStage(s: (typeof instances)[number], batch: WorkBatch): Promise<void> {
+  /** Run one stage under its failure policy: outages retry with backoff until success or stop. */
+  async function runStage(s: Running, f: InFlight): Promise<void> {
+    const name = s.spec.name;
     for (let attempt = 0; ; attempt++) {
       try {
         const t = performance.now();
-        await s.stage.process(batch);
-        stats.ms[s.spec.name] = (stats.ms[s.spec.name] ?? 0) + performance.now() - t;
-        if (attempt > 0) {
-          log.info({ stage: s.spec.name, attempts: attempt + 1 }, "recovered");
-          degraded = null;
-        }
+        f.data = await s.stage.process(f.batch, f.data);
+        stats.ms[name] = (stats.ms[name] ?? 0) + performance.now() - t;
+        health.recover(name);
         return;
       } catch (err) {
-        const kind = err instanceof TransientError ? "transient" : s.spec.failure.classify(err);
-        if (kind !== "transient") throw err;
-        if (stopping) throw new Abandoned(`stopping during a retry of ${s.spec.name}`);
+        if (s.spec.failure.classify(err) === "fatal") throw err;
+        if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
         stats.retries++;
-        degraded = `${s.spec.name}: ${(err as Error).message}`;
-        const delay = backoffDelay(s.spec.failure.backoff, attempt);
-        if (attempt === 0 || attempt % 10 === 0)
-          log.warn(
-            { stage: s.spec.name, err: (err as Error).message, attempt, delay },
-            "transient failure; retrying the batch",
-          );
-        // keep our entries from being claimed by others while we wait (no delivery-count increase)
-        await touch(redis, keys.raw, group, consumer, batch.ids).catch(() => undefined);
-        await sleep(delay);
+        health.degrade(name, s.spec.failure.describe(err), { seq: f.batch.seq, entries: f.batch.ids.length });
+        await sleep(backoffDelay(s.spec.failure.backoff, attempt), stopper.signal);
+        if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
       }
     }
   }
 
-  async function read(): Promise<{ entries: StreamEntries; counted: boolean } | null> {
-    for (let attempt = 0; !stopping; attempt++) {
-      try {
-        if (Date.now() >= nextClaimAt && degraded === null) {
-          const r = await autoClaim(
-            redis,
-            keys.raw,
-            group,
-            consumer,
-            config.CEA_CLAIM_IDLE_MS,
-            claimCursor,
-            config.CEA_BATCH_SIZE,
-          );
-          claimCursor = r.next;
-          if (r.next === "0-0") nextClaimAt = Date.now() + claimEveryMs;
-          if (r.deleted) log.warn({ deleted: r.deleted }, "claimed entries had been trimmed from the stream");
-          if (r.entries.ids.length) {
-            stats.claimed += r.entries.ids.length;
-            log.info({ entries: r.entries.ids.length }, "claimed idle entries from another consumer");
-            return { entries: r.entries, counted: true };
-          }
-        }
-        if (cursor !== ">") {
-          const r = await readGroup(reader, keys.raw, group, consumer, cursor, config.CEA_BATCH_SIZE, null);
-          if (r.ids.length === 0) {
-            cursor = ">";
-            continue;
-          }
-          cursor = r.ids[r.ids.length - 1]!;
-          return { entries: r, counted: true };
-        }
-        const r = await readGroup(reader, keys.raw, group, consumer, ">", config.CEA_BATCH_SIZE, config.CEA_FLUSH_MS);
-        if (r.ids.length) return { entries: r, counted: false };
-      } catch (err) {
-        if (isNoGroup(err)) {
-          log.warn("consumer group missing; re-creating it");
-          await ensureGroup(redis, keys.raw, group).catch((e: Error) =>
-            log.warn({ err: e.message }, "group create failed"),
-          );
-          cursor = "0";
-          continue;
-        }
-        const delay = backoffDelay({ baseMs: 100, maxMs: 5_000 }, attempt);
-        log.warn({ err: (err as Error).message, delay }, "stream read failed; retrying");
-        await sleep(delay);
-      }
-    }
-    return null;
-  }
-
-  async function readAndPrepare(): Promise<WorkBatch | null> {
+  async function readAndPrepare(): Promise<InFlight | null> {
     const t = performance.now();
-    const r = await read();
+    const r = await reader.next();
     stats.ms.read = (stats.ms.read ?? 0) + performance.now() - t;
     if (!r) return null;
-    const { ids, fields } = r.entries;
-    let deliveries: number[] | null = null;
-    if (r.counted) deliveries = await deliveryCounts(redis, keys.raw, group, consumer, ids);
-    const batch = newBatch(++seq, ids, fields, deliveries);
-    if (deliveries) {
-      deliveries.forEach((d, i) => {
-        if (d > config.CEA_MAX_DELIVERIES)
-          batch.dead.set(i, `delivered ${d} times (CEA_MAX_DELIVERIES=${config.CEA_MAX_DELIVERIES}) without a commit`);
-      });
+    const batch = newBatch(++seq, r);
+    // past the delivery limit: not processed again (a frame that crashes the worker must not crash it forever)
+    r.deliveries?.forEach((d, i) => {
+      if (d > o.maxDeliveries)
+        batch.dead.set(i, {
+          reason: `delivered ${d} times (limit ${o.maxDeliveries}) without an acknowledgement; not processed again`,
+          overLimit: true,
+        });
+    });
+    // entries deleted from the stream (trimmed past the hard limit) have no fields: acknowledged, nothing else
+    r.fields.forEach((f, i) => {
+      if (f === null) {
+        batch.dead.delete(i);
+        batch.skip.add(i);
+      }
+    });
+    const f: InFlight = { batch, data: { ids: r.ids, fields: r.fields } satisfies StreamEntries };
+    try {
+      for (const s of prepareStages) await runStage(s, f);
+    } catch (err) {
+      reader.release(batch.ids);
+      throw err;
     }
-    for (const s of prepareStages) await runStage(s, batch);
-    return batch;
+    return f;
   }
 
-  async function commit(batch: WorkBatch): Promise<void> {
+  async function commit(f: InFlight): Promise<void> {
     const places = lanes.map((l) => l.reserve());
     try {
       for (let i = 0; i < commitStages.length; i++) {
         await places[i]!.enter();
         try {
-          await runStage(commitStages[i]!, batch);
+          await runStage(commitStages[i]!, f);
         } finally {
           places[i]!.leave();
         }
       }
     } finally {
       for (const p of places) p.leave();
+      reader.release(f.batch.ids);
     }
     stats.batches++;
-    stats.entries += batch.ids.length;
-    stats.rows += batch.rowCount;
-    stats.inserted += batch.inserted;
-    stats.dead += batch.dead.size;
+    stats.entries += f.batch.ids.length;
+    stats.dead += f.batch.dead.size;
+    stats.skipped += f.batch.skip.size;
     stats.lastBatchAt = new Date().toISOString();
-    log.debug(
-      {
-        msg: "batch committed",
-        rows: batch.rowCount,
-        inserted: batch.inserted,
-        entries: batch.ids.length,
-        dead: batch.dead.size,
-        seq: batch.seq,
-      },
-      "batch committed",
-    );
   }
 
+  const collect = () => {
+    stats.claimed = reader.claimed;
+    for (const s of instances) if (s.stage.counters) stats.stages[s.spec.name] = s.stage.counters();
+  };
+
   // health + periodic summary
-  const healthKey = keys.health(consumer);
   const writeHealth = async () => {
+    collect();
+    const h = health.report();
     const body = JSON.stringify({
-      service: "can-worker",
-      consumer,
-      status: degraded ? "degraded" : "ok",
-      reason: degraded,
+      service: o.service,
+      consumer: o.consumer,
+      ...h,
       pid: process.pid,
       at: new Date().toISOString(),
+      holding: reader.holding,
       ...stats,
     });
-    await redis.set(healthKey, body, "EX", config.CEA_HEALTH_TTL_S);
+    await redis.set(o.healthKey, body, "EX", o.healthTtlS);
   };
-  let lastSummary = { ...stats };
+  let lastEntries = 0;
   const healthTimer = setInterval(
     () => {
-      writeHealth().catch((err: Error) => log.warn({ err: err.message }, "health update failed"));
-      if (stats.entries !== lastSummary.entries) {
-        log.info({ ...stats, sinceLast: stats.entries - lastSummary.entries }, "worker summary");
-        lastSummary = { ...stats };
+      writeHealth().catch((err: Error) => log.debug({ err: err.message }, "health update failed"));
+      if (stats.entries !== lastEntries) {
+        log.info({ ...stats, sinceLast: stats.entries - lastEntries }, "worker summary");
+        lastEntries = stats.entries;
       }
     },
-    Math.max(1_000, Math.min(10_000, (config.CEA_HEALTH_TTL_S * 1000) / 3)),
+    Math.max(1_000, Math.min(10_000, (o.healthTtlS * 1000) / 3)),
   );
   await writeHealth().catch((err: Error) => log.warn({ err: err.message }, "health update failed"));
-
-  // maintenance: Apache-edition aggregates (no-op on Community) and retention
-  let maintaining = false;
-  const maintTimer = setInterval(() => {
-    if (maintaining) return;
-    maintaining = true;
-    (async () => {
-      await pool.query("SELECT cea_refresh_aggregates()");
-      await pool.query("SELECT cea_apply_retention()");
-    })()
-      .catch((err: Error) => log.warn({ err: err.message }, "aggregate refresh / retention failed; next round retries"))
-      .finally(() => {
-        maintaining = false;
-      });
-  }, config.CEA_AGG_REFRESH_MS);
+  health.onChange = () =>
+    void writeHealth().catch((err: Error) => log.debug({ err: err.message }, "health update failed"));
 
   const loop = async () => {
     let ahead = readAndPrepare();
+    // handled here and awaited below: a failure of the read-ahead while the loop waits on a
+    // commit must take the orderly path, never end the process as an unhandled rejection
+    ahead.catch(() => undefined);
     const inFlight = new Set<Promise<void>>();
     let failed = null as { err: unknown } | null;
     try {
       for (;;) {
-        const batch = await ahead;
-        if (!batch || stopping || failed) break;
+        const f = await ahead;
+        if (!f || stopper.signal.aborted || failed) {
+          if (f) reader.release(f.batch.ids);
+          break;
+        }
         ahead = readAndPrepare();
-        const p: Promise<void> = commit(batch).then(
+        ahead.catch(() => undefined);
+        const p: Promise<void> = commit(f).then(
           () => {
             inFlight.delete(p);
           },
           (err: unknown) => {
             inFlight.delete(p);
             failed ??= { err };
-            stopping = true;
+            stopper.abort();
           },
         );
         inFlight.add(p);
         while (inFlight.size >= window && !failed) await Promise.race(inFlight);
       }
+    } catch (err) {
+      failed ??= { err };
     } finally {
-      // the read-ahead batch is abandoned unacked: it stays pending for this consumer
-      stopping = true;
+      // the read-ahead batch is abandoned unacknowledged: it stays pending for this consumer
+      stopper.abort();
       await Promise.all(inFlight);
-      await ahead.catch((err: Error) => log.debug({ err: err.message }, "read-ahead batch abandoned"));
+      await ahead.then(
+        (f) => f && reader.release(f.batch.ids),
+        (err: Error) => log.debug({ err: err.message }, "read-ahead batch abandoned"),
+      );
     }
-    if (failed) throw failed.err;
+    if (failed && !(failed.err instanceof Abandoned)) throw failed.err;
+    if (failed) log.info({ err: (failed.err as Error).message }, "batch abandoned unacknowledged");
   };
 
-  const done = loop()
-    .catch((err: unknown) => {
-      if (err instanceof Abandoned) {
-        log.info({ err: err.message }, "batch abandoned unacked");
-        return;
-      }
-      throw err;
-    })
-    .finally(async () => {
-      clearInterval(healthTimer);
-      clearInterval(maintTimer);
-      for (const s of instances) await s.stage.close?.();
-      reader.disconnect();
-    });
+  const done = loop().finally(async () => {
+    clearInterval(healthTimer);
+    reader.close();
+    collect();
+    await closeAll();
+  });
+  // the caller awaits `done`; this keeps a fatal error from also counting as an unhandled rejection meanwhile
+  done.catch(() => undefined);
 
   return {
     done,
     stats,
-    ctx,
+    health,
     async stop() {
-      stopping = true;
+      stopper.abort();
       await done;
     },
   };

@@ -62,9 +62,19 @@ describe("PostgreSQL stopped under load", () => {
     await waitUntil("first rows committed", async () => ((await rows()) > 500 ? true : undefined), 60_000, 200);
 
     await db.stop({ mode: "fast" });
-    // an XACK for a COMMIT that completed just before the stop may still be on its way
-    await new Promise((r) => setTimeout(r, 300));
     const acked = (s: { entriesRead: number | null; pending: number }) => (s.entriesRead ?? Number.NaN) - s.pending;
+    // an XACK for a COMMIT that completed just before the stop may still be on its way:
+    // wait until the health key says the writer is failing, then the count must hold still
+    await waitUntil(
+      "the worker to report the outage",
+      async () => {
+        const h = JSON.parse((await redis.get(keys.health("can-worker-1"))) ?? "{}") as {
+          problems?: Record<string, string>;
+        };
+        return h.problems?.["batch-copy"] ? true : undefined;
+      },
+      30_000,
+    );
     const down0 = await groupState(redis, keys.raw, GROUP);
     const appended0 = (await stats(redis, keys.stats("can-scanner"))).appended ?? 0;
     const ackedDuring: number[] = [];
@@ -87,7 +97,16 @@ describe("PostgreSQL stopped under load", () => {
     const n1 = await rows();
     await waitUntil("rows after the restart", async () => ((await rows()) > n1 + 500 ? true : undefined), 60_000, 200);
     await db.kill9();
-    await new Promise((r) => setTimeout(r, 2_000));
+    await waitUntil(
+      "the worker to report the crash",
+      async () => {
+        const h = JSON.parse((await redis.get(keys.health("can-worker-1"))) ?? "{}") as {
+          problems?: Record<string, string>;
+        };
+        return h.problems?.["batch-copy"] ? true : undefined;
+      },
+      30_000,
+    );
     expect(await redis.xlen(keys.dead)).toBe(0);
     expect(worker.exit, worker.tail(40)).toBeUndefined();
     await db.start();

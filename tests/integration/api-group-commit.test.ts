@@ -1,7 +1,12 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GroupWriter, type SingleReading, type WriteOutcome } from "../../pipeline/backend/group-writer.js";
-import { isDependencyDown } from "../../pipeline/backend/http-errors.js";
+import { classifyDbError } from "../../db/pg-errors.js";
+import {
+  GroupWriter,
+  type SingleReading,
+  WriteExpired,
+  type WriteOutcome,
+} from "../../pipeline/backend/group-writer.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
 import { isCommunity } from "../support/db.js";
 import { type Api, closedPort, measurementCount, startApi } from "./api-harness.js";
@@ -240,10 +245,51 @@ describe("GroupWriter", () => {
       const settled = await Promise.allSettled(rows(12, 8000).map((r) => writer.write(r)));
       for (const s of settled) {
         expect(s.status).toBe("rejected");
-        expect(isDependencyDown((s as PromiseRejectedResult).reason)).toBe(true);
+        expect(classifyDbError((s as PromiseRejectedResult).reason).kind).toBe("outage");
       }
     } finally {
       await pool.end();
     }
   });
+
+  it("a reading still queued when its request's deadline has passed is not written", async () => {
+    const writer = new GroupWriter(api.pool, undefined, { maxInFlight: 1 });
+    const [held, ...queued] = rows(6, 9000);
+    // another session holds the first key uncommitted: the first group waits on it
+    const blocker = await api.db.pool.connect();
+    try {
+      await blocker.query("BEGIN");
+      await blocker.query("INSERT INTO measurement (time, sensor_id, value) VALUES ($1, $2, 0)", [
+        held!.time,
+        held!.sensor_id,
+      ]);
+      const first = writer.write(held!);
+      // the group is in the database, waiting on the lock, before the others queue
+      await waitUntilWaiting();
+      const expiresAt = Date.now() + 20;
+      const later = queued.map((r) => writer.write(r, expiresAt));
+      while (Date.now() <= expiresAt) await new Promise((r) => setTimeout(r, 10));
+      await blocker.query("ROLLBACK");
+      expect((await first).inserted).toBe(true);
+      for (const s of await Promise.allSettled(later)) {
+        expect(s.status).toBe("rejected");
+        expect((s as PromiseRejectedResult).reason).toBeInstanceOf(WriteExpired);
+      }
+      for (const r of queued) expect(await stored(r.sensor_id, r.time)).toEqual([]);
+    } finally {
+      await blocker.query("ROLLBACK").catch(() => undefined);
+      blocker.release();
+    }
+  });
 });
+
+/** Until some session waits on a lock while inserting into measurement. */
+async function waitUntilWaiting(): Promise<void> {
+  for (;;) {
+    const { rows: w } = await api.db.pool.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO measurement%'",
+    );
+    if (w[0].n > 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -4,7 +4,7 @@ import type { Redis } from "ioredis";
 import type pg from "pg";
 import { inject } from "vitest";
 import { createPool } from "../../db/pool.js";
-import { buildApp } from "../../pipeline/backend/app.js";
+import { apiPoolOptions, buildApp } from "../../pipeline/backend/app.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
 import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
 import { freePort } from "../../pipeline/runtime/net.js";
@@ -47,7 +47,11 @@ export async function startApi(
   });
   const logs: string[] = [];
   const log = createBackendLogger(config.CEA_LOG_LEVEL, { write: (s: string) => void logs.push(s) });
-  const pool = createPool(databaseUrl(config, "api"), { max: 4, application: "cea-backend-test" });
+  const pool = createPool(databaseUrl(config, "api"), {
+    max: 4,
+    application: "cea-backend-test",
+    ...apiPoolOptions(config),
+  });
   pool.on("error", () => undefined);
   const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-backend-test");
   const app = await buildApp({ config, pool, redis, log, token });

@@ -4,14 +4,24 @@ import { type Api, measurementCount, startApi } from "./api-harness.js";
 
 // Generated bodies thrown at both write routes: arbitrary JSON and text, and
 // near-valid bodies with one mutation that makes them invalid. Never a 5xx;
-// never a row from a rejected body; a mutated body is always rejected; an
-// accepted body is stored exactly as sent.
+// never a row from a rejected body; a mutated body is always rejected; a valid
+// body under a key not used before is stored (201) exactly as sent, its
+// identical resend answers 200 and a resend with another value 409.
 
 const RUNS = 300;
 const SENSORS = [101, 102, 205, 310, 401, 510];
 const FLOOR = Date.parse("2000-01-01T00:00:00Z");
 
 let api: Api;
+/** keys (sensor_id, instant) already sent by this file: a valid body under a fresh key must answer 201 */
+const used = new Set<string>();
+const keyOf = (b: Body) => `${b.sensor_id}@${Date.parse(String(b.time))}`;
+const fresh = (bodies: Body[]) => {
+  const keys = bodies.map(keyOf);
+  if (new Set(keys).size !== keys.length || keys.some((k) => used.has(k))) return false;
+  for (const k of keys) used.add(k);
+  return true;
+};
 beforeAll(async () => {
   api = await startApi({ CEA_LOG_LEVEL: "warn" });
 });
@@ -149,16 +159,21 @@ describe("generated bodies against POST /measurement and /measurements", () => {
     await fc.assert(
       fc.asyncProperty(validBody, fc.option(mutation, { nil: undefined }), async (body, mut) => {
         if (!mut) {
+          fc.pre(fresh([body]));
           const res = await probe("/measurement", body);
-          expect([200, 201, 409]).toContain(res.status);
-          if (res.status !== 409) {
-            const stored = res.json();
-            expect(Date.parse(String(stored.time))).toBe(Date.parse(body.time));
-            expect(stored.sensor_id).toBe(body.sensor_id);
-            // as sent: JSON has no -0, it arrives as 0
-            expect(stored.value).toBe(JSON.parse(JSON.stringify(body.value)));
-            expect(stored.status).toBe(body.status ?? null);
-          }
+          expect(res.status).toBe(201);
+          const stored = res.json();
+          expect(Date.parse(String(stored.time))).toBe(Date.parse(body.time));
+          expect(stored.sensor_id).toBe(body.sensor_id);
+          // as sent: JSON has no -0, it arrives as 0
+          expect(stored.value).toBe(JSON.parse(JSON.stringify(body.value)));
+          expect(stored.status).toBe(body.status ?? null);
+          const again = await probe("/measurement", body);
+          expect(again.status).toBe(200);
+          expect(again.json()).toEqual(stored);
+          const changed = await probe("/measurement", { ...body, value: body.value === 1 ? 2 : 1 });
+          expect(changed.status).toBe(409);
+          expect(changed.json().existing).toEqual(stored);
           return;
         }
         const [what, apply] = mut;
@@ -176,9 +191,13 @@ describe("generated bodies against POST /measurement and /measurements", () => {
         fc.option(fc.tuple(mutation, fc.nat()), { nil: undefined }),
         async (items, mut) => {
           if (!mut) {
+            fc.pre(fresh(items));
             const res = await probe("/measurements", items);
-            expect([200, 201, 409]).toContain(res.status);
-            if (res.status !== 409) expect(res.json().received).toBe(items.length);
+            expect(res.status).toBe(201);
+            expect(res.json()).toEqual({ received: items.length, inserted: items.length, already_present: 0 });
+            const again = await probe("/measurements", items);
+            expect(again.status).toBe(200);
+            expect(again.json()).toEqual({ received: items.length, inserted: 0, already_present: items.length });
             return;
           }
           const [[what, apply], at] = mut;

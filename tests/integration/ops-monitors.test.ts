@@ -1,10 +1,14 @@
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
 import { freePort } from "../../pipeline/runtime/net.js";
-import { projectPath } from "../../pipeline/runtime/paths.js";
+import { projectPath, projectRoot } from "../../pipeline/runtime/paths.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
 
 // The two monitor scripts run with --once against a database and a Redis key
@@ -26,7 +30,13 @@ function runScript(
   return new Promise((resolve, reject) => {
     const child = spawn("bash", [projectPath(script), ...args], {
       // CEA_ENV_FILE points nowhere so a machine's /etc/cea/cea.env never leaks in
-      env: { ...process.env, CEA_ENV_FILE: "/nonexistent/cea.env", NO_COLOR: "1", ...env },
+      env: {
+        ...process.env,
+        CEA_ENV_FILE: "/nonexistent/cea.env",
+        CEA_MONITOR_ENV_FILE: "/nonexistent/monitor.env",
+        NO_COLOR: "1",
+        ...env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -270,6 +280,81 @@ describe("a dependency that is down", () => {
       expect(figure(r.stdout, "pending (delivered, unacked):")).toBe("5");
     });
   }
+});
+
+describe("secrets", () => {
+  const dir = mkdtempSync(join(tmpdir(), "cea-mon-secrets-"));
+  const user = `mon-${randomBytes(4).toString("hex")}`;
+  afterAll(async () => {
+    await redis.call("ACL", "DELUSER", user);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A stand-in for psql or redis-cli that records its command line and password variable, then runs the real one. */
+  const recorder = (name: string, real: string, variable: string) => {
+    const file = join(dir, name);
+    writeFileSync(
+      file,
+      `#!/bin/bash\nprintf '%s\\n' "$*" >> "${dir}/${name}.argv"\nprintf '%s\\n' "\${${variable}-}" >> "${dir}/${name}.env"\nexec ${real} "$@"\n`,
+    );
+    chmodSync(file, 0o755);
+    return file;
+  };
+
+  it("psql and redis-cli get passwords by environment, never on their command line; output shows them redacted", async () => {
+    // the test cluster trusts local connections, so psql's password is shown by what it receives;
+    // Redis gets a user whose password it checks
+    const pgPass = "pg-s3cret/x@y";
+    const redisPass = "redis-s3cret";
+    await redis.call("ACL", "SETUSER", user, "on", `>${redisPass}`, "~*", "&*", "+@all");
+    const dbUrl = new URL(db.url);
+    dbUrl.password = pgPass;
+    const redisUrl = new URL(inject("redisUrl"));
+    redisUrl.username = user;
+    redisUrl.password = redisPass;
+    const which = (cmd: string) => spawnSync("bash", ["-c", `command -v ${cmd}`], { encoding: "utf8" }).stdout.trim();
+    const recorded = {
+      PSQL: recorder("psql", which("psql"), "PGPASSWORD"),
+      REDIS_CLI: recorder("redis-cli", which("redis-cli"), "REDISCLI_AUTH"),
+    };
+    for (const script of ["ops/monitor_can_db.sh", "ops/monitor_redis_backend.sh"]) {
+      const r = await runScript(script, ["--once", "--sample", "0"], {
+        ...env,
+        ...recorded,
+        CEA_DATABASE_URL: dbUrl.toString(),
+        CEA_REDIS_URL: redisUrl.toString(),
+      });
+      expect(r.code, r.stdout).toBe(0);
+      expect(r.stdout).not.toContain("DOWN");
+      expect(r.stdout).toContain(`Redis: redis://${user}:***@`);
+      expect(r.stdout).toContain(`PostgreSQL: postgresql://${dbUrl.username}:***@`);
+      expect(r.stdout + r.stderr).not.toContain("s3cret");
+    }
+    const argv = readFileSync(join(dir, "psql.argv"), "utf8") + readFileSync(join(dir, "redis-cli.argv"), "utf8");
+    expect(argv).not.toContain("s3cret");
+    expect(argv).toContain(`--user ${user}`);
+    expect(new Set(readFileSync(join(dir, "psql.env"), "utf8").trim().split("\n"))).toEqual(new Set([pgPass]));
+    expect(new Set(readFileSync(join(dir, "redis-cli.env"), "utf8").trim().split("\n"))).toEqual(new Set([redisPass]));
+  });
+
+  it("start_all_services.sh never prints the database password", async () => {
+    const empty = await createTestDatabase({ empty: true });
+    try {
+      const url = new URL(empty.url);
+      url.password = "start-s3cret";
+      const r = await runScript("ops/start_all_services.sh", ["--no-health"], {
+        CEA_APP_DIR: projectRoot(),
+        CEA_DATABASE_URL: url.toString(),
+        SYSTEMCTL: "/nonexistent/systemctl",
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("REFUSING TO START");
+      expect(r.stderr).toContain(`CEA_DATABASE_URL=postgresql://${url.username}:***@`);
+      expect(r.stdout + r.stderr).not.toContain("start-s3cret");
+    } finally {
+      await empty.drop();
+    }
+  });
 });
 
 describe("refresh loop", () => {

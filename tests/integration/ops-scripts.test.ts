@@ -68,6 +68,7 @@ case "$1" in
   start) if grep -qx "$2" "${dir}/fail"; then echo "Job for $2 failed." >&2; exit 1; fi ;;
   is-active) if grep -qx "$2" "${dir}/fail"; then echo failed; exit 3; fi; echo active ;;
   daemon-reload) ;;
+  --version) echo "systemd \${STUB_SYSTEMD_VERSION:-252} (\${STUB_SYSTEMD_VERSION:-252}-1)"; echo "+PAM +SECCOMP" ;;
   *) echo "stub: unexpected $*" >&2; exit 1 ;;
 esac
 `,
@@ -150,7 +151,10 @@ describe("systemd units", () => {
     const svc = unit.get("Service")!;
     const one = (k: string) => svc.get(k)?.at(-1);
     expect(unit.get("Install")?.get("WantedBy")).toEqual(["multi-user.target"]);
-    expect(svc.get("EnvironmentFile")).toEqual(["/etc/cea/cea.env"]);
+    // the shared settings, then (node services) an optional file of the service's own, e.g. its database URL
+    expect(svc.get("EnvironmentFile")).toEqual(
+      name === "can-setup" ? ["/etc/cea/cea.env"] : ["/etc/cea/cea.env", `-/etc/cea/${name}.env`],
+    );
     expect(one("NoNewPrivileges")).toBe("yes");
     expect(one("ProtectSystem")).toBe("strict");
     expect(one("PrivateTmp")).toBe("yes");
@@ -163,20 +167,38 @@ describe("systemd units", () => {
     expect(one("ExecStart")).toBe(`/usr/bin/node dist/pipeline/${name}.js`);
     expect(one("WorkingDirectory")).toBe("/opt/cea-telemetry");
     expect(one("User")).toBe("cea");
-    expect(one("Restart")).toMatch(/^(always|on-failure)$/);
+    expect(one("Restart")).toBe("always");
     expect(Number(one("RestartSec"))).toBeGreaterThan(0);
+    // a crash loop never leaves the unit permanently failed (systemd's default gives up after 5 starts in 10 s)
+    expect(unit.get("Unit")?.get("StartLimitIntervalSec")).toEqual(["0"]);
     expect(one("KillSignal")).toBe("SIGTERM");
     // longer than the services' own graceful-stop timeout (15 s, pipeline/runtime/shutdown.ts)
     expect(Number(one("TimeoutStopSec"))).toBeGreaterThan(15);
     const deps = [...(unit.get("Unit")?.get("After") ?? []), ...(unit.get("Unit")?.get("Wants") ?? [])].join(" ");
     expect(deps).toContain("redis-server.service");
+    const families = (one("RestrictAddressFamilies") ?? "").split(/\s+/).sort();
     if (name === "can-scanner") {
       // it must keep running while PostgreSQL is down
       expect(deps).not.toContain("postgresql");
       expect(deps).toContain("can-setup.service");
+      // the bus, and the spool for a stop while Redis is down
+      expect(families).toEqual(["AF_CAN", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"]);
+      expect(one("StateDirectory")).toBe("cea");
     } else {
       expect(deps).toContain("postgresql.service");
+      expect(families).toEqual(["AF_INET", "AF_INET6", "AF_UNIX"]);
     }
+    // no capabilities at all, and no way to gain any
+    expect(svc.get("CapabilityBoundingSet")).toEqual([""]);
+    expect(one("NoNewPrivileges")).toBe("yes");
+  });
+
+  it("can-setup holds CAP_NET_ADMIN and nothing else, as an unprivileged user, on netlink only", () => {
+    const svc = parseUnit(readFileSync(projectPath("ops/systemd/can-setup.service"), "utf8")).get("Service")!;
+    expect(svc.get("DynamicUser")).toEqual(["yes"]);
+    expect(svc.get("CapabilityBoundingSet")).toEqual(["CAP_NET_ADMIN"]);
+    expect(svc.get("AmbientCapabilities")).toEqual(["CAP_NET_ADMIN"]);
+    expect(svc.get("RestrictAddressFamilies")).toEqual(["AF_UNIX AF_NETLINK"]);
   });
 
   const analyze = spawnSync("systemd-analyze", ["--version"]).status === 0;
@@ -186,6 +208,22 @@ describe("systemd units", () => {
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
   });
+
+  // systemd-analyze rates a unit's exposure from 0 (locked down) to 10 (exposed); 4.0 or better is the bar
+  it.skipIf(!analyze).each(UNITS)(
+    "%s.service: systemd-analyze security --offline rates it 4.0 or better",
+    async (name) => {
+      const r = await run("systemd-analyze", [
+        "security",
+        "--offline=yes",
+        "--no-pager",
+        projectPath(`ops/systemd/${name}.service`),
+      ]);
+      const m = /Overall exposure level for [^:]+: (\d+\.\d+)/.exec(r.stdout);
+      expect(m, r.stdout + r.stderr).not.toBeNull();
+      expect(Number(m![1]), r.stdout).toBeLessThanOrEqual(4.0);
+    },
+  );
 });
 
 describe("enable_autostart.sh (stub systemctl)", () => {
@@ -253,8 +291,28 @@ describe("enable_autostart.sh (stub systemctl)", () => {
     const r = await run(script, ["--install-units"], { ...s.env, CEA_UNIT_INSTALL_DIR: s.unitDir });
     expect(r.code).toBe(0);
     expect(readdirSync(s.unitDir).sort()).toEqual(UNITS.map((u) => `${u}.service`).sort());
-    expect(s.calls()[0]).toBe("daemon-reload");
+    expect(s.calls().filter((c) => c !== "--version")[0]).toBe("daemon-reload");
     expect(r.stdout).toContain("newly enabled (4):");
+    // systemd 252 has no RestartSteps: no drop-in, and it says so
+    expect(r.stdout).toContain("systemd 252 is older than 254: no restart backoff drop-in");
+  });
+
+  it("--install-units on systemd 254 or newer adds the restart backoff to the three services", async () => {
+    const s = stub();
+    const r = await run(script, ["--install-units"], {
+      ...s.env,
+      CEA_UNIT_INSTALL_DIR: s.unitDir,
+      STUB_SYSTEMD_VERSION: "257",
+    });
+    expect(r.code).toBe(0);
+    for (const u of ["can-scanner", "can-worker", "cea-backend"]) {
+      const dropin = readFileSync(join(s.unitDir, `${u}.service.d`, "10-restart-backoff.conf"), "utf8");
+      const svc = parseUnit(dropin).get("Service")!;
+      expect(Number(svc.get("RestartSteps")?.[0])).toBeGreaterThan(0);
+      expect(Number(svc.get("RestartMaxDelaySec")?.[0])).toBeGreaterThan(5);
+    }
+    expect(existsSync(join(s.unitDir, "can-setup.service.d"))).toBe(false);
+    expect(s.calls().filter((c) => c !== "--version")[0]).toBe("daemon-reload");
   });
 
   it("rejects an unknown argument with exit 2", async () => {

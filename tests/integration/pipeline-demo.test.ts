@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -32,21 +33,41 @@ describe("demo", () => {
   });
 
   it("runs scanner + worker, shows rows arriving, stops with 0 pending and every frame stored exactly", async () => {
+    // the stack as ops/stack.sh describes it, found through CEA_STATE_DIR like
+    // every command of the checkout; the URL carries a password (the test
+    // cluster trusts local connections and never asks for it) that must not be printed
+    const url = new URL(db.url);
+    url.password = "demo-s3cret";
+    mkdirSync(stateDir, { recursive: true });
+    // and, as ops/stack.sh writes them, one URL per service role: the demo runs each service as its role
+    writeFileSync(
+      join(stateDir, "stack.env"),
+      [
+        `CEA_DATABASE_URL=${url}`,
+        `CEA_REDIS_URL=${inject("redisUrl")}`,
+        `CEA_WORKER_DATABASE_URL=${db.urlAs("worker")}`,
+        `CEA_API_DATABASE_URL=${db.urlAs("api")}`,
+        `CEA_READER_DATABASE_URL=${db.urlAs("reader")}`,
+        "",
+      ].join("\n"),
+    );
+    const base: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("CEA_")) base[k] = v;
     const { stdout } = await run(process.execPath, [projectPath("dist/pipeline/demo.js")], {
       env: {
-        ...process.env,
-        CEA_DATABASE_URL: db.url,
-        CEA_WORKER_DATABASE_URL: db.urlAs("worker"),
-        CEA_API_DATABASE_URL: db.urlAs("api"),
-        CEA_READER_DATABASE_URL: db.urlAs("reader"),
-        CEA_REDIS_URL: inject("redisUrl"),
+        ...base,
         CEA_REDIS_PREFIX: prefix,
-        CEA_CAN_SOURCE: "simulator",
+        // no CEA_CAN_SOURCE: the demo chooses auto (the bus, else the simulator); no such bus here
+        CEA_CAN_INTERFACE: "ceanone0",
         CEA_DEMO_SECONDS: "6",
         CEA_STATE_DIR: stateDir,
       },
       timeout: 60_000,
     });
+    expect(stdout).toContain(
+      `PostgreSQL + TimescaleDB  ${url.protocol}//${url.username}:***@${url.host}${url.pathname}`,
+    );
+    expect(stdout).not.toContain("demo-s3cret");
     expect(stdout).toMatch(/rows since start: [1-9]\d*/);
     expect(stdout).toContain("can-scanner stopped (exit 0)");
     expect(stdout).toContain("can-worker stopped (exit 0)");
@@ -54,8 +75,9 @@ describe("demo", () => {
     // every frame the scanner appended is stored, exactly (the stream is far below the trim size)
     const entries = (await redis.xrange(`${prefix}can:raw`, "-", "+")).map(([, f]) => {
       const o = Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i]!, f[2 * i + 1]!]));
-      return { ts: o.ts!, id: o.id!, data: o.data! };
+      return { ts: o.ts!, id: o.id!, data: o.data!, src: o.src };
     });
+    expect(new Set(entries.map((e) => e.src))).toEqual(new Set(["simulator"]));
     expect(entries.length).toBeGreaterThanOrEqual(15 * 4);
     expect(await redis.hget(`${prefix}stats:can-scanner`, "appended")).toBe(String(entries.length));
     const r = await reconcile(db.pool, await siteTable(), entries);

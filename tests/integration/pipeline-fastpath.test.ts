@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
-import { queuesAggregates, writeMeasurementsFast } from "../../db/measurements.js";
+import { queuesAggregates, writeReadings } from "../../db/measurements.js";
 import { loadSite } from "../../db/site.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import type { DecodeTable } from "../../pipeline/can/table.js";
@@ -8,11 +8,10 @@ import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import { appendEntries, pendingCount } from "../../pipeline/runtime/stream.js";
-import { decodePacked, packFrames } from "../../stages/decode.js";
 import { createTestDatabase, isCommunity, type TestDatabase, testPrefix } from "../support/db.js";
-import { asEntry, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
+import { asEntry, readingsOf, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
 
-// The can-worker's fast write path (db/measurements.ts writeMeasurementsFast):
+// The can-worker's fast write path (db/measurements.ts writeReadings): binary
 // COPY straight into `measurement`, falling back to staging + ON CONFLICT when
 // the batch holds a stored key, and the aggregate queue filled from the
 // buckets computed while decoding.
@@ -33,11 +32,7 @@ async function simEntries(seconds: number, startIso: string): Promise<Entry[]> {
     .map(asEntry);
 }
 
-const decode = (entries: readonly Entry[], format: "text" | "binary") => {
-  const p = packFrames(entries);
-  return decodePacked({ buf: p.buf, n: p.n, table, format });
-};
-const binaryOf = (out: ReturnType<typeof decode>) => new Uint8Array(out.rowsBuf, out.binaryOffset, out.binaryLength);
+const decode = (entries: readonly Entry[]) => readingsOf(table, entries);
 
 /** Distinct (sensor, hour) pairs as "sensor|epoch seconds" keys. */
 async function queued(): Promise<string[]> {
@@ -82,65 +77,82 @@ describe("fast write path", () => {
     expect(await queuesAggregates(db.pool)).toBe(!isCommunity());
   });
 
-  for (const format of ["binary", "text"] as const) {
-    it(`${format}: a new batch is COPYed directly; one holding a stored key takes the fallback and stores nothing twice`, async () => {
-      const queue = await queuesAggregates(db.pool);
-      const first = await simEntries(600, "2024-03-10T22:55:00Z"); // hours 22 and 23
-      const out1 = decode(first, format);
-      const c = await db.pool.connect();
-      try {
-        await c.query("BEGIN");
-        const r1 = await writeMeasurementsFast(
-          c,
-          { copy: format === "binary" ? binaryOf(out1) : out1.copyText, buckets: out1.buckets },
-          queue,
-        );
-        await c.query("COMMIT");
-        expect(r1).toEqual({ inserted: out1.rowCount, fast: true });
-
-        // the last 100 s again (a redelivery) followed by 100 new seconds in hour 01
-        const second = [...first.slice(-1_500), ...(await simEntries(100, "2024-03-11T01:05:00Z"))];
-        const out2 = decode(second, format);
-        await c.query("BEGIN");
-        const r2 = await writeMeasurementsFast(
-          c,
-          { copy: format === "binary" ? binaryOf(out2) : out2.copyText, buckets: out2.buckets },
-          queue,
-        );
-        await c.query("COMMIT");
-        expect(r2).toEqual({ inserted: 100 * 50, fast: false });
-        expect(await reconcile(db.pool, table, [...first, ...second])).toEqual({
-          expected: 700 * 50,
-          stored: 700 * 50,
-          lost: 0,
-          duplicated: 0,
-          unexpected: 0,
-          wrongValue: 0,
-        });
-      } finally {
-        c.release();
-      }
-      if (queue) {
-        // exactly the touched buckets: those of the direct COPY and those of the fallback's new rows
-        expect(await queued()).toEqual(await touched());
-        expect((await touched()).length).toBe(50 * 3);
-      } else {
-        expect(await queued()).toEqual([]);
-      }
-    });
-  }
-
-  it("a failed direct COPY of another kind (not a duplicate) is not taken for a redelivery", async () => {
-    const entries = await simEntries(10, "2024-03-12T00:00:00Z");
-    const out = decode(entries, "binary");
-    // the same rows against a sensor that does not exist: a foreign-key violation must surface
-    const bad = new Uint8Array(binaryOf(out));
-    const view = new DataView(bad.buffer, bad.byteOffset, bad.byteLength);
-    view.setInt32(19 + 18, 999_999); // sensor_id of the first row
+  it("a new batch is COPYed directly; one holding a stored key takes the fallback and stores nothing twice", async () => {
+    const queue = await queuesAggregates(db.pool);
+    const first = await simEntries(600, "2024-03-10T22:55:00Z"); // hours 22 and 23
+    const out1 = decode(first);
     const c = await db.pool.connect();
     try {
       await c.query("BEGIN");
-      await expect(writeMeasurementsFast(c, { copy: bad, buckets: out.buckets }, false)).rejects.toMatchObject({
+      const r1 = await writeReadings(c, out1, queue);
+      await c.query("COMMIT");
+      expect(r1).toEqual({ inserted: out1.count, fast: true });
+
+      // the last 100 s again (a redelivery) followed by 100 new seconds in hour 01
+      const second = [...first.slice(-1_500), ...(await simEntries(100, "2024-03-11T01:05:00Z"))];
+      await c.query("BEGIN");
+      const r2 = await writeReadings(c, decode(second), queue);
+      await c.query("COMMIT");
+      expect(r2).toEqual({ inserted: 100 * 50, fast: false });
+      expect(await reconcile(db.pool, table, [...first, ...second])).toEqual({
+        expected: 700 * 50,
+        stored: 700 * 50,
+        lost: 0,
+        duplicated: 0,
+        unexpected: 0,
+        wrongValue: 0,
+      });
+    } finally {
+      c.release();
+    }
+    if (queue) {
+      // exactly the touched buckets: those of the direct COPY and those of the fallback's new rows
+      expect(await queued()).toEqual(await touched());
+      expect((await touched()).length).toBe(50 * 3);
+    } else {
+      expect(await queued()).toEqual([]);
+    }
+  });
+
+  it("statuses travel with the rows on both paths (simulated, replayed, NULL)", async () => {
+    const entries = await simEntries(4, "2024-03-13T00:00:00Z");
+    const mixed = entries.map((e, i) => ({
+      ...e,
+      ...(i % 3 === 0 ? {} : { src: i % 3 === 1 ? "simulator" : "replay" }),
+    }));
+    const cols = decode(mixed);
+    const c = await db.pool.connect();
+    try {
+      for (const round of [1, 2]) {
+        await c.query("BEGIN");
+        const r = await writeReadings(c, cols, false);
+        await c.query("COMMIT");
+        expect(r.fast).toBe(round === 1);
+      }
+    } finally {
+      c.release();
+    }
+    const { rows } = await db.pool.query<{ status: string | null; n: number }>(
+      "SELECT status, count(*)::int AS n FROM measurement GROUP BY 1 ORDER BY 1 NULLS FIRST",
+    );
+    const want = new Map<string | null, number>();
+    for (const e of mixed) {
+      const n = decode([e]).count;
+      const st = e.src === "simulator" ? "simulated" : e.src === "replay" ? "replayed" : null;
+      want.set(st, (want.get(st) ?? 0) + n);
+    }
+    expect(rows.map((r) => [r.status, r.n])).toEqual([null, "replayed", "simulated"].map((k) => [k, want.get(k)]));
+  });
+
+  it("a failed direct COPY of another kind (not a duplicate) is not taken for a redelivery", async () => {
+    const entries = await simEntries(10, "2024-03-12T00:00:00Z");
+    const bad = decode(entries);
+    // the same rows with one against a sensor that does not exist: a foreign-key violation must surface
+    bad.sensor[0] = 999_999;
+    const c = await db.pool.connect();
+    try {
+      await c.query("BEGIN");
+      await expect(writeReadings(c, bad, false)).rejects.toMatchObject({
         code: "23503",
       });
       await c.query("ROLLBACK");
@@ -166,10 +178,9 @@ describe("can-worker on the fast path", () => {
     } finally {
       await w.stop();
     }
-    const fallbacks = (w.handle.ctx.shared.get("batchCopyFallbacks") as () => number)();
-    expect(fallbacks).toBeGreaterThanOrEqual(1);
-    expect(w.handle.stats.inserted).toBe(20_000);
-    expect(w.handle.stats.rows).toBe(20_000 + decode(entries.slice(1_000, 1_500), "text").rowCount);
+    expect(w.counters("batch-copy").fallbacks).toBeGreaterThanOrEqual(1);
+    expect(w.counters("batch-copy").inserted).toBe(20_000);
+    expect(w.counters("batch-copy").rows).toBe(20_000 + decode(entries.slice(1_000, 1_500)).count);
     expect(await reconcile(db.pool, table, entries)).toEqual({
       expected: 20_000,
       stored: 20_000,
@@ -239,6 +250,5 @@ describe("can-worker on the fast path", () => {
 });
 
 function hasSensor(e: Entry, sensor: number): boolean {
-  const out = decode([e], "text");
-  return new Int32Array(out.rowsBuf, out.rowCount * 12, out.rowCount).includes(sensor);
+  return decode([e]).sensor.includes(sensor);
 }

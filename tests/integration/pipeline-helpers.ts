@@ -1,22 +1,29 @@
 import type { Redis } from "ioredis";
 import pg from "pg";
+import { pino } from "pino";
 import { inject } from "vitest";
+import type { ReadingColumns } from "../../db/readings.js";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
 import type { DecodeTable } from "../../pipeline/can/table.js";
 import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
-import { createLogger } from "../../pipeline/runtime/log.js";
+import { redisKeys } from "../../pipeline/runtime/keys.js";
+import { createLogger, type Logger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
-import { startWorker, type WorkerHandle } from "../../pipeline/runtime/worker.js";
-import { WORKER_STAGES } from "../../stages/chains.js";
-import { expectedRows } from "../../stages/decode.js";
-import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import type { Batch, Chain } from "../../pipeline/runtime/stage.js";
+import type { StreamEntries } from "../../pipeline/runtime/stream.js";
+import { type Component, startWorker, type WorkerHandle, workerSettings } from "../../pipeline/runtime/worker.js";
+import { type WorkerChainDeps, workerChain } from "../../stages/chains.js";
+import { packEntries } from "../../stages/decode/pack.js";
+import { decodePacked, unpackSignals } from "../../stages/decode/signals.js";
+import { expectedRows } from "../../stages/expected.js";
+import { AggregateMaintenance } from "../../stages/maintenance.js";
+import { resolveReadings } from "../../stages/resolve-sensor.js";
+import { loadDecodeTable, SensorMap } from "../../stages/sensor-map.js";
 import { roleUrl } from "../support/roles.js";
 
 // Shared by the pipeline tests: in-process workers on the real stack, and the
 // entry-by-entry reconciliation of sent frames against `measurement`.
-
-export { WORKER_STAGES };
 
 export function testConfig(dbUrl: string, prefix: string, extra: Record<string, string> = {}): Config {
   return loadConfig({
@@ -35,35 +42,82 @@ export interface TestWorker {
   handle: WorkerHandle;
   redis: Redis;
   pool: pg.Pool;
+  map: SensorMap;
+  /** Counters of one stage (e.g. batch-copy's inserted, rows, fallbacks), as of now. */
+  counters(stage: string): Record<string, number>;
   stop(): Promise<void>;
 }
 
-export async function startTestWorker(config: Config, stages = WORKER_STAGES): Promise<TestWorker> {
-  const log = createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
+/**
+ * An in-process worker with the product's chain (or one the test builds from
+ * the same deps), its sensor map and aggregate upkeep, on the real stack.
+ */
+export async function startTestWorker(
+  config: Config,
+  build: (deps: WorkerChainDeps) => Chain<StreamEntries, unknown> = workerChain,
+  extra: { components?: Component[]; pool?: pg.Pool; log?: Logger } = {},
+): Promise<TestWorker> {
+  const log = extra.log ?? createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
   const redis = createRedis(config.CEA_REDIS_URL);
-  const pool = new pg.Pool({ connectionString: databaseUrl(config, "worker"), max: config.CEA_WRITE_CONCURRENCY + 1 });
+  const pool =
+    extra.pool ??
+    new pg.Pool({ connectionString: databaseUrl(config, "worker"), max: config.CEA_WRITE_CONCURRENCY + 1 });
   pool.on("error", () => undefined);
-  const handle = await startWorker({
-    config,
-    log,
-    redis,
+  const keys = redisKeys(config);
+  const map = new SensorMap(
+    { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
     pool,
-    stages,
-    options: {
-      decode: { threads: config.CEA_DECODE_THREADS },
-      "batch-copy": { concurrency: config.CEA_WRITE_CONCURRENCY },
-    },
-  });
+  );
+  let handle: WorkerHandle;
+  try {
+    handle = await startWorker({
+      settings: workerSettings(config, "can-worker", keys.health(config.CEA_CONSUMER)),
+      log,
+      redis,
+      chain: build({ config, pool, redis, keys, map }),
+      components: [map, new AggregateMaintenance(pool, config.CEA_AGG_REFRESH_MS), ...(extra.components ?? [])],
+    });
+  } catch (err) {
+    if (!extra.pool) await pool.end();
+    redis.disconnect();
+    throw err;
+  }
   return {
     handle,
     redis,
     pool,
+    map,
+    counters: (stage) => handle.stats.stages[stage] ?? {},
     async stop() {
       await handle.stop();
-      await pool.end();
+      if (!extra.pool) await pool.end();
       await redis.quit();
     },
   };
+}
+
+/** The readings the worker's decode + resolve-sensor make of these entries (no Redis, no database). */
+export function readingsOf(
+  table: DecodeTable,
+  entries: readonly { ts: string; id: number | string; data: string; src?: string }[],
+): ReadingColumns {
+  const fields = entries.map((e) => {
+    const f = ["ts", e.ts, "id", String(e.id), "data", e.data];
+    if (e.src) f.push("src", e.src);
+    return f;
+  });
+  const batch: Batch = {
+    seq: 0,
+    ids: fields.map((_, i) => `0-${i + 1}`),
+    fields,
+    deliveries: null,
+    dead: new Map(),
+    skip: new Set(),
+  };
+  const out = decodePacked({ ...packEntries(fields, () => false), table });
+  const { rows } = resolveReadings(batch, unpackSignals(out, table));
+  if (batch.dead.size) throw new Error(`readingsOf: ${[...batch.dead.values()][0]!.reason}`);
+  return rows;
 }
 
 export async function siteTable(): Promise<DecodeTable> {
@@ -72,6 +126,20 @@ export async function siteTable(): Promise<DecodeTable> {
 }
 
 export const asEntry = (f: CanFrame) => ({ ts: f.ts, id: f.id, data: toHex(f.data), iface: f.iface });
+
+/** A logger whose JSON lines are kept in `lines` (level ≥ info), for tests that count log lines. */
+export function collectingLogger(): { log: Logger; lines: { level: number; msg: string; [k: string]: unknown }[] } {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino(
+    { level: "info" },
+    {
+      write(s: string) {
+        lines.push(JSON.parse(s) as { level: number; msg: string });
+      },
+    },
+  );
+  return { log, lines };
+}
 
 export async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;

@@ -6,17 +6,12 @@ import type { DecodeTable } from "../../pipeline/can/table.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
+import { chain } from "../../pipeline/runtime/stage.js";
 import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipeline/runtime/stream.js";
+import { RAW_ENTRIES } from "../../pipeline/runtime/worker.js";
+import { workerStages } from "../../stages/chains.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
-import {
-  asEntry,
-  reconcile,
-  siteTable,
-  startTestWorker,
-  testConfig,
-  WORKER_STAGES,
-  waitFor,
-} from "./pipeline-helpers.js";
+import { asEntry, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
 
 // The can-worker runtime on the real stack (in-process workers; the compiled
 // entry points are exercised by the demo test and by the fault tests).
@@ -96,7 +91,14 @@ describe("can-worker", () => {
       Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]])),
     );
     expect(asObj).toEqual([
-      { orig_id: ids[1500], reason: "unknown arbitration id 0x6ff", deliveries: "1", ...poison[0], id: String(0x6ff) },
+      {
+        orig_id: ids[1500],
+        reason: "unknown arbitration id 0x6ff",
+        deliveries: "1",
+        cause: "unknown-id:0x6ff",
+        ...poison[0],
+        id: String(0x6ff),
+      },
       {
         orig_id: ids[2201],
         reason: "data length 1 < 8 bytes of Climate_N1",
@@ -113,13 +115,16 @@ describe("can-worker", () => {
     const entries = await simEntries(40); // 600 frames, 2 000 rows
     // first delivery: committed but never acked (a chain without the ack stage)
     await appendEntries(redis, keys().raw, entries);
-    const noAck = await startTestWorker(cfg({ CEA_DECODE_THREADS: "0" }), WORKER_STAGES.slice(0, 3));
+    const noAck = await startTestWorker(cfg({ CEA_DECODE_THREADS: "0" }), (d) => {
+      const s = workerStages(d);
+      return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy);
+    });
     try {
       await waitFor("first delivery", () => noAck.handle.stats.entries >= entries.length);
     } finally {
       await noAck.stop();
     }
-    expect(noAck.handle.stats.inserted).toBe(2_000);
+    expect(noAck.counters("batch-copy").inserted).toBe(2_000);
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(600);
     // second delivery of the same entries to the same consumer (own pending first), plus every frame
     // appended again twice in a row, so that one batch holds the same key twice
@@ -131,8 +136,8 @@ describe("can-worker", () => {
     } finally {
       await w.stop();
     }
-    expect(w.handle.stats.inserted).toBe(0);
-    expect(w.handle.stats.rows).toBe(2_000 * 3);
+    expect(w.counters("batch-copy").inserted).toBe(0);
+    expect(w.counters("batch-copy").rows).toBe(2_000 * 3);
     expect(w.handle.stats.dead).toBe(0);
     const r = await reconcile(db.pool, table, entries);
     expect(r).toEqual({ expected: 2_000, stored: 2_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
@@ -161,7 +166,7 @@ describe("can-worker", () => {
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
   });
 
-  it("entries a consumer read and left pending are claimed by another (XAUTOCLAIM) and committed", async () => {
+  it("entries a consumer read and left pending are claimed by another (XPENDING IDLE + XCLAIM) and committed", async () => {
     const entries = await simEntries(100); // 1 500 frames
     await appendEntries(redis, keys().raw, entries);
     await ensureGroup(redis, keys().raw, "can-worker-group");

@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { createPool } from "../../db/pool.js";
+import { createPool, poolSettings } from "../../db/pool.js";
+import { loadConfig } from "../../pipeline/runtime/config.js";
+import { waitFor } from "./pipeline-helpers.js";
 
 describe("the connection pool", () => {
   const killer = createPool(inject("databaseUrl"), { max: 1 });
@@ -13,18 +15,45 @@ describe("the connection pool", () => {
     try {
       const c = await watched.connect();
       const pid = (await c.query("SELECT pg_backend_pid() AS p")).rows[0].p;
-      const inFlight = c.query("SELECT pg_sleep(10)");
-      await new Promise((r) => setTimeout(r, 200));
+      // the expectation is attached before anything can make the query fail
+      const rejected = expect(c.query("SELECT pg_sleep(10)")).rejects.toMatchObject({ code: "57P01" });
+      await waitFor("the query to run", async () => {
+        const { rows } = await killer.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid]);
+        return rows[0]?.state === "active";
+      });
       await killer.query("SELECT pg_terminate_backend($1)", [pid]);
-      await expect(inFlight).rejects.toMatchObject({ code: "57P01" });
+      await rejected;
       // the end of the connection follows the rejected query; an unhandled
       // 'error' event would have failed this run, the listener sees it instead
-      for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor("the error event", () => errors.length > 0, 5_000);
       expect(errors).toContain("Connection terminated unexpectedly");
       c.release(true);
       expect((await watched.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
     } finally {
       await watched.end();
+    }
+  });
+
+  it("sets statement and lock timeouts on every connection (configurable)", async () => {
+    const p = createPool(inject("databaseUrl"), { max: 1, statementTimeoutMs: 250, lockTimeoutMs: 150 });
+    try {
+      const { rows } = await p.query(
+        "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l",
+      );
+      expect(rows).toEqual([{ s: "250ms", l: "150ms" }]);
+      await expect(p.query("SELECT pg_sleep(5)")).rejects.toMatchObject({ code: "57014" });
+    } finally {
+      await p.end();
+    }
+    // the services' pools: the CEA_PG_* settings with their defaults
+    const d = createPool(inject("databaseUrl"), { max: 1, ...poolSettings(loadConfig({})) });
+    try {
+      const { rows } = await d.query(
+        "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l",
+      );
+      expect(rows).toEqual([{ s: "1min", l: "10s" }]);
+    } finally {
+      await d.end();
     }
   });
 });

@@ -27,6 +27,10 @@ export interface PrivatePg {
   /** SIGKILL the postmaster and its backends, as a crash would; the next start() runs crash recovery. */
   kill9(): Promise<void>;
   running(): boolean;
+  /** SIGSTOP the postmaster and its backends, as a hung host or disk would: connections stay open, nothing answers. */
+  freeze(): Promise<void>;
+  /** SIGCONT what freeze() stopped; safe to call when not frozen. */
+  thaw(): Promise<void>;
   /** Stop (immediate) and delete the data directory; safe to call twice. */
   cleanup(): Promise<void>;
 }
@@ -110,8 +114,17 @@ export async function startPrivatePg(opts: { bindir: string; site?: string }): P
 
   let port = 0;
   let gone = false;
+  const frozen = new Set<number>();
   const hardCleanup = () => {
     if (gone) return;
+    // never leave stopped processes behind, whatever the test did
+    for (const p of frozen) {
+      try {
+        process.kill(p, "SIGCONT");
+      } catch {
+        // gone
+      }
+    }
     const pid = postmasterPid(dataDir);
     if (pid !== undefined && alive(pid)) killTree(pid);
     rmSync(base, { recursive: true, force: true });
@@ -188,6 +201,32 @@ export async function startPrivatePg(opts: { bindir: string; site?: string }): P
     running() {
       const pid = postmasterPid(dataDir);
       return pid !== undefined && alive(pid);
+    },
+    async freeze() {
+      const pid = postmasterPid(dataDir);
+      if (pid === undefined || !alive(pid))
+        throw new Error(`freeze: private PostgreSQL on port ${port} is not running`);
+      // the postmaster first, so it forks no backend that would escape the stop
+      process.kill(pid, "SIGSTOP");
+      for (const k of childrenOf(pid)) {
+        try {
+          process.kill(k, "SIGSTOP");
+          frozen.add(k);
+        } catch {
+          // gone meanwhile
+        }
+      }
+      frozen.add(pid);
+    },
+    async thaw() {
+      for (const p of frozen) {
+        try {
+          process.kill(p, "SIGCONT");
+        } catch {
+          // gone meanwhile
+        }
+      }
+      frozen.clear();
     },
     async cleanup() {
       if (gone) return;

@@ -1,8 +1,10 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import { loadSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { expectedRows } from "../../stages/decode.js";
-import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import { expectedRows } from "../../stages/expected.js";
+import { loadDecodeTable } from "../../stages/sensor-map.js";
 
 // Entry-by-entry reconciliation of what was sent to the raw stream with what
 // the measurement table holds: lost, duplicated, unexpected and wrong values,
@@ -15,6 +17,7 @@ export interface SentFrame {
   id: number;
   data: string;
   iface?: string;
+  src?: string;
 }
 
 export interface ExpectedRow {
@@ -22,6 +25,8 @@ export interface ExpectedRow {
   /** ISO 8601 with offset; normalized to UTC microseconds before comparing. */
   time: string;
   value: number;
+  /** measurement.status the row must carry, when the caller knows it. */
+  status?: string | null;
 }
 
 export interface RowSample {
@@ -37,9 +42,10 @@ export interface ReconcileReport {
   /** rows in the table */
   stored: number;
   lost: number;
-  /** keys held by more than one row (impossible with the unique index; checked anyway) */
+  /** keys held by more than one row (impossible with the unique index; redeliveries are counted from the workers' reports) */
   duplicated: number;
   unexpected: number;
+  /** stored value or status differs from the expected one */
   valueMismatches: number;
   /** keys that more than one sent frame produced (a sender-side duplicate, not a pipeline fault) */
   sentTwice: number;
@@ -50,7 +56,9 @@ const SAMPLES = 5;
 
 /**
  * The rows the worker must store for these frames, by the pipeline's own pure
- * decode (CAN database + site file joined as the worker does). A frame that
+ * decode + resolve (CAN database + site file joined as the worker does), and
+ * checked against an independent decoder written here (checkIndependently):
+ * a fault of the product's decoder must not hide behind itself. A frame that
  * cannot be decoded throws: the fault tests send no poison frames.
  */
 export async function expectedRowsOf(
@@ -60,7 +68,67 @@ export async function expectedRowsOf(
   const { table } = await loadDecodeTable(files);
   const out: ExpectedRow[] = [];
   for (const f of frames) for (const r of expectedRows(table, f)) out.push(r);
+  await checkIndependently(frames, out, files);
   return out;
+}
+
+/**
+ * Decode every frame again with a deliberately plain decoder (the frame as one
+ * big integer, bits taken with BigInt arithmetic, scale and offset applied in
+ * decimal-safe order), straight from the KCD and the site file, and demand the
+ * same (sensor, time, value) rows. Values agree to 1e-9 relative: the product
+ * divides by 1/slope where that is an integer, this decoder multiplies.
+ */
+export async function checkIndependently(
+  frames: readonly SentFrame[],
+  rows: readonly ExpectedRow[],
+  files: { siteFile: string; canDbFile: string },
+): Promise<void> {
+  const db = loadCanDb(files.canDbFile);
+  const site = await loadSite(files.siteFile);
+  const sensorOf = new Map<string, { id: number; cal: number }>();
+  for (const d of site.devices)
+    for (const s of d.sensors) sensorOf.set(s.signal, { id: s.id, cal: s.calibration_offset });
+  const want: string[] = [];
+  const values = new Map<string, number>();
+  for (const f of frames) {
+    const m = db.messages.find((x) => x.id === f.id);
+    if (!m) throw new Error(`independent decode: no message 0x${f.id.toString(16)}`);
+    const bytes = Buffer.from(f.data, "hex");
+    for (const s of m.signals) {
+      const sensor = sensorOf.get(`${m.name}.${s.name}`);
+      if (!sensor) continue;
+      if (s.muxedBy || s.valueType === "float32" || s.valueType === "float64")
+        throw new Error(`independent decode covers plain integer signals only: ${m.name}.${s.name}`);
+      let raw = 0n;
+      const mask = (1n << BigInt(s.length)) - 1n;
+      if (s.byteOrder === "little") {
+        // the payload as one little-endian integer; the LSB at startBit
+        let all = 0n;
+        for (let b = bytes.length - 1; b >= 0; b--) all = (all << 8n) | BigInt(bytes[b]!);
+        raw = (all >> BigInt(s.startBit)) & mask;
+      } else {
+        // the payload as one big-endian integer; the MSB at startBit counted in DBC numbering
+        let all = 0n;
+        for (const b of bytes) all = (all << 8n) | BigInt(b);
+        const fromTop = (s.startBit >> 3) * 8 + 7 - (s.startBit & 7);
+        raw = (all >> BigInt(bytes.length * 8 - fromTop - s.length)) & mask;
+      }
+      if (s.valueType === "signed" && raw >= 1n << BigInt(s.length - 1)) raw -= 1n << BigInt(s.length);
+      const v = Number(raw) * s.factor + s.offset + sensor.cal;
+      const k = `${sensor.id}|${canonicalTime(f.ts)}`;
+      want.push(k);
+      values.set(k, v);
+    }
+  }
+  const got = new Map(rows.map((r) => [`${r.sensor_id}|${canonicalTime(r.time)}`, r.value]));
+  if (got.size !== new Set(want).size)
+    throw new Error(`independent decode: ${new Set(want).size} rows, the product's decoder ${got.size}`);
+  for (const [k, v] of values) {
+    const p = got.get(k);
+    if (p === undefined || Math.abs(p - v) > 1e-9 * Math.max(1, Math.abs(v)))
+      throw new Error(`independent decode: ${k} = ${v}, the product's decoder says ${p}`);
+  }
 }
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, from any ISO 8601 instant with up to 6 fractional digits. */
@@ -86,7 +154,14 @@ export async function readRawStream(redis: Redis, stream: string, page = 10_000)
       for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
       if (f.ts === undefined || f.id === undefined || f.data === undefined)
         throw new Error(`raw entry ${entryId} lacks ts/id/data: ${JSON.stringify(f)}`);
-      out.push({ entryId, ts: f.ts, id: Number(f.id), data: f.data, ...(f.iface ? { iface: f.iface } : {}) });
+      out.push({
+        entryId,
+        ts: f.ts,
+        id: Number(f.id),
+        data: f.data,
+        ...(f.iface ? { iface: f.iface } : {}),
+        ...(f.src ? { src: f.src } : {}),
+      });
     }
     if (entries.length < page) return out;
     start = `(${entries[entries.length - 1]![0]}`;
@@ -102,15 +177,19 @@ export async function reconcile(
   expectedRows: Iterable<ExpectedRow>,
 ): Promise<ReconcileReport> {
   const want = new Map<string, number>();
+  const wantStatus = new Map<string, string | null>();
   let sentTwice = 0;
   for (const r of expectedRows) {
     const k = key(r.sensor_id, canonicalTime(r.time));
     if (want.has(k)) sentTwice++;
-    else want.set(k, r.value);
+    else {
+      want.set(k, r.value);
+      if (r.status !== undefined) wantStatus.set(k, r.status);
+    }
   }
-  const { rows } = await db.query<{ sensor_id: number; time: string; value: number; n: number }>(
+  const { rows } = await db.query<{ sensor_id: number; time: string; value: number; status: string | null; n: number }>(
     `SELECT sensor_id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
-            min(value) AS value, count(*)::int AS n
+            min(value) AS value, min(status) AS status, count(*)::int AS n
      FROM measurement GROUP BY sensor_id, time`,
   );
   const report: ReconcileReport = {
@@ -136,7 +215,8 @@ export async function reconcile(
       continue;
     }
     seen.add(k);
-    if (r.value !== v) {
+    // a reading stored with the wrong status (e.g. simulated as live) is as wrong as a wrong value
+    if (r.value !== v || (wantStatus.has(k) && wantStatus.get(k) !== r.status)) {
       report.valueMismatches++;
       if (report.samples.mismatches.length < SAMPLES)
         report.samples.mismatches.push({ sensor_id: r.sensor_id, time: r.time, value: v, stored: r.value });

@@ -3,6 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { encodeBinaryCopy } from "../../db/copy-binary.js";
+import { READING_STATUS } from "../../db/readings.js";
 import { parseSite, type Site } from "../../db/site.js";
 import { loadCanDb } from "../../pipeline/can/candb.js";
 import { compileSignal, EncodeError, encodeMessage, physicalValue } from "../../pipeline/can/codec.js";
@@ -17,8 +19,11 @@ import {
 } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { decodeFrame, decodePacked, packFrames, unpackRows } from "../../stages/decode.js";
-import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import type { Batch } from "../../pipeline/runtime/stage.js";
+import { packEntries, packFrames } from "../../stages/decode/pack.js";
+import { decodePacked, unpackSignals } from "../../stages/decode/signals.js";
+import { decodeFrame } from "../../stages/decode.js";
+import { loadDecodeTable, resolveReadings } from "../../stages/resolve-sensor.js";
 
 // The CAN database loaders (KCD, DBC) and the codec against files in the
 // shapes vendors ship (tests/fixtures/greenhouse.{dbc,kcd}: same content in
@@ -230,11 +235,11 @@ describe("raw stream entries: ext and fd fields, out_of_range in both COPY forma
     ]);
     const out = decodePacked({ buf: p.buf, n: p.n, table });
     expect(out.dead).toEqual([
-      [3, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)"],
-      [4, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)"],
-      [5, "data is not hex of at most 8 bytes (64 with fd=1)"],
+      [3, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)", null],
+      [4, "id is not a decimal 11-bit arbitration id (29-bit with ext=1)", null],
+      [5, "data is not hex of at most 8 bytes (64 with fd=1)", null],
     ]);
-    const rows = unpackRows(out.rowsBuf, out.rowCount);
+    const rows = unpackSignals(out, table);
     const byEntry = (e: number) => [...rows.entry].flatMap((x, r) => (x === e ? [rows.value[r]] : []));
     expect(byEntry(0)).toEqual([2]); // node_state_a
     expect(byEntry(1)).toEqual([3]); // node_state_b
@@ -242,33 +247,38 @@ describe("raw stream entries: ext and fd fields, out_of_range in both COPY forma
     expect(byEntry(6)).toHaveLength(6);
   });
 
-  it("a row out of range carries status out_of_range in COPY text and binary alike", () => {
-    const frames = [
-      { ts, id: 0x501, data: "032C7FFF40370000" },
-      { ts: "2024-06-01T00:00:01.000000Z", id: 0x501, data: "032CFB2E40370000" },
+  it("a value out of range becomes a reading with status out_of_range, written so by the binary COPY", () => {
+    const entries = [
+      ["ts", ts, "id", String(0x501), "data", "032C7FFF40370000"],
+      ["ts", "2024-06-01T00:00:01.000000Z", "id", String(0x501), "data", "032CFB2E40370000"],
     ];
-    const text = decodePacked({ ...packFrames(frames), table });
-    expect(text.copyText.split("\n").filter((l) => l.includes("out_of_range"))).toEqual([
-      `${ts}\t1005\t327.67\tout_of_range`,
-    ]);
-    const bin = decodePacked({ ...packFrames(frames), table, format: "binary" });
-    const v = new DataView(bin.rowsBuf, bin.binaryOffset, bin.binaryLength);
-    const lines: string[] = [];
+    const batch: Batch = {
+      seq: 1,
+      ids: ["1-1", "1-2"],
+      fields: entries,
+      deliveries: null,
+      dead: new Map(),
+      skip: new Set(),
+    };
+    const out = decodePacked({ ...packEntries(entries, () => false), table });
+    const { rows } = resolveReadings(batch, unpackSignals(out, table));
+    const lines = Array.from(
+      { length: rows.count },
+      (_, r) => `${rows.sensor[r]}\t${rows.value[r]}\t${READING_STATUS[rows.status[r]!] ?? "\\N"}`,
+    );
+    expect(lines.filter((l) => l.endsWith("out_of_range"))).toEqual(["1005\t327.67\tout_of_range"]);
+    const bin = encodeBinaryCopy(rows);
+    const v = new DataView(bin.buffer, bin.byteOffset, bin.byteLength);
+    const fromCopy: string[] = [];
     let o = 19;
-    for (let r = 0; r < bin.rowCount; r++) {
+    for (let r = 0; r < rows.count; r++) {
       const len = v.getInt32(o + 34);
-      const status = len < 0 ? "\\N" : Buffer.from(bin.rowsBuf, bin.binaryOffset + o + 38, len).toString("latin1");
-      lines.push(`${v.getInt32(o + 18)}\t${v.getFloat64(o + 26)}\t${status}`);
+      const status = len < 0 ? "\\N" : Buffer.from(bin.subarray(o + 38, o + 38 + len)).toString("latin1");
+      fromCopy.push(`${v.getInt32(o + 18)}\t${v.getFloat64(o + 26)}\t${status}`);
       o += 38 + Math.max(0, len);
     }
     expect(v.getInt16(o)).toBe(-1);
-    expect(lines).toEqual(
-      text.copyText
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => l.split("\t").slice(1).join("\t")),
-    );
-    expect(lines.filter((l) => l.endsWith("out_of_range"))).toEqual(["1005\t327.67\tout_of_range"]);
+    expect(fromCopy).toEqual(lines);
   });
 });
 

@@ -10,8 +10,9 @@ import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import { buildDecodeTable } from "../../pipeline/can/table.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { decodeFrame, decodePacked, expectedRows, packFrames, unpackRows } from "../../stages/decode.js";
-import { loadDecodeTable } from "../../stages/resolve-sensor.js";
+import { decodeFrame } from "../../stages/decode.js";
+import { expectedRows } from "../../stages/expected.js";
+import { loadDecodeTable } from "../../stages/sensor-map.js";
 
 const kcdFile = projectPath("ops/cea.kcd");
 const siteFile = projectPath("ops/site.json");
@@ -63,31 +64,6 @@ describe("CAN database ops/cea.kcd", () => {
     expect(rows.find((r) => r.sensor_id === 101)?.value).toBe(23.45 - 0.25);
     expect(rows.find((r) => r.sensor_id === 102)?.value).toBe(0);
     expect(rows.every((r) => r.time === "2024-06-01T00:00:00.000001Z")).toBe(true);
-  });
-
-  it("dead-letter reasons for frames that cannot be used", async () => {
-    const { table } = await loadDecodeTable({ siteFile, canDbFile: kcdFile });
-    const ts = "2024-06-01T00:00:00.000000Z";
-    const packed = packFrames([
-      { ts, id: 0x7ff, data: "00" },
-      { ts, id: 0x101, data: "0102" },
-      { ts, id: 0x101, data: "zz" },
-      { ts: "yesterday", id: 0x101, data: "0000000000000000" },
-      { ts, id: "abc", data: "0000000000000000" },
-      { ts, id: 0x405, data: "D2049427" },
-    ]);
-    const out = decodePacked({ buf: packed.buf, n: 6, table });
-    expect(out.dead.map(([i, r]) => [i, r.split(" ").slice(0, 2).join(" ")])).toEqual([
-      [0, "unknown arbitration"],
-      [1, "data length"],
-      [2, "data is"],
-      [3, "ts is"],
-      [4, "id is"],
-    ]);
-    const rows = unpackRows(out.rowsBuf, out.rowCount);
-    expect([...rows.sensor]).toEqual([509, 510]);
-    expect([...rows.entry]).toEqual([5, 5]);
-    expect(out.copyText).toBe(`${ts}\t509\t12.34\t\\N\n${ts}\t510\t1013.2\t\\N\n`);
   });
 
   it("simulator frames round-trip: encode then decode gives back every value to the signal resolution", async () => {
@@ -150,59 +126,5 @@ describe("a bad CAN database or site file is refused naming the file and element
     expect(() => buildDecodeTable(loadCanDb(kcdFile), site, siteFile)).toThrow(
       /site.json: devices\.2\.sensors\.4\.signal: "Air_N3\.co3" is not a signal of/,
     );
-  });
-});
-
-describe("decode output formats", () => {
-  const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
-
-  it("binary COPY holds the same rows as the text, times as int64 µs since 2000, status NULL; buckets per sensor and hour", async () => {
-    const { table } = await loadDecodeTable({ siteFile, canDbFile: kcdFile });
-    const site = await loadSite(siteFile);
-    const opts = { table, site, startMs: Date.parse("1999-12-31T23:59:58Z"), speed: 1, iface: "sim0" };
-    const entries = [0, 1, 2, 3]
-      .flatMap((k) => simulatedSecond(opts, k))
-      .map((f) => ({ ts: f.ts, id: f.id, data: Buffer.from(f.data).toString("hex") }));
-    const p1 = packFrames(entries);
-    const text = decodePacked({ buf: p1.buf, n: p1.n, table });
-    const p2 = packFrames(entries);
-    const bin = decodePacked({ buf: p2.buf, n: p2.n, table, format: "binary" });
-    expect(bin.rowCount).toBe(200);
-    expect(bin.copyText).toBe("");
-    expect(bin.buckets).toEqual(text.buckets);
-    const v = new DataView(bin.rowsBuf, bin.binaryOffset, bin.binaryLength);
-    expect(Buffer.from(bin.rowsBuf, bin.binaryOffset, 11).toString("latin1")).toBe("PGCOPY\n\xff\r\n\0");
-    expect([v.getInt32(11), v.getInt32(15)]).toEqual([0, 0]);
-    const lines: string[] = [];
-    let o = 19;
-    for (let r = 0; r < bin.rowCount; r++) {
-      expect([v.getInt16(o), v.getInt32(o + 2), v.getInt32(o + 14), v.getInt32(o + 22), v.getInt32(o + 34)]).toEqual([
-        4, 8, 4, 8, -1,
-      ]);
-      const us = v.getBigInt64(o + 6) + BigInt(PG_EPOCH_MS) * 1000n;
-      lines.push(`${isoMicros(Number(us))}\t${v.getInt32(o + 18)}\t${v.getFloat64(o + 26)}\t\\N\n`);
-      o += 38;
-    }
-    expect(v.getInt16(o)).toBe(-1);
-    expect(o + 2).toBe(bin.binaryLength);
-    expect(lines.join("")).toBe(text.copyText);
-    // the frames span 1999-12-31 23:00 and 2000-01-01 00:00 (negative µs before PostgreSQL's epoch)
-    const hours = new Set(bin.buckets.filter((_, i) => i % 2 === 1));
-    expect([...hours].sort()).toEqual([Date.UTC(1999, 11, 31, 23) / 3_600_000, Date.UTC(2000, 0, 1) / 3_600_000]);
-    expect(bin.buckets.length).toBe(2 * 50 * 2);
-  });
-
-  it("a ts naming no real instant is dead-lettered at decode, in both formats", async () => {
-    const { table } = await loadDecodeTable({ siteFile, canDbFile: kcdFile });
-    const bad = ["2024-02-30T00:00:00.000000Z", "2024-13-01T00:00:00.000000Z", "2024-06-01T24:00:00.000000Z"];
-    for (const format of ["text", "binary"] as const) {
-      const p = packFrames([
-        ...bad.map((ts) => ({ ts, id: 0x405, data: "D2049427" })),
-        { ts: "2024-02-29T23:59:59.999999Z", id: 0x405, data: "D2049427" },
-      ]);
-      const out = decodePacked({ buf: p.buf, n: p.n, table, format });
-      expect(out.dead).toEqual(bad.map((_, i) => [i, "ts is not ISO 8601 UTC with microseconds"]));
-      expect(out.rowCount).toBe(2);
-    }
   });
 });

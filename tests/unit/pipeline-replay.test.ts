@@ -35,19 +35,42 @@ describe("candump -l replay", () => {
     expect(parseCandumpLine("   ", 4, "x.log")).toBeNull();
   });
 
-  it("names file and line of a malformed line", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "replay-"));
-    const file = join(dir, "bad.log");
-    writeFileSync(file, "(1700000000.000000) can0 101#00\n\n(1700000001.000000) can0 101#0\ngarbage\n");
-    const err = await collect(replaySource(file, 0).frames()).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ReplayError);
-    expect((err as Error).message).toBe(`${file}:3: data must be 0-8 bytes of hex, got "0"`);
+  it("names file and line of a malformed line", () => {
+    expect(() => parseCandumpLine("(1700000001.000000) can0 101#0", 3, "x.log")).toThrow(
+      new ReplayError('x.log:3: data must be 0-8 bytes of hex, got "0"'),
+    );
     expect(() => parseCandumpLine("(17.1) can0 12345#00", 9, "y.log")).toThrow(/^y\.log:9: not a candump -l line/);
     // CAN FD payloads come in fixed sizes: 9 bytes is none of them
     expect(() => parseCandumpLine("(1700000000.000000) can0 101##1000000000000000000", 7, "y.log")).toThrow(
       /^y\.log:7: CAN FD data must be a CAN FD payload size/,
     );
     expect(() => parseCandumpLine("(1700000000.000000) can0 801#00", 8, "y.log")).toThrow(/801 is not an 11-bit id/);
+    expect(() => parseCandumpLine("(999999999999.000000) can0 101#00", 8, "y.log")).toThrow(
+      /^y\.log:8: time \(999999999999\.000000\) is past the year 9999$/,
+    );
+  });
+
+  it("a bad line loses only itself: every good line is replayed, each bad one reported with file:line", async () => {
+    // 1 500 good lines; bad ones inside the first 1 000-line chunk and at the end, where a power loss cut the file
+    const good = Array.from(
+      { length: 1_500 },
+      (_, i) => `(${1_700_000_000 + i}.000000) can0 101#${(i % 256).toString(16).padStart(2, "0").toUpperCase()}`,
+    );
+    const lines = [...good];
+    lines.splice(2, 0, "(1700000000.500000) can0 101#0"); // line 3
+    lines.splice(699, 0, "\u0000\u0000garbage"); // line 700
+    const text = `${lines.join("\n")}\n(1700001500.00`; // line 1503, cut short
+    const dir = mkdtempSync(join(tmpdir(), "replay-"));
+    const file = join(dir, "cut.log");
+    writeFileSync(file, text);
+    const skipped: string[] = [];
+    const back = await collect(replaySource(file, 0, (e) => skipped.push(e.message)).frames());
+    expect(back.map((f) => formatCandumpLine(f))).toEqual(good);
+    expect(skipped).toEqual([
+      `${file}:3: data must be 0-8 bytes of hex, got "0"`,
+      expect.stringMatching(new RegExp(`^${file.replace(/[.]/g, "\\.")}:700: not a candump -l line`)),
+      expect.stringMatching(new RegExp(`^${file.replace(/[.]/g, "\\.")}:1503: not a candump -l line`)),
+    ]);
   });
 
   it("round-trips simulator frames through the writer and the parser", async () => {
@@ -64,7 +87,11 @@ describe("candump -l replay", () => {
     const dir = mkdtempSync(join(tmpdir(), "replay-"));
     const file = join(dir, "sim.log");
     writeFileSync(file, `${frames.map(formatCandumpLine).join("\n")}\n`);
-    const back = await collect(replaySource(file, 0).frames());
+    const back = await collect(
+      replaySource(file, 0, (e) => {
+        throw e;
+      }).frames(),
+    );
     expect(back.map((f) => ({ ...f, data: Buffer.from(f.data).toString("hex") }))).toEqual(
       frames.map((f) => ({ ...f, data: Buffer.from(f.data).toString("hex") })),
     );

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { facilityRows } from "../../../db/queries/metadata.js";
 import type { ApiContext } from "../context.js";
-import { HttpError } from "../http-errors.js";
+import { dbCall, HttpError } from "../http-errors.js";
 import { errorBody, facilityTree } from "../schemas.js";
 
 /** GET /facility: rooms with their racks and devices, each device with its sensors. */
@@ -16,7 +16,7 @@ export const facilityRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx
       },
     },
     async () => {
-      const rows = await facilityRows(ctx.pool);
+      const rows = await dbCall([], () => facilityRows(ctx.pool));
       if (!rows.facility) throw new HttpError(404, "not_found", "no facility in the database (run: cea site sync)");
       return {
         facility: rows.facility,

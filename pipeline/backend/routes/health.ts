@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { classifyDbError } from "../../../db/pg-errors.js";
 import { dbHealth } from "../../../db/queries/health.js";
 import { lastMeasurementTime } from "../../../db/queries/measurement.js";
 import { verifySchema } from "../../../db/schema.js";
-import { TransientError } from "../../runtime/errors.js";
 import type { ApiContext } from "../context.js";
-import { isDependencyDown, redisCall } from "../http-errors.js";
+import { databaseUnavailable, HttpError, redisCall } from "../http-errors.js";
 import { type Health, health } from "../schemas.js";
 
 const FEATURES_TTL_MS = 5 * 60_000;
@@ -15,7 +15,7 @@ async function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> 
     return await Promise.race([
       p,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new TransientError(`${what} did not answer within ${ms} ms`)), ms);
+        timer = setTimeout(() => reject(databaseUnavailable(new Error(`${what} did not answer within ${ms} ms`))), ms);
       }),
     ]);
   } finally {
@@ -40,6 +40,8 @@ const intOrNull = (v: unknown) => (v === null || v === undefined || Number.isNaN
  * Open without a token, so monitoring needs no secret; it reveals no data.
  */
 export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
+  // each check ends well inside the request's deadline, so health always answers in its own shape
+  const checkMs = Math.min(3_000, Math.floor(ctx.config.CEA_API_REQUEST_TIMEOUT_MS * 0.6));
   // verifySchema is a dozen catalog queries: its feature summary is cached
   let features: { at: number; value: Record<string, string> } | undefined;
 
@@ -47,22 +49,26 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     try {
       return await deadline(
         (async () => {
-          const h = await dbHealth(ctx.pool);
+          const { read_only, ...h } = await dbHealth(ctx.pool);
           if (!features || Date.now() - features.at > FEATURES_TTL_MS)
             features = { at: Date.now(), value: (await verifySchema(ctx.pool)).features };
           return {
-            ok: true,
+            // reachable but refusing every write is no healthy database for this service
+            ok: !read_only,
+            ...(read_only ? { error: "25006 read-only (every write is refused)" } : {}),
             ...h,
             features: features.value,
             last_measurement_time: await lastMeasurementTime(ctx.pool),
           };
         })(),
-        3_000,
+        checkMs,
         "postgres",
       );
     } catch (err) {
       app.log.warn({ err }, "health: postgres check failed");
-      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "query failed (see the service log)" };
+      // the SQLSTATE and what it means (read-only, missing grant, …) help the operator and reveal no data
+      const f = classifyDbError(err instanceof HttpError ? err.underlying : err);
+      return { ok: false, error: f.code && /^[0-9A-Z]{5}$/.test(f.code) ? `${f.code} ${f.what}` : "unreachable" };
     }
   };
 
@@ -70,11 +76,15 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     const key = ctx.keys.raw;
     const group = ctx.config.CEA_GROUP;
     try {
-      const [length, groups] = await redisCall(ctx.redis.status, async () => {
-        const len = await ctx.redis.xlen(key);
-        if (len === 0 && (await ctx.redis.exists(key)) === 0) return [0, []] as const;
-        return [len, groupsOf(await ctx.redis.xinfo("GROUPS", key))] as const;
-      });
+      const [length, groups] = await redisCall(
+        ctx.redis.status,
+        async () => {
+          const len = await ctx.redis.xlen(key);
+          if (len === 0 && (await ctx.redis.exists(key)) === 0) return [0, []] as const;
+          return [len, groupsOf(await ctx.redis.xinfo("GROUPS", key))] as const;
+        },
+        checkMs,
+      );
       const g = groups.find((x) => x.name === group);
       return {
         ok: true,
@@ -89,7 +99,7 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       };
     } catch (err) {
       app.log.warn({ err }, "health: redis check failed");
-      return { ok: false, error: isDependencyDown(err) ? "unreachable" : "command failed (see the service log)" };
+      return { ok: false, error: err instanceof HttpError ? "unreachable" : "command failed (see the service log)" };
     }
   };
 

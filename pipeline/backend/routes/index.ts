@@ -1,5 +1,6 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, RouteOptions } from "fastify";
 import type { ApiContext } from "../context.js";
+import { errorBody } from "../schemas.js";
 import { facilityRoutes } from "./facility.js";
 import { healthRoutes } from "./health.js";
 import { liveRoutes } from "./live.js";
@@ -8,17 +9,30 @@ import { roomRoutes } from "./rooms.js";
 import { sensorRoutes } from "./sensors.js";
 
 /**
- * Every route of the API, registered here and nowhere else. Writes always need
- * the bearer token; reads need it unless CEA_API_OPEN_READS=true; health and
- * the OpenAPI document are open.
+ * Every router of the API is registered here (one per resource; a new resource
+ * adds its router to the group it belongs to). Writes always need the bearer
+ * token; reads need it unless CEA_API_OPEN_READS=true; health and the OpenAPI
+ * document are open. Whatever the hook enforces, the document states: every
+ * route behind the token carries `security` and a 401 answer.
  */
 export async function registerRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const protect = (group: FastifyInstance) => {
+    group.addHook("onRoute", (route: RouteOptions) => {
+      const schema = (route.schema ?? {}) as { security?: unknown; response?: Record<string, unknown> };
+      route.schema = {
+        ...schema,
+        security: [{ bearer: [] }],
+        response: { ...schema.response, 401: schema.response?.[401] ?? errorBody },
+      };
+    });
+    group.addHook("onRequest", ctx.requireToken);
+  };
   await app.register(async (writes) => {
-    writes.addHook("onRequest", ctx.requireToken);
+    protect(writes);
     await writes.register(measurementRoutes, ctx);
   });
   await app.register(async (reads) => {
-    if (!ctx.config.CEA_API_OPEN_READS) reads.addHook("onRequest", ctx.requireToken);
+    if (!ctx.config.CEA_API_OPEN_READS) protect(reads);
     await reads.register(facilityRoutes, ctx);
     await reads.register(sensorRoutes, ctx);
     await reads.register(roomRoutes, ctx);

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { ApiContext } from "../context.js";
-import { HttpError, redisCall } from "../http-errors.js";
-import { errorBody, idParams, liveEntry, liveValues } from "../schemas.js";
+import { dbCall, HttpError, redisCall } from "../http-errors.js";
+import { errorBody, idParam, idParams, liveEntry, liveValue, liveValues } from "../schemas.js";
 
 /**
  * Live values from the Redis live hash (kept current by can-scanner even while
@@ -9,6 +9,8 @@ import { errorBody, idParams, liveEntry, liveValues } from "../schemas.js";
  */
 export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
   const staleAfter = ctx.config.CEA_LIVE_STALE_S;
+  // a Redis that does not answer gives a 503 naming Redis, inside the request's deadline
+  const redisMs = Math.min(1_000, Math.floor(ctx.config.CEA_API_REQUEST_TIMEOUT_MS * 0.6));
 
   const present = (fields: [string, string | null][]) => {
     const now = Date.now();
@@ -25,14 +27,15 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       }
       const entry = liveEntry.safeParse(parsed);
       const t = entry.success ? Date.parse(entry.data.time) : Number.NaN;
-      const sensorId = Number(field);
-      if (!entry.success || !Number.isFinite(t) || !Number.isInteger(sensorId)) {
+      const sensorId = idParam.safeParse(field);
+      if (!entry.success || !Number.isFinite(t) || !sensorId.success) {
         unreadable.push(field);
         continue;
       }
       const age = Math.max(0, (now - t) / 1000);
-      values.push({
-        sensor_id: sensorId,
+      // judged by the response's own item schema: an entry the answer could not carry is unreadable, not a 500
+      const item = liveValue.safeParse({
+        sensor_id: sensorId.data,
         name: entry.data.name,
         value: entry.data.value,
         time: entry.data.time,
@@ -40,6 +43,8 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
         age_s: Math.round(age * 1000) / 1000,
         stale: age > staleAfter,
       });
+      if (item.success) values.push(item.data);
+      else unreadable.push(field);
     }
     values.sort((a, b) => a.sensor_id - b.sensor_id);
     return { stale_after_s: staleAfter, values, unreadable };
@@ -55,7 +60,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       },
     },
     async () => {
-      const all = await redisCall(ctx.redis.status, () => ctx.redis.hgetall(ctx.keys.live));
+      const all = await redisCall(ctx.redis.status, () => ctx.redis.hgetall(ctx.keys.live), redisMs);
       return present(Object.entries(all));
     },
   );
@@ -71,11 +76,11 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       },
     },
     async (req) => {
-      const ids = await ctx.directory.roomSensors(req.params.id);
+      const ids = await dbCall(["id"], () => ctx.directory.roomSensors(req.params.id));
       if (!ids) throw new HttpError(404, "not_found", `no room with id ${req.params.id}`);
       if (ids.length === 0) return present([]);
       const fields = ids.map(String);
-      const got = await redisCall(ctx.redis.status, () => ctx.redis.hmget(ctx.keys.live, ...fields));
+      const got = await redisCall(ctx.redis.status, () => ctx.redis.hmget(ctx.keys.live, ...fields), redisMs);
       return present(fields.map((f, i) => [f, got[i] ?? null]));
     },
   );

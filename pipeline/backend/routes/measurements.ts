@@ -1,12 +1,13 @@
-import { type FastifyPluginAsyncZod, validatorCompiler } from "fastify-type-provider-zod";
-import { stagedConflicts, writeMeasurements } from "../../../db/measurements.js";
-import type { StoredMeasurement } from "../../../db/queries/measurement.js";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { insertBatch, type StoredMeasurement } from "../../../db/queries/measurement.js";
 import type { ApiContext } from "../context.js";
-import { batchFastCheck } from "../fast-check.js";
-import { HttpError } from "../http-errors.js";
+import { dbCall, fromDbError, HttpError } from "../http-errors.js";
 import { batchResult, errorBody, storedMeasurement, writeSchemas } from "../schemas.js";
 
 const FK_VIOLATION = "23503";
+/** The parameters a write statement takes: a database data error names them (it cannot say which one). */
+const FIELDS = ["time", "sensor_id", "value", "status"] as const;
+const MAX_CONFLICTS = 100;
 const unknownSensor = (ids: number[], issues: { path: string; message: string; index?: number }[]) =>
   new HttpError(422, "unknown_sensor", `sensor_id: no sensor with id ${ids.join(", ")}`, { issues });
 
@@ -28,7 +29,6 @@ const errors = {
 export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
   const { measurementIn, batchIn } = writeSchemas(ctx.config);
   const batchMax = ctx.config.CEA_BATCH_MAX;
-  const certainlyValid = batchFastCheck(ctx.config);
 
   app.post(
     "/measurement",
@@ -39,33 +39,39 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
         description:
           "201 with the stored record when new; 200 with the stored record when the identical reading is already stored; " +
           "409 when the same (sensor_id, time) holds another value or status.",
-        security: [{ bearer: [] }],
         body: measurementIn,
         response: { 200: storedMeasurement, 201: storedMeasurement, ...errors },
       },
     },
     async (req, reply) => {
       const m = req.body;
-      if ((await ctx.directory.unknownSensors([m.sensor_id])).length > 0)
+      const unknown = await dbCall(["sensor_id"], () => ctx.directory.unknownSensors([m.sensor_id]));
+      if (unknown.length > 0)
         throw unknownSensor([m.sensor_id], [{ path: "sensor_id", message: `no sensor with id ${m.sensor_id}` }]);
       const status = m.status ?? null;
       let inserted: boolean;
       let stored: StoredMeasurement;
       try {
-        ({ inserted, stored } = await ctx.writer.write({
-          time: m.time,
-          sensor_id: m.sensor_id,
-          value: m.value,
-          status,
-        }));
+        ({ inserted, stored } = await ctx.writer.write(
+          { time: m.time, sensor_id: m.sensor_id, value: m.value, status },
+          // still queued past the request's deadline, the answer (503) is out: then it is not written
+          Date.now() + ctx.config.CEA_API_REQUEST_TIMEOUT_MS,
+        ));
       } catch (err) {
         // the sensor went away between the cache check and the insert
         if ((err as { code?: string }).code === FK_VIOLATION)
           throw unknownSensor([m.sensor_id], [{ path: "sensor_id", message: `no sensor with id ${m.sensor_id}` }]);
-        throw err;
+        throw fromDbError(err, FIELDS);
       }
-      if (inserted) return reply.code(201).send(stored);
-      if (stored.value === m.value && stored.status === status) return reply.code(200).send(stored);
+      // status set and the record returned, never sent from here: past the request's deadline the answer is already out
+      if (inserted) {
+        reply.code(201);
+        return stored;
+      }
+      if (stored.value === m.value && stored.status === status) {
+        reply.code(200);
+        return stored;
+      }
       throw new HttpError(
         409,
         "conflict",
@@ -85,15 +91,8 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
           "Validated as a whole: any invalid item rejects the batch (per-item issues with index and field) and nothing is written. " +
           "Otherwise one transaction through COPY. 201 when at least one reading was new, 200 when all were already stored. " +
           "409 (nothing written) when any (sensor_id, time) already holds another value or status.",
-        security: [{ bearer: [] }],
         body: batchIn,
         response: { 200: batchResult, 201: batchResult, ...errors },
-      },
-      // the schema (and its error answers) stays in charge; a body the quick
-      // check vouches for skips the item-by-item parse (the route validates only its body)
-      validatorCompiler: ({ method, url, httpPart }) => {
-        const bySchema = validatorCompiler({ schema: batchIn, method, url, httpPart });
-        return (data: unknown) => (certainlyValid(data) ? { value: data } : bySchema(data));
       },
       preValidation: async (req) => {
         if (Array.isArray(req.body) && req.body.length > batchMax)
@@ -107,7 +106,9 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
     },
     async (req, reply) => {
       const items = req.body;
-      const unknown = new Set(await ctx.directory.unknownSensors(items.map((i) => i.sensor_id)));
+      const unknown = new Set(
+        await dbCall(["sensor_id"], () => ctx.directory.unknownSensors(items.map((i) => i.sensor_id))),
+      );
       if (unknown.size > 0) {
         const issues = items
           .map((it, index) => ({ index, sid: it.sensor_id }))
@@ -116,40 +117,38 @@ export const measurementRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, 
           .map(({ index, sid }) => ({ index, path: "sensor_id", message: `no sensor with id ${sid}` }));
         throw unknownSensor([...unknown], issues);
       }
-      const client = await ctx.pool.connect();
+      const rows = items.map((i) => ({
+        time: i.time,
+        sensor_id: i.sensor_id,
+        value: i.value,
+        status: i.status ?? null,
+      }));
+      const client = await dbCall(FIELDS, () => ctx.pool.connect());
       let broken: Error | undefined;
       try {
         await client.query("BEGIN");
-        try {
-          const inserted = await writeMeasurements(
-            client,
-            items.map((i) => ({ time: i.time, sensor_id: i.sensor_id, value: i.value, status: i.status ?? null })),
+        const { inserted, conflicts } = await insertBatch(client, rows, MAX_CONFLICTS + 1);
+        if (conflicts.length > 0) {
+          await client.query("ROLLBACK");
+          const count = conflicts.length > MAX_CONFLICTS ? `more than ${MAX_CONFLICTS}` : String(conflicts.length);
+          throw new HttpError(
+            409,
+            "conflict",
+            `${count} reading(s) collide with stored readings of another value or status; nothing was written`,
+            { conflicts: conflicts.slice(0, MAX_CONFLICTS) },
           );
-          // every staged row inserted: none can collide with a stored one
-          const conflicts = inserted < items.length ? await stagedConflicts(client) : [];
-          if (conflicts.length > 0) {
-            await client.query("ROLLBACK");
-            throw new HttpError(
-              409,
-              "conflict",
-              `${conflicts.length} reading(s) collide with stored readings of another value or status; nothing was written`,
-              { conflicts: conflicts.slice(0, 100) },
-            );
-          }
-          await client.query("COMMIT");
-          return reply
-            .code(inserted > 0 ? 201 : 200)
-            .send({ received: items.length, inserted, already_present: items.length - inserted });
-        } catch (err) {
-          if (!(err instanceof HttpError)) {
-            broken = err as Error;
-            // the original error is what matters; a failed ROLLBACK only means the connection is gone
-            await client.query("ROLLBACK").catch(() => undefined);
-            if ((err as { code?: string }).code === FK_VIOLATION)
-              throw unknownSensor([], [{ path: "sensor_id", message: "a sensor was removed while writing" }]);
-          }
-          throw err;
         }
+        await client.query("COMMIT");
+        reply.code(inserted > 0 ? 201 : 200);
+        return { received: items.length, inserted, already_present: items.length - inserted };
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        // a connection that failed mid-transaction is not handed out again
+        broken = err as Error;
+        await client.query("ROLLBACK").catch(() => undefined);
+        if ((err as { code?: string }).code === FK_VIOLATION)
+          throw unknownSensor([], [{ path: "sensor_id", message: "a sensor was removed while writing" }]);
+        throw fromDbError(err, FIELDS);
       } finally {
         client.release(broken);
       }

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { getRoom, listSensors } from "../../../db/queries/metadata.js";
 import type { ApiContext } from "../context.js";
 import { historyCsv, loadHistory, wantsCsv } from "../history.js";
-import { HttpError } from "../http-errors.js";
+import { dbCall, HttpError } from "../http-errors.js";
 import { errorBody, historyQuery, historyResponse, idParams, roomHistory } from "../schemas.js";
 
 export const roomRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
@@ -27,21 +27,25 @@ export const roomRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
       },
     },
     async (req, reply) => {
-      const room = await getRoom(ctx.pool, req.params.id);
-      if (!room) throw new HttpError(404, "not_found", `no room with id ${req.params.id}`);
-      const sensors = await listSensors(ctx.pool, { room_id: room.id });
-      const h = await loadHistory(
-        ctx.pool,
-        ctx.config,
-        sensors.map((s) => s.id),
-        req.query,
+      const [room, sensors, timezone] = await dbCall(["id"], () =>
+        Promise.all([
+          getRoom(ctx.pool, req.params.id),
+          listSensors(ctx.pool, { room_id: req.params.id }),
+          ctx.directory.timezone(),
+        ]),
       );
-      const timezone = await ctx.directory.timezone();
+      if (!room) throw new HttpError(404, "not_found", `no room with id ${req.params.id}`);
+      const h = await dbCall(["start", "end"], () =>
+        loadHistory(
+          ctx.pool,
+          ctx.config,
+          sensors.map((s) => s.id),
+          req.query,
+        ),
+      );
       if (wantsCsv(req.query.format, req.headers.accept)) {
-        return reply
-          .type("text/csv; charset=utf-8")
-          .header("x-facility-timezone", timezone)
-          .send(historyCsv(h, timezone, new Map(sensors.map((s) => [s.id, s.name]))));
+        reply.type("text/csv; charset=utf-8").header("x-facility-timezone", timezone);
+        return historyCsv(h, timezone, new Map(sensors.map((s) => [s.id, s.name])));
       }
       const { bySensor, ...meta } = h;
       return {

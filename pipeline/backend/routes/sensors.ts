@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { getSensor, listSensors } from "../../../db/queries/metadata.js";
 import type { ApiContext } from "../context.js";
 import { historyCsv, loadHistory, wantsCsv } from "../history.js";
-import { HttpError } from "../http-errors.js";
+import { dbCall, HttpError } from "../http-errors.js";
 import {
   errorBody,
   historyQuery,
@@ -28,7 +28,9 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
         response: { 200: sensorList, ...errors },
       },
     },
-    async (req) => ({ sensors: await listSensors(ctx.pool, req.query) }),
+    async (req) => ({
+      sensors: await dbCall(["room_id", "device_id", "unit"], () => listSensors(ctx.pool, req.query)),
+    }),
   );
 
   app.get(
@@ -42,7 +44,7 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       },
     },
     async (req) => {
-      const s = await getSensor(ctx.pool, req.params.id);
+      const s = await dbCall(["id"], () => getSensor(ctx.pool, req.params.id));
       if (!s) throw notFound(req.params.id);
       return s;
     },
@@ -63,15 +65,14 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       },
     },
     async (req, reply) => {
-      const s = await getSensor(ctx.pool, req.params.id);
+      const [s, timezone] = await dbCall(["id"], () =>
+        Promise.all([getSensor(ctx.pool, req.params.id), ctx.directory.timezone()]),
+      );
       if (!s) throw notFound(req.params.id);
-      const h = await loadHistory(ctx.pool, ctx.config, [s.id], req.query);
-      const timezone = await ctx.directory.timezone();
+      const h = await dbCall(["start", "end"], () => loadHistory(ctx.pool, ctx.config, [s.id], req.query));
       if (wantsCsv(req.query.format, req.headers.accept)) {
-        return reply
-          .type("text/csv; charset=utf-8")
-          .header("x-facility-timezone", timezone)
-          .send(historyCsv(h, timezone, new Map([[s.id, s.name]])));
+        reply.type("text/csv; charset=utf-8").header("x-facility-timezone", timezone);
+        return historyCsv(h, timezone, new Map([[s.id, s.name]]));
       }
       const { bySensor, ...meta } = h;
       return { ...meta, timezone, sensor: { id: s.id, name: s.name, unit: s.unit }, points: bySensor.get(s.id) ?? [] };
