@@ -307,7 +307,8 @@ describe("secrets", () => {
     const pgPass = "pg-s3cret/x@y";
     const redisPass = "redis-s3cret";
     await redis.call("ACL", "SETUSER", user, "on", `>${redisPass}`, "~*", "&*", "+@all");
-    const dbUrl = new URL(db.url);
+    // the monitors connect as the read-only role: its URL carries the password
+    const dbUrl = new URL(db.urlAs("reader"));
     dbUrl.password = pgPass;
     const redisUrl = new URL(inject("redisUrl"));
     redisUrl.username = user;
@@ -321,7 +322,7 @@ describe("secrets", () => {
       const r = await runScript(script, ["--once", "--sample", "0"], {
         ...env,
         ...recorded,
-        CEA_DATABASE_URL: dbUrl.toString(),
+        CEA_READER_DATABASE_URL: dbUrl.toString(),
         CEA_REDIS_URL: redisUrl.toString(),
       });
       expect(r.code, r.stdout).toBe(0);
