@@ -4,6 +4,7 @@ import { applySchema, edition } from "../../db/schema.js";
 import { loadSite, syncSite } from "../../db/site.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { withStackEnv } from "../../pipeline/runtime/stack-env.js";
+import { enableRoleLogins } from "./roles.js";
 
 // One template per test run: runs started side by side must not drop each other's.
 const TEMPLATE_DB = `cea_test_template_${process.pid}`;
@@ -43,6 +44,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let ed: string;
   try {
     await applySchema(tpl);
+    // the stack's cluster: ops/stack.sh does the same; here too for a cluster given by CEA_DATABASE_URL
+    await enableRoleLogins(tpl);
     await syncSite(tpl, await loadSite(projectPath("ops/site.json")));
     ed = await edition(tpl);
   } finally {
