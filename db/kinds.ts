@@ -1,6 +1,6 @@
 // The sensor kinds the platform knows: what a sensor measures (quantity) and
 // the unit its readings are stored in. The same rows are in the schema's
-// sensor_kind table (migration 0002; tests/integration/sensor-kinds.test.ts
+// sensor_kind table (migration 0004_sensor_kind; tests/integration/sensor-kinds.test.ts
 // keeps the two equal). Dashboards, the API and the alert conditions select
 // sensors by kind; a new kind is a new migration and a line here.
 

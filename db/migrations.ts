@@ -42,6 +42,32 @@ export interface AppliedMigration {
 
 export const checksum = (sql: string): string => createHash("sha256").update(sql).digest("hex");
 
+/**
+ * A statement that changes TimescaleDB's job catalog or drops a continuous
+ * aggregate (re-creating it, replacing a policy) can meet a background job
+ * working on the same objects: the scheduler updating the job's statistics row
+ * ("tuple concurrently deleted/updated", XX000) or a refresh holding locks in
+ * the other order (deadlock, 40P01). The transaction rolls back whole, so
+ * running it again is safe.
+ */
+export function isCatalogRace(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  if (e.code === "40P01") return true;
+  return e.code === "XX000" && typeof e.message === "string" && /tuple concurrently (deleted|updated)/.test(e.message);
+}
+
+/** Run `fn` again (up to 5 times, briefly apart) while it fails with a catalog race. */
+export async function retryCatalogRace<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= 5 || !isCatalogRace(err)) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
 /** The migration files, in order; numbering must be 1, 2, 3, … without gaps or repeats. */
 export async function loadMigrations(dir = projectPath(MIGRATIONS_DIR)): Promise<Migration[]> {
   const names = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
@@ -114,17 +140,23 @@ export async function migrate(db: pg.Pool | pg.ClientBase, files?: readonly Migr
       const result: MigrateResult = { applied: [], alreadyApplied: applied.length };
       for (const m of all) {
         if (done.has(m.version)) continue;
-        await client.query("BEGIN");
         try {
-          await client.query(m.sql);
-          await client.query("INSERT INTO cea_schema_migration (version, name, checksum) VALUES ($1, $2, $3)", [
-            m.version,
-            m.name,
-            m.checksum,
-          ]);
-          await client.query("COMMIT");
+          await retryCatalogRace(async () => {
+            await client.query("BEGIN");
+            try {
+              await client.query(m.sql);
+              await client.query("INSERT INTO cea_schema_migration (version, name, checksum) VALUES ($1, $2, $3)", [
+                m.version,
+                m.name,
+                m.checksum,
+              ]);
+              await client.query("COMMIT");
+            } catch (err) {
+              await client.query("ROLLBACK").catch(() => undefined);
+              throw err;
+            }
+          });
         } catch (err) {
-          await client.query("ROLLBACK").catch(() => undefined);
           const e = err as Error & { code?: string };
           throw Object.assign(new Error(`${m.file}: ${e.message}${e.code ? ` (${e.code})` : ""}`), { cause: err });
         }

@@ -1,16 +1,28 @@
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { projectPath } from "../pipeline/runtime/paths.js";
-import { type MigrateResult, migrate } from "./migrations.js";
+import { edition } from "./edition.js";
+import { type MigrateResult, migrate, retryCatalogRace } from "./migrations.js";
 import type { Queryable } from "./pool.js";
+
+export { type Edition, edition } from "./edition.js";
+export { type Check, formatVerifyReport, type VerifyReport, verifySchema } from "./verify.js";
 
 export const SCHEMA_FILE = "db/cea_schema.sql";
 
-export type Edition = "community" | "apache";
+export const AGGREGATES = ["measurement_hourly", "measurement_daily"] as const;
 
-/** Bring the database to the current schema: every migration it lacks (db/migrations.ts). */
+/**
+ * Bring the database to the current schema: every migration it lacks
+ * (db/migrations.ts). When migrations were applied on the Community edition,
+ * the continuous aggregates are then refreshed (a migration may re-create them
+ * WITH NO DATA; until this refresh real-time aggregation computes every bucket
+ * from the raw rows). Call it outside a transaction block.
+ */
 export async function applySchema(db: pg.Pool | pg.ClientBase): Promise<MigrateResult> {
-  return migrate(db);
+  const r = await migrate(db);
+  if (r.applied.length > 0 && (await edition(db)) === "community") await rebuildAggregates(db);
+  return r;
 }
 
 /**
@@ -22,288 +34,55 @@ export async function applySchemaFile(db: Queryable): Promise<void> {
   await db.query(sql);
 }
 
-export async function edition(db: Queryable): Promise<Edition> {
-  const { rows } = await db.query<{ license: string | null }>(
-    "SELECT current_setting('timescaledb.license', true) AS license",
-  );
-  return rows[0]?.license === "timescale" ? "community" : "apache";
-}
-
-export interface Check {
-  name: string;
-  ok: boolean;
-  detail?: string;
-}
-
-export interface VerifyReport {
-  ok: boolean;
-  edition: Edition;
-  timescaledb_version: string | null;
-  features: Record<string, string>;
-  checks: Check[];
-  /** TimescaleDB jobs whose last run failed: reported, not counted as a schema fault. */
-  failing_jobs: { job_id: number; proc: string; last_run: string | null; total_failures: number }[];
-}
-
-const TABLES = [
-  "facility",
-  "zone",
-  "room",
-  "rack",
-  "device",
-  "sensor",
-  "measurement",
-  "crop_batch",
-  "setpoints",
-  "actuator_events",
-  "cea_setting",
-  "measurement_agg_pending",
-  "sensor_kind",
-  "room_band",
-];
-
-// [table, columns, referenced table]
-const FOREIGN_KEYS: [string, string, string][] = [
-  ["zone", "facility_id", "facility"],
-  ["room", "facility_id", "facility"],
-  ["room", "zone_id,facility_id", "zone"],
-  ["rack", "room_id", "room"],
-  ["device", "room_id", "room"],
-  ["device", "rack_id,room_id", "rack"],
-  ["sensor", "device_id", "device"],
-  ["measurement", "sensor_id", "sensor"],
-  ["crop_batch", "room_id", "room"],
-  ["setpoints", "room_id", "room"],
-  ["actuator_events", "device_id", "device"],
-  ["sensor", "kind", "sensor_kind"],
-  ["room_band", "room_id", "room"],
-  ["room_band", "kind", "sensor_kind"],
-];
-
-// [table, columns] that must carry a unique index
-const UNIQUE_KEYS: [string, string][] = [
-  ["facility", "name"],
-  ["room", "facility_id,name"],
-  ["rack", "room_id,name"],
-  ["device", "name"],
-  ["device", "node_id"],
-  ["sensor", "name"],
-  ["sensor", "device_id,channel"],
-  ["measurement", "sensor_id,time"],
-  ["room_band", "room_id,kind"],
-];
-
-const NOT_NULL: [string, string][] = [
-  ["measurement", "time"],
-  ["measurement", "sensor_id"],
-  ["measurement", "value"],
-  ["sensor", "device_id"],
-  ["device", "room_id"],
-  ["room", "facility_id"],
-  ["rack", "room_id"],
-  ["zone", "facility_id"],
-];
-
-const AGG_COLUMNS = ["bucket", "sensor_id", "min_value", "max_value", "avg_value", "sample_count"];
-
-export async function verifySchema(db: Queryable): Promise<VerifyReport> {
-  const checks: Check[] = [];
-  const check = (name: string, ok: boolean, detail?: string) =>
-    checks.push(detail === undefined ? { name, ok } : { name, ok, detail });
-
-  const ext = await db.query<{ extversion: string }>(
-    "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
-  );
-  const version = ext.rows[0]?.extversion ?? null;
-  check("extension timescaledb", version !== null, version ?? "not installed in this database");
-  const ed = await edition(db);
-
-  const rel = await db.query<{ relname: string; relkind: string }>(
-    `SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema()`,
-  );
-  const kinds = new Map(rel.rows.map((r) => [r.relname, r.relkind]));
-  for (const t of TABLES) check(`table ${t}`, kinds.get(t) === "r", kinds.has(t) ? undefined : "missing");
-
-  const fks = await db.query<{ tbl: string; cols: string; ref: string }>(
-    `SELECT c.conrelid::regclass::text AS tbl, c.confrelid::regclass::text AS ref,
-            (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(att, ord)
-             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.att) AS cols
-     FROM pg_constraint c WHERE c.contype = 'f'`,
-  );
-  for (const [t, cols, ref] of FOREIGN_KEYS) {
-    check(
-      `foreign key ${t}(${cols}) -> ${ref}`,
-      fks.rows.some((r) => r.tbl === t && r.cols === cols && r.ref === ref),
-    );
-  }
-
-  const idx = await db.query<{ tbl: string; idx: string; uniq: boolean; cols: string }>(
-    `SELECT i.indrelid::regclass::text AS tbl, i.indexrelid::regclass::text AS idx, i.indisunique AS uniq,
-            (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(i.indkey) WITH ORDINALITY k(att, ord)
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att) AS cols
-     FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema()`,
-  );
-  for (const [t, cols] of UNIQUE_KEYS) {
-    check(
-      `unique key ${t}(${cols})`,
-      idx.rows.some((r) => r.tbl === t && r.uniq && r.cols === cols),
-    );
-  }
-  const desc = await db.query<{ ok: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'measurement'
-       AND indexdef LIKE '%(sensor_id, "time" DESC)%') AS ok`,
-  );
-  check("index measurement(sensor_id, time DESC)", desc.rows[0]?.ok === true);
-
-  const nn = await db.query<{ tbl: string; col: string }>(
-    `SELECT c.relname AS tbl, a.attname AS col FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-     JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = current_schema() AND a.attnotnull AND a.attnum > 0 AND NOT a.attisdropped`,
-  );
-  for (const [t, col] of NOT_NULL)
-    check(
-      `not null ${t}.${col}`,
-      nn.rows.some((r) => r.tbl === t && r.col === col),
-    );
-
-  const features: Record<string, string> = {};
-  if (version !== null) {
-    const ht = await db.query<{ n: number; compression_enabled: boolean }>(
-      `SELECT count(*)::int AS n, bool_or(compression_enabled) AS compression_enabled
-       FROM timescaledb_information.hypertables WHERE hypertable_name = 'measurement'`,
-    );
-    const isHyper = (ht.rows[0]?.n ?? 0) > 0;
-    check("hypertable measurement", isHyper);
-    const dim = await db.query<{ interval: string | null }>(
-      `SELECT time_interval::text AS interval FROM timescaledb_information.dimensions
-       WHERE hypertable_name = 'measurement' AND column_name = 'time'`,
-    );
-    features.hypertable = isHyper ? `active (time, chunk interval ${dim.rows[0]?.interval ?? "?"})` : "missing";
-
-    const cols = await db.query<{ tbl: string; cols: string }>(
-      `SELECT c.relname AS tbl, string_agg(a.attname, ',' ORDER BY a.attnum) AS cols
-       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = current_schema() AND c.relname IN ('measurement_hourly', 'measurement_daily')
-         AND a.attnum > 0 AND NOT a.attisdropped GROUP BY c.relname`,
-    );
-    const jobs = await db.query<{ proc: string; target: string | null; config: Record<string, unknown> | null }>(
-      `SELECT j.proc_name AS proc, coalesce(ca.view_name, j.hypertable_name) AS target, j.config
-       FROM timescaledb_information.jobs j
-       LEFT JOIN timescaledb_information.continuous_aggregates ca
-         ON ca.materialization_hypertable_name = j.hypertable_name`,
-    );
-    const job = (proc: string, target: string) => jobs.rows.find((j) => j.proc === proc && j.target === target);
-
-    if (ed === "community") {
-      const caggs = await db.query<{ view_name: string; materialized_only: boolean }>(
-        "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates",
-      );
-      for (const kind of ["hourly", "daily"]) {
-        const name = `measurement_${kind}`;
-        const cagg = caggs.rows.find((c) => c.view_name === name);
-        check(`continuous aggregate ${name}`, cagg !== undefined);
-        check(`real-time aggregation on ${name}`, cagg?.materialized_only === false);
-        check(`refresh policy ${name}`, job("policy_refresh_continuous_aggregate", name) !== undefined);
-      }
-      const comp = job("policy_compression", "measurement");
-      check("compression on measurement", ht.rows[0]?.compression_enabled === true);
-      check("compression policy measurement (90 days)", comp?.config?.compress_after === "90 days");
-      features.compression = comp ? `active (after ${String(comp.config?.compress_after)})` : "missing";
-      features.continuous_aggregates = caggs.rows.length >= 2 ? "active (real-time on)" : "missing";
-      const ret = job("policy_retention", "measurement");
-      features.retention = ret ? `policy (drop after ${String(ret.config?.drop_after)})` : "off";
-    } else {
-      for (const kind of ["hourly", "daily"]) {
-        const name = `measurement_${kind}`;
-        check(`aggregate table ${name}`, kinds.get(name) === "r");
-      }
-      const fn = await db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_proc WHERE proname IN ('cea_refresh_aggregates', 'cea_apply_retention')",
-      );
-      check("functions cea_refresh_aggregates, cea_apply_retention", fn.rows[0]?.n === 2);
-      features.compression = "unavailable (Apache edition)";
-      features.continuous_aggregates = "unavailable (Apache edition): tables kept current by cea_refresh_aggregates()";
-      const keep = await db.query<{ value: string | null }>(
-        "SELECT value FROM cea_setting WHERE key = 'raw_retention'",
-      );
-      features.retention = keep.rows[0]?.value ? `by the platform (drop after ${keep.rows[0].value})` : "off";
-    }
-    for (const kind of ["hourly", "daily"]) {
-      const name = `measurement_${kind}`;
-      const have = cols.rows.find((c) => c.tbl === name)?.cols;
-      check(`${name} columns`, have === AGG_COLUMNS.join(","), have ?? "missing");
-    }
-  }
-
-  let failing: VerifyReport["failing_jobs"] = [];
-  if (version !== null) {
-    const f = await db.query<{ job_id: number; proc: string; last_run: string | null; total_failures: string }>(
-      `SELECT s.job_id, j.proc_name AS proc, s.last_run_started_at::text AS last_run, s.total_failures::text
-       FROM timescaledb_information.job_stats s JOIN timescaledb_information.jobs j USING (job_id)
-       WHERE s.last_run_status = 'Failed' ORDER BY s.job_id`,
-    );
-    failing = f.rows.map((r) => ({ ...r, total_failures: Number(r.total_failures) }));
-  }
-
-  return {
-    ok: checks.every((c) => c.ok),
-    edition: ed,
-    timescaledb_version: version,
-    features,
-    checks,
-    failing_jobs: failing,
-  };
-}
-
-export function formatVerifyReport(r: VerifyReport): string {
-  const out = [
-    `TimescaleDB ${r.timescaledb_version ?? "(missing)"}, ${r.edition === "community" ? "Community" : "Apache"} edition`,
-  ];
-  for (const [k, v] of Object.entries(r.features)) out.push(`  ${k.padEnd(22)} ${v}`);
-  for (const c of r.checks) if (!c.ok) out.push(`  MISSING  ${c.name}${c.detail ? ` (${c.detail})` : ""}`);
-  for (const j of r.failing_jobs)
-    out.push(
-      `  WARNING  job ${j.job_id} ${j.proc}: last run failed (${j.total_failures} failures, last ${j.last_run})`,
-    );
-  const bad = r.checks.filter((c) => !c.ok).length;
-  out.push(
-    bad === 0
-      ? `schema OK: ${r.checks.length} checks passed`
-      : `schema NOT OK: ${bad} of ${r.checks.length} checks failed`,
-  );
-  return out.join("\n");
+/**
+ * Set raw-data retention (NULL = keep forever, the default; at least 7 days).
+ * Community edition: a retention policy, and the refresh policies kept clear of
+ * it; Apache edition: the setting that cea_apply_retention() reads when the
+ * worker's maintenance calls it. Either way no refresh reaches the dropped rows
+ * (cea_aggregate_horizon()), so the aggregates stay.
+ */
+export async function setRetention(db: Queryable, keep: string | null): Promise<void> {
+  await retryCatalogRace(() => db.query("SELECT cea_set_retention($1::interval)", [keep]));
 }
 
 /**
- * Set raw-data retention (NULL = keep forever, the default). Community edition:
- * a retention policy; Apache edition: the setting that cea_apply_retention()
- * reads when the platform's maintenance loop calls it.
+ * Refresh one aggregate over [start, end) (null = unbounded) through
+ * cea_refresh_aggregate(): whole buckets, not past the start of the current
+ * one, not before the retention horizon. On the Community edition a refresh
+ * that overlaps one already running (a policy's) is refused (55P03) rather than
+ * queued: wait and run it again, up to `waitMs`. Call outside a transaction block.
  */
-export async function setRetention(db: Queryable, keep: string | null): Promise<void> {
-  await db.query("UPDATE cea_setting SET value = $1::interval::text WHERE key = 'raw_retention'", [keep]);
-  if ((await edition(db)) === "community") {
-    await db.query("SELECT remove_retention_policy('measurement', if_exists => true)");
-    if (keep !== null) await db.query("SELECT add_retention_policy('measurement', $1::interval)", [keep]);
+export async function refreshAggregate(
+  db: Queryable,
+  aggregate: (typeof AGGREGATES)[number],
+  start: string | null = null,
+  end: string | null = null,
+  waitMs = 120_000,
+): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 200; ; pause = Math.min(pause * 2, 5_000)) {
+    try {
+      await db.query("CALL cea_refresh_aggregate($1, $2::timestamptz, $3::timestamptz)", [aggregate, start, end]);
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "55P03" || Date.now() + pause > deadline) throw err;
+      await new Promise((r) => setTimeout(r, pause));
+    }
   }
 }
 
 /**
  * Recompute both aggregates over every stored row: for data loaded around the
  * platform's write path (bulk COPY in benchmarks, test fixtures), whose buckets
- * were never queued. Community edition: a full refresh of the continuous
- * aggregates; Apache edition: queue every hour bucket, then the usual refresh.
+ * were never queued. Community edition: a refresh of the continuous aggregates
+ * up to the start of the current bucket (which real-time aggregation keeps
+ * covering) and not before the retention horizon; Apache edition: one
+ * set-based recompute of both tables. Call it outside a transaction block.
  */
 export async function rebuildAggregates(db: Queryable): Promise<void> {
   if ((await edition(db)) === "community") {
-    await db.query("CALL refresh_continuous_aggregate('measurement_hourly', NULL, NULL)");
-    await db.query("CALL refresh_continuous_aggregate('measurement_daily', NULL, NULL)");
+    for (const agg of AGGREGATES) await refreshAggregate(db, agg);
     return;
   }
-  await db.query(
-    `INSERT INTO measurement_agg_pending (sensor_id, bucket)
-     SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM measurement`,
-  );
-  await db.query("SELECT cea_refresh_aggregates()");
+  await db.query("SELECT cea_recompute_aggregates(NULL, NULL)");
 }

@@ -3,11 +3,23 @@ import type pg from "pg";
 import { z } from "zod";
 import { ConfigError } from "../pipeline/runtime/errors.js";
 import { SENSOR_KIND_NAMES, SENSOR_KINDS } from "./kinds.js";
+import { retryCatalogRace } from "./migrations.js";
+import { refreshAggregate } from "./schema.js";
 
 // The site file: the only source of facility metadata. Ids are explicit so that
 // every sync gives the same ids and a renamed sensor keeps its history.
 const id = z.number().int().positive();
 const name = z.string().trim().min(1);
+
+/** An IANA time zone name this runtime knows ("Europe/Amsterdam", "UTC"). */
+function knownZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export const sensorSchema = z.strictObject({
   id,
@@ -60,7 +72,15 @@ export const deviceSchema = z.strictObject({
 
 export const siteSchema = z
   .strictObject({
-    facility: z.strictObject({ id, name, timezone: z.string().default("UTC") }),
+    facility: z.strictObject({
+      id,
+      name,
+      /** The facility's IANA time zone: the days of measurement_daily are its local days. */
+      timezone: z
+        .string()
+        .default("UTC")
+        .refine(knownZone, { message: 'not a known IANA time zone (e.g. "Europe/Amsterdam")' }),
+    }),
     zones: z.array(z.strictObject({ id, name })).default([]),
     rooms: z
       .array(
@@ -222,6 +242,8 @@ export async function loadSite(file: string): Promise<Site> {
 
 export interface SyncReport {
   facility: number;
+  /** The zone of the daily aggregate's days, and whether this sync changed it (the aggregate was rebuilt). */
+  daily_timezone: { zone: string; changed: boolean };
   zones: number;
   rooms: number;
   racks: number;
@@ -231,10 +253,6 @@ export interface SyncReport {
   unlisted_sensors: string[];
 }
 
-/**
- * Upsert the site into the metadata tables by id, in one transaction. Never
- * creates anything the file does not name and never deletes (history stays).
- */
 /** Sensors without a kind: they appear in no panel, API selection or alert that goes by kind. */
 export function sensorsWithoutKind(site: Site): string[] {
   return site.devices.flatMap((d) => d.sensors.filter((s) => s.kind === undefined).map((s) => s.name));
@@ -248,7 +266,19 @@ export interface SyncOptions {
   defaultIntervalS?: ReadonlyMap<number, number>;
 }
 
+/**
+ * Upsert the site into the metadata tables by id, in one transaction. Never
+ * creates anything the file does not name and never deletes (history stays).
+ * The daily aggregate follows the facility's time zone: a new zone rebuilds it
+ * in the same transaction (cea_set_daily_timezone); on the Community edition
+ * its continuous aggregate is then refreshed, after the commit.
+ */
 export async function syncSite(db: pg.ClientBase, site: Site, opts: SyncOptions = {}): Promise<SyncReport> {
+  // a zone change re-creates a continuous aggregate, which can meet the job scheduler (isCatalogRace)
+  return retryCatalogRace(() => syncOnce(db, site, opts));
+}
+
+async function syncOnce(db: pg.ClientBase, site: Site, opts: SyncOptions): Promise<SyncReport> {
   const f = site.facility;
   await db.query("BEGIN");
   try {
@@ -257,6 +287,10 @@ export async function syncSite(db: pg.ClientBase, site: Site, opts: SyncOptions 
        ON CONFLICT (facility_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone`,
       [f.id, f.name, f.timezone],
     );
+    const { rows: zone } = await db.query<{ changed: boolean }>("SELECT cea_set_daily_timezone($1) AS changed", [
+      f.timezone,
+    ]);
+    const changed = zone[0]?.changed === true;
     for (const z of site.zones) {
       await db.query(
         `INSERT INTO zone (zone_id, facility_id, name) VALUES ($1, $2, $3)
@@ -335,8 +369,12 @@ export async function syncSite(db: pg.ClientBase, site: Site, opts: SyncOptions 
       [listed],
     );
     await db.query("COMMIT");
+    // outside the transaction (refresh_continuous_aggregate refuses one); the
+    // Apache edition recomputed its table inside it, and this is a no-op there
+    if (changed) await refreshAggregate(db, "measurement_daily");
     return {
       facility: 1,
+      daily_timezone: { zone: f.timezone, changed },
       zones: site.zones.length,
       rooms: site.rooms.length,
       racks,

@@ -4,9 +4,11 @@
 #
 # Settings, in this order of precedence: the caller's environment; the
 # monitors' own file CEA_MONITOR_ENV_FILE (default /etc/cea/monitor.env, e.g.
-# the read-only role's CEA_DATABASE_URL), then CEA_ENV_FILE (default
-# /etc/cea/cea.env); the checkout's .state/stack.env (CEA_STATE_DIR) when run
-# from a checkout; the built-in defaults of pipeline/runtime/config.ts.
+# the read-only role's CEA_READER_DATABASE_URL with its password), then
+# CEA_ENV_FILE (default /etc/cea/cea.env); the checkout's .state/stack.env
+# (CEA_STATE_DIR) when run from a checkout; the built-in defaults of
+# pipeline/runtime/config.ts. The database is CEA_READER_DATABASE_URL (role
+# cea_reader), else CEA_DATABASE_URL.
 #
 # Passwords never go on a command line (any user can read those with ps):
 # psql and redis-cli get the URL or host without the password, and the
@@ -21,6 +23,9 @@ mon_setup() {
   local env_file=${CEA_ENV_FILE:-/etc/cea/cea.env}
   local own_file=${CEA_MONITOR_ENV_FILE:-/etc/cea/monitor.env}
   local stack_env=${CEA_STATE_DIR:-$MON_HERE/../.state}/stack.env
+  # A caller who names the database (CEA_DATABASE_URL) without a read-only URL
+  # means that database: a file's CEA_READER_DATABASE_URL is for its own.
+  local caller_db=${CEA_DATABASE_URL:-} caller_reader=${CEA_READER_DATABASE_URL:-}
   MON_SETTINGS="defaults"
   if [[ -r "$own_file" ]]; then cea_load_env_file "$own_file"; fi
   if [[ -r "$env_file" ]]; then
@@ -30,7 +35,12 @@ mon_setup() {
     cea_load_env_file "$stack_env"
     MON_SETTINGS="$stack_env (local stack)"
   fi
-  DB_URL=${CEA_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cea}
+  # the monitors only read: as the read-only role (cea_reader) when it is configured
+  if [[ -n "$caller_db" && -z "$caller_reader" ]]; then
+    DB_URL=$caller_db
+  else
+    DB_URL=${CEA_READER_DATABASE_URL:-${CEA_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cea}}
+  fi
   REDIS_URL=${CEA_REDIS_URL:-redis://127.0.0.1:6379}
   PREFIX=${CEA_REDIS_PREFIX:-}
   GROUP=${CEA_GROUP:-can-worker-group}

@@ -13,7 +13,8 @@
 #   --sample N    with --once: seconds over which the insert rate is sampled
 #                 (default 2; 0 = skip); in the loop it is sampled between refreshes
 #
-# Needs only psql and redis-cli. Settings: CEA_DATABASE_URL, CEA_REDIS_URL,
+# Needs only psql and redis-cli. Settings: CEA_READER_DATABASE_URL (the read-only
+# role; else CEA_DATABASE_URL), CEA_REDIS_URL,
 # CEA_REDIS_PREFIX, CEA_STREAM, CEA_GROUP, CEA_DEAD_STREAM,
 # CEA_STREAM_WARN_LENGTH (5000), CEA_STREAM_HARD_LIMIT from the environment,
 # else /etc/cea/cea.env (CEA_ENV_FILE), else the checkout's .state/stack.env;

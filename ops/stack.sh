@@ -452,6 +452,29 @@ EOF
   fi
 }
 
+# Database roles (db/migrations/0002_roles.sql): every service connects as its
+# own role. The schema creates the roles NOLOGIN when they are missing; on this
+# private cluster (trust authentication on 127.0.0.1, no passwords) they are
+# created, or switched, to LOGIN here, so the demo, the benchmarks and the tests
+# run the worker, the API and the readers with only their own rights.
+ensure_db_roles() {
+  step="database roles"
+  "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -X -q -v ON_ERROR_STOP=1 -d postgres -c "
+    DO \$\$ DECLARE r text; BEGIN
+      FOREACH r IN ARRAY ARRAY['cea_writer', 'cea_api', 'cea_reader', 'cea_automation'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN EXECUTE format('ALTER ROLE %I LOGIN', r);
+        ELSE EXECUTE format('CREATE ROLE %I LOGIN', r); END IF;
+      END LOOP;
+    END \$\$" || die "creating the login roles failed"
+}
+
+# The per-service connection lines of stack.env (only for the private cluster).
+db_role_env() {
+  echo "CEA_WORKER_DATABASE_URL=postgresql://cea_writer@127.0.0.1:$PG_PORT/$DB_NAME"
+  echo "CEA_API_DATABASE_URL=postgresql://cea_api@127.0.0.1:$PG_PORT/$DB_NAME"
+  echo "CEA_READER_DATABASE_URL=postgresql://cea_reader@127.0.0.1:$PG_PORT/$DB_NAME"
+}
+
 # The Redis on a port is ours if it keeps its files in our state folder.
 our_redis_on() {
   [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$1" config get dir 2>/dev/null | sed -n 2p)" = "$STATE/redis" ]
@@ -521,6 +544,7 @@ CEA_DATABASE_URL=$db
 CEA_REDIS_URL=$redis
 CEA_PG_BINDIR=$PG_BINDIR
 EOF
+    [ -n "${CEA_DATABASE_URL:-}" ] || db_role_env >>"$STATE/stack.env.tmp"
   )
   mv "$STATE/stack.env.tmp" "$STATE/stack.env"
 }
@@ -568,6 +592,7 @@ cmd_up() {
   if [ -z "${CEA_DATABASE_URL:-}" ]; then
     ensure_timescaledb
     ensure_postgres
+    ensure_db_roles
   fi
   [ -n "${CEA_REDIS_URL:-}" ] || ensure_redis
   write_env

@@ -4,7 +4,7 @@ import { workerChain } from "../stages/chains.js";
 import { AggregateMaintenance } from "../stages/maintenance.js";
 import { SensorMap } from "../stages/sensor-map.js";
 import { registerWorkerMetrics } from "../stages/worker-metrics.js";
-import { loadConfig } from "./runtime/config.js";
+import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger } from "./runtime/log.js";
 import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     process.exit(r.ok ? 0 : 1);
   }
   // one connection per batch in the writer, one for the components (sensor map, aggregate upkeep)
-  const pool = createPool(config.CEA_DATABASE_URL, {
+  const pool = createPool(databaseUrl(config, "worker"), {
     max: config.CEA_WRITE_CONCURRENCY + 1,
     application: `can-worker:${config.CEA_CONSUMER}`,
     ...poolSettings(config),

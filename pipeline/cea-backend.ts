@@ -3,7 +3,7 @@ import { createPool, poolSettings } from "../db/pool.js";
 import { apiPoolOptions, buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
-import { loadConfig } from "./runtime/config.js";
+import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { createRegistry, type KeptMetricsServer, keepServingMetrics } from "./runtime/metrics.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     process.stdout.write(`cea-backend demo mode: generated API token (write routes): ${token}\n`);
   }
   // the request deadline sets the statement, lock and connect limits; keepalive as for every pool
-  const pool = createPool(config.CEA_DATABASE_URL, {
+  const pool = createPool(databaseUrl(config, "api"), {
     max: 10,
     application: "cea-backend",
     ...poolSettings(config),

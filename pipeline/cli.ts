@@ -1,7 +1,16 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { createPool, poolSettings } from "../db/pool.js";
-import { applySchema, formatVerifyReport, setRetention, verifySchema } from "../db/schema.js";
+import {
+  AGGREGATES,
+  applySchema,
+  edition,
+  formatVerifyReport,
+  rebuildAggregates,
+  refreshAggregate,
+  setRetention,
+  verifySchema,
+} from "../db/schema.js";
 import { loadSite, sensorsWithoutKind, syncSite } from "../db/site.js";
 import { loadCanDb } from "./can/candb.js";
 import { cycleIntervals } from "./can/intervals.js";
@@ -14,9 +23,13 @@ const USAGE = `usage: cea <command>
   schema apply            apply the migrations the database lacks (db/migrations/), then verify
   schema verify [--json]  check every table, key, index, hypertable, aggregate and policy; exit 1 if anything is missing
   site check              validate the site file
-  site sync               upsert the site file into the metadata tables
-  aggregates refresh      recompute aggregate buckets touched since the last refresh (Apache edition)
-  retention set <interval>  drop raw measurements older than <interval> (e.g. "400 days"); aggregates stay
+  site sync               upsert the site file into the metadata tables (a new facility time zone rebuilds the daily aggregate)
+  aggregates refresh      bring the aggregates up to date: Apache edition, the buckets written since the last
+                          refresh; Community edition, a refresh of the continuous aggregates
+  aggregates rebuild      recompute both aggregates from every stored raw row (after loading data around the
+                          platform's writers); never the current bucket, never before the retention horizon
+  retention set <interval>  drop raw measurements older than <interval> (at least "7 days"; e.g. "400 days");
+                          the aggregates stay: no refresh reaches back to dropped rows
   retention off           keep raw measurements forever (the default)`;
 
 async function main(): Promise<void> {
@@ -84,6 +97,11 @@ async function main(): Promise<void> {
           process.stdout.write(
             `site synced from ${siteFile}: ${r.rooms} rooms, ${r.racks} racks, ${r.devices} devices, ${r.sensors} sensors\n`,
           );
+          process.stdout.write(
+            r.daily_timezone.changed
+              ? `daily aggregates now in local days of ${r.daily_timezone.zone} (rebuilt)\n`
+              : `daily aggregates in local days of ${r.daily_timezone.zone}\n`,
+          );
           if (r.unlisted_sensors.length)
             process.stdout.write(`kept (not in the site file, have history): ${r.unlisted_sensors.join(", ")}\n`);
         } finally {
@@ -92,8 +110,18 @@ async function main(): Promise<void> {
         break;
       }
       case "aggregates refresh": {
-        const { rows } = await pool.query<{ n: number }>("SELECT cea_refresh_aggregates() AS n");
-        process.stdout.write(`aggregates: ${rows[0]?.n ?? 0} hourly buckets recomputed\n`);
+        if ((await edition(pool)) === "community") {
+          for (const agg of AGGREGATES) await refreshAggregate(pool, agg);
+          process.stdout.write("aggregates: continuous aggregates refreshed up to the start of the current bucket\n");
+        } else {
+          const { rows } = await pool.query<{ n: number }>("SELECT cea_refresh_aggregates() AS n");
+          process.stdout.write(`aggregates: ${rows[0]?.n ?? 0} hourly buckets recomputed\n`);
+        }
+        break;
+      }
+      case "aggregates rebuild": {
+        await rebuildAggregates(pool);
+        process.stdout.write("aggregates: rebuilt from the stored raw rows\n");
         break;
       }
       case "retention set":

@@ -8,7 +8,7 @@ import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
 import { loadCanDb } from "./can/candb.js";
 import { cycleIntervals } from "./can/intervals.js";
-import { loadConfig } from "./runtime/config.js";
+import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { freePort } from "./runtime/net.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
@@ -41,7 +41,13 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function main(): Promise<void> {
   const env = withStackEnv();
   const config = loadConfig(env);
+  // the set-up as the schema owner; the progress lines as the read-only role, like the monitors
   const pool = createPool(config.CEA_DATABASE_URL, { max: 2, application: "cea-demo", ...poolSettings(config) });
+  const reader = createPool(databaseUrl(config, "reader"), {
+    max: 1,
+    application: "cea-demo",
+    ...poolSettings(config),
+  });
   const redis = createRedis(config.CEA_REDIS_URL, undefined, "cea-demo");
   const keys = redisKeys(config);
   const children = new Map<string, ChildProcess>();
@@ -138,7 +144,7 @@ async function main(): Promise<void> {
           throw new Error(`${name} exited with ${c.exitCode}; see ${join(logDir, `${name}.log`)}`);
       if (Date.now() >= nextReport || stop) {
         nextReport = Date.now() + 5_000;
-        const { rows } = await pool.query<{ room: string; rows: number; newest: string; latest: string }>(PROGRESS, [
+        const { rows } = await reader.query<{ room: string; rows: number; newest: string; latest: string }>(PROGRESS, [
           since,
         ]);
         const total = rows.reduce((n, r) => n + r.rows, 0);
@@ -167,7 +173,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of children.values()) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
     redis.disconnect();
-    await pool.end();
+    await Promise.all([pool.end(), reader.end()]);
   }
   process.stdout.write("stop the stack with: npm run stack -- down\n");
 }

@@ -115,7 +115,11 @@ export interface AggPoint {
 }
 
 const AGG_TABLE = { hourly: "measurement_hourly", daily: "measurement_daily" } as const;
-const AGG_WIDTH = { hourly: "1 hour", daily: "1 day" } as const;
+// the start of the bucket holding a time: UTC hours; the facility's local days (the schema's zone)
+const AGG_FLOOR = {
+  hourly: (t: string) => `time_bucket(INTERVAL '1 hour', ${t})`,
+  daily: (t: string) => `cea_daily_bucket(${t})`,
+} as const;
 
 // Raw points come straight off the (sensor_id, time DESC) index; the window is
 // [start, end). Aggregate buckets are those whose start lies in the window
@@ -128,7 +132,7 @@ const aggSql = (r: "hourly" | "daily") =>
   `SELECT sensor_id, ${iso("bucket")} AS time, min_value AS min, max_value AS max, avg_value AS avg,
           sample_count::int AS count
    FROM ${AGG_TABLE[r]}
-   WHERE sensor_id = ANY($1::int[]) AND bucket >= time_bucket(INTERVAL '${AGG_WIDTH[r]}', $2::timestamptz)
+   WHERE sensor_id = ANY($1::int[]) AND bucket >= ${AGG_FLOOR[r]("$2::timestamptz")}
      AND bucket < $3::timestamptz
    ORDER BY sensor_id, bucket LIMIT $4`;
 
@@ -178,7 +182,7 @@ export async function countPoints(
     resolution === "raw"
       ? `SELECT 1 FROM measurement WHERE sensor_id = ANY($1::int[]) AND time >= $2::timestamptz AND time < $3::timestamptz`
       : `SELECT 1 FROM ${AGG_TABLE[resolution]} WHERE sensor_id = ANY($1::int[])
-         AND bucket >= time_bucket(INTERVAL '${AGG_WIDTH[resolution]}', $2::timestamptz) AND bucket < $3::timestamptz`;
+         AND bucket >= ${AGG_FLOOR[resolution]("$2::timestamptz")} AND bucket < $3::timestamptz`;
   const { rows } = await db.query<{ n: number }>({
     name: `cea_api_count_${resolution}`,
     text: `SELECT count(*)::int AS n FROM (${inner} LIMIT $4) s`,

@@ -11,7 +11,14 @@ const bool = (def: boolean) =>
     .transform((v) => ["1", "true", "yes", "on"].includes(v));
 
 export const configSchema = z.object({
+  /** The schema owner's connection: `cea schema|site|retention|aggregates`, the legacy migration, the demo's set-up. */
   CEA_DATABASE_URL: z.string().url().default("postgresql://postgres@127.0.0.1:5432/cea"),
+  /** can-worker's connection, as role cea_writer (default: CEA_DATABASE_URL). */
+  CEA_WORKER_DATABASE_URL: z.string().url().optional(),
+  /** cea-backend's connection, as role cea_api (default: CEA_DATABASE_URL). */
+  CEA_API_DATABASE_URL: z.string().url().optional(),
+  /** Read-only connection of the monitors, the demo's progress and Grafana, as role cea_reader (default: CEA_DATABASE_URL). */
+  CEA_READER_DATABASE_URL: z.string().url().optional(),
   CEA_REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   /** Prefix for every Redis key the platform uses; tests give each file its own. */
   CEA_REDIS_PREFIX: z.string().default(""),
@@ -156,6 +163,20 @@ export const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/** Who connects: each kind of client has its own database role (db/migrations/0002_roles.sql). */
+export type DatabaseClient = "owner" | "worker" | "api" | "reader";
+
+/** The connection URL of one kind of client: its own setting, else CEA_DATABASE_URL. */
+export function databaseUrl(config: Config, client: DatabaseClient): string {
+  const own = {
+    owner: undefined,
+    worker: config.CEA_WORKER_DATABASE_URL,
+    api: config.CEA_API_DATABASE_URL,
+    reader: config.CEA_READER_DATABASE_URL,
+  }[client];
+  return own ?? config.CEA_DATABASE_URL;
+}
 
 /** Parse the environment; an invalid variable stops start-up naming it. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

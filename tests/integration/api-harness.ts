@@ -6,10 +6,11 @@ import { inject } from "vitest";
 import { createPool } from "../../db/pool.js";
 import { apiPoolOptions, buildApp } from "../../pipeline/backend/app.js";
 import { createBackendLogger } from "../../pipeline/backend/logger.js";
-import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
+import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
 import { freePort } from "../../pipeline/runtime/net.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
+import { roleUrl } from "../support/roles.js";
 
 // Shared by the api-*.test.ts files: the app on a database and Redis prefix of
 // the test file's own, driven with inject(), with its log lines captured.
@@ -36,6 +37,8 @@ export async function startApi(
   const prefix = testPrefix();
   const config = loadConfig({
     CEA_DATABASE_URL: opts.databaseUrl ?? db.url,
+    // the API as its own role (cea_api), as in production
+    CEA_API_DATABASE_URL: roleUrl(opts.databaseUrl ?? db.url, "api"),
     CEA_REDIS_URL: opts.redisUrl ?? inject("redisUrl"),
     CEA_REDIS_PREFIX: prefix,
     CEA_API_TOKEN: token,
@@ -44,7 +47,7 @@ export async function startApi(
   });
   const logs: string[] = [];
   const log = createBackendLogger(config.CEA_LOG_LEVEL, { write: (s: string) => void logs.push(s) });
-  const pool = createPool(config.CEA_DATABASE_URL, {
+  const pool = createPool(databaseUrl(config, "api"), {
     max: 4,
     application: "cea-backend-test",
     ...apiPoolOptions(config),

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { rebuildAggregates } from "../../db/schema.js";
+import { localDayStart, utcHourStart } from "../support/local-days.js";
 import { type Api, startApi } from "./api-harness.js";
 
 // Data set: sensor 301 one reading a minute and 302 one every 10 minutes, over
@@ -131,23 +132,28 @@ describe("history", () => {
   it("hourly and daily come from the aggregates and agree with the raw readings of the same window", async () => {
     const raw: RawPoint[] = (await get(`/sensors/301/history?start=${START}&end=${END}&resolution=raw`)).json().points;
     expect(raw).toHaveLength(3 * 24 * 60);
-    for (const [resolution, width, n] of [
-      ["hourly", 13, 72],
-      ["daily", 10, 3],
+    // hourly buckets are UTC hours; daily ones the facility's local days (Europe/Amsterdam:
+    // 2024-03-01 begins at 2024-02-29T23:00Z), so the window touches four of them
+    const hourOf = (t: string) => utcHourStart(Date.parse(t));
+    const dayOf = (t: string) => localDayStart(Date.parse(t), "Europe/Amsterdam");
+    for (const [resolution, bucketOf, n] of [
+      ["hourly", hourOf, 72],
+      ["daily", dayOf, 4],
     ] as const) {
       const res = await get(`/sensors/301/history?start=${START}&end=${END}&resolution=${resolution}`);
       const h = res.json();
       expect(h.resolution).toBe(resolution);
       const agg: AggPoint[] = h.points;
       expect(agg).toHaveLength(n);
-      // group the raw points by bucket start (hour: first 13 chars, day: first 10)
-      const groups = new Map<string, number[]>();
+      // group the raw points by bucket start
+      const groups = new Map<number, number[]>();
       for (const p of raw) {
-        const k = p.time.slice(0, width);
+        const k = bucketOf(p.time);
         groups.set(k, [...(groups.get(k) ?? []), p.value]);
       }
       for (const a of agg) {
-        const vals = groups.get(a.time.slice(0, width))!;
+        expect(bucketOf(a.time), a.time).toBe(Date.parse(a.time));
+        const vals = groups.get(Date.parse(a.time))!;
         expect(vals, a.time).toBeDefined();
         expect(a.count).toBe(vals.length);
         expect(a.min).toBe(Math.min(...vals));
@@ -177,7 +183,8 @@ describe("history", () => {
         headers: small.auth,
       });
       expect(d.json()).toMatchObject({ resolution: "daily", point_budget: 50 });
-      expect(d.json().points.map((p: AggPoint) => p.count)).toEqual([1440, 1440, 1440]);
+      // local days: 23 hours of the first (it began before the window), two whole, the last hour of the window
+      expect(d.json().points.map((p: AggPoint) => p.count)).toEqual([1380, 1440, 1440, 60]);
       const tooMany = await small.app.inject({
         url: `/api/v1/sensors/301/history?start=${START}&end=${END}&resolution=raw`,
         headers: small.auth,
@@ -208,7 +215,7 @@ describe("history", () => {
     const agg = await get(`/sensors/301/history?start=${START}&end=${END}&resolution=daily&format=csv`);
     const lines = agg.body.trimEnd().split("\n");
     expect(lines[2]).toBe("sensor_id,sensor,time,min,max,avg,count");
-    expect(lines.slice(3).map((l) => l.split(",")[6])).toEqual(["1440", "1440", "1440"]);
+    expect(lines.slice(3).map((l) => l.split(",")[6])).toEqual(["1380", "1440", "1440", "60"]);
     // format=json wins over the Accept header
     const json = await get(`/sensors/301/history?${q}&format=json`, { accept: "text/csv" });
     expect(json.headers["content-type"]).toMatch(/json/);

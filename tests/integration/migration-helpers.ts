@@ -62,20 +62,20 @@ export async function aggregateMismatches(
   const out: Record<string, { bad: number; buckets: number }> = {};
   await db.query("BEGIN");
   try {
-    for (const [view, width] of [
-      ["measurement_hourly", "1 hour"],
-      ["measurement_daily", "1 day"],
+    // daily buckets are the facility's local days (cea_daily_bucket)
+    for (const [view, bucket] of [
+      ["measurement_hourly", "time_bucket(INTERVAL '1 hour', time)"],
+      ["measurement_daily", "cea_daily_bucket(time)"],
     ] as const) {
       if (community) await db.query(`ALTER MATERIALIZED VIEW ${view} SET (timescaledb.materialized_only = true)`);
       const { rows } = await db.query<{ bad: number; buckets: number }>(
         `WITH raw AS (
-           SELECT sensor_id, time_bucket($1::interval, time) AS bucket, count(*) AS n, min(value) AS lo, max(value) AS hi, avg(value) AS av
-           FROM measurement GROUP BY 1, 2)
+           SELECT sensor_id, ${bucket} AS bucket, count(*) AS n, min(value) AS lo, max(value) AS hi, avg(value) AS av
+           FROM measurement WHERE status IS DISTINCT FROM 'out_of_range' GROUP BY 1, 2)
          SELECT count(*) FILTER (WHERE a.sensor_id IS NULL OR raw.sensor_id IS NULL OR a.sample_count <> raw.n
                                    OR a.min_value <> raw.lo OR a.max_value <> raw.hi OR abs(a.avg_value - raw.av) > 1e-9)::int AS bad,
                 count(raw.sensor_id)::int AS buckets
          FROM raw FULL JOIN ${view} a ON a.sensor_id = raw.sensor_id AND a.bucket = raw.bucket`,
-        [width],
       );
       out[view] = rows[0]!;
     }

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeMeasurements } from "../../db/measurements.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
@@ -65,11 +66,14 @@ const FLOWER = [101, 103, 105, 106]; // dry_bulb_b, rh_b, co2_b, vpd_b
 const VALUE: Record<number, number> = { 101: 25, 103: 60, 105: 900, 106: 1.1 };
 
 let db: TestDatabase;
+// the dashboard's queries run as the role Grafana's datasource uses (read-only)
+let reader: pg.Pool;
 let allSensors: string[];
 let allRooms: string[];
 
 beforeAll(async () => {
   db = await createTestDatabase();
+  reader = new pg.Pool({ connectionString: db.urlAs("reader"), max: 2 });
   const rows: { time: Date; sensor_id: number; value: number }[] = [];
   for (const id of FLOWER) {
     for (let t = recentStart.getTime(); t < now.getTime() - 60_000; t += 60_000)
@@ -88,17 +92,20 @@ beforeAll(async () => {
     c.release();
   }
   allRooms = (
-    await db.pool.query<{ name: string }>(
+    await reader.query<{ name: string }>(
       expand(dashboard.templating.list[0]!.query, now, now, { room: [], sensor: [] }),
     )
   ).rows.map((r) => r.name);
   allSensors = (
-    await db.pool.query<{ name: string }>(
+    await reader.query<{ name: string }>(
       expand(dashboard.templating.list[1]!.query, now, now, { room: allRooms, sensor: [] }),
     )
   ).rows.map((r) => r.name);
 });
-afterAll(() => db?.drop());
+afterAll(async () => {
+  await reader?.end();
+  await db?.drop();
+});
 
 describe("Grafana provisioning files", () => {
   it("the datasource is PostgreSQL with TimescaleDB enabled and no password in the file", () => {
@@ -108,6 +115,8 @@ describe("Grafana provisioning files", () => {
     expect(yaml).toMatch(/^\s+uid: cea-timescaledb$/m);
     expect(yaml).toMatch(/^\s+timescaledb: true$/m);
     expect(yaml).toMatch(/^\s+password: \$CEA_GRAFANA_DB_PASSWORD$/m);
+    // the read-only role of the schema (db/migrations/0002_roles.sql), which the queries below run as
+    expect(yaml).toMatch(/^\s+user: cea_reader$/m);
   });
 
   it("the dashboard provider points at the installed dashboards directory, and every panel uses the datasource", () => {
@@ -137,7 +146,7 @@ describe("dashboard SQL on a real database", () => {
     for (const p of queryPanels) {
       for (const t of p.targets ?? []) {
         const sql = expand(t.rawSql, from, now, { room: allRooms, sensor: allSensors });
-        await expect(db.pool.query(sql), `${p.title} ${t.refId}`).resolves.toBeDefined();
+        await expect(reader.query(sql), `${p.title} ${t.refId}`).resolves.toBeDefined();
         ran++;
       }
     }
@@ -150,7 +159,7 @@ describe("dashboard SQL on a real database", () => {
     const out: Record<string, { time: Date; metric: string; value: number }[]> = {};
     for (const t of panel(title).targets ?? []) {
       const sql = expand(t.rawSql, from, now, { room: ["Flower Room"], sensor: allSensors }, 600_000);
-      out[t.refId] = (await db.pool.query(sql)).rows;
+      out[t.refId] = (await reader.query(sql)).rows;
     }
     return out;
   }
@@ -184,7 +193,7 @@ describe("dashboard SQL on a real database", () => {
       room: ["Flower Room"],
       sensor: allSensors,
     });
-    const rows = (await db.pool.query<{ time: Date; metric: string; samples: string }>(sql)).rows;
+    const rows = (await reader.query<{ time: Date; metric: string; samples: string }>(sql)).rows;
     expect(rows.map((r) => [r.time.getTime() - oldHour.getTime(), r.metric, Number(r.samples)])).toEqual([
       [-2 * HOUR, "Flower Room", 0],
       [-HOUR, "Flower Room", 0],

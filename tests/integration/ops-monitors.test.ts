@@ -89,7 +89,13 @@ beforeAll(async () => {
   db = await createTestDatabase();
   prefix = testPrefix();
   redis = new Redis(inject("redisUrl"));
-  env = { CEA_DATABASE_URL: db.url, CEA_REDIS_URL: inject("redisUrl"), CEA_REDIS_PREFIX: prefix };
+  // the monitors read as the read-only role, as in production
+  env = {
+    CEA_DATABASE_URL: db.url,
+    CEA_READER_DATABASE_URL: db.urlAs("reader"),
+    CEA_REDIS_URL: inject("redisUrl"),
+    CEA_REDIS_PREFIX: prefix,
+  };
 
   // 30 rows in the last minute, 12 older ones within the hour, the newest last
   const rows: { time: Date; sensor_id: number; value: number }[] = [];
@@ -262,9 +268,12 @@ describe("a dependency that is down", () => {
 
     it(`${script}: PostgreSQL down is reported and the exit status is 2`, async () => {
       const port = await freePort();
-      const url = new URL(db.url);
+      const url = new URL(db.urlAs("reader"));
       url.port = String(port);
-      const r = await runScript(script, ["--once", "--sample", "0"], { ...env, CEA_DATABASE_URL: url.toString() });
+      const r = await runScript(script, ["--once", "--sample", "0"], {
+        ...env,
+        CEA_READER_DATABASE_URL: url.toString(),
+      });
       expect(r.code).toBe(2);
       expect(r.stdout).toContain("POSTGRESQL DOWN");
       expect(r.stdout).toContain("(skipped: PostgreSQL is down)");
@@ -298,7 +307,8 @@ describe("secrets", () => {
     const pgPass = "pg-s3cret/x@y";
     const redisPass = "redis-s3cret";
     await redis.call("ACL", "SETUSER", user, "on", `>${redisPass}`, "~*", "&*", "+@all");
-    const dbUrl = new URL(db.url);
+    // the monitors connect as the read-only role: its URL carries the password
+    const dbUrl = new URL(db.urlAs("reader"));
     dbUrl.password = pgPass;
     const redisUrl = new URL(inject("redisUrl"));
     redisUrl.username = user;
@@ -312,7 +322,7 @@ describe("secrets", () => {
       const r = await runScript(script, ["--once", "--sample", "0"], {
         ...env,
         ...recorded,
-        CEA_DATABASE_URL: dbUrl.toString(),
+        CEA_READER_DATABASE_URL: dbUrl.toString(),
         CEA_REDIS_URL: redisUrl.toString(),
       });
       expect(r.code, r.stdout).toBe(0);

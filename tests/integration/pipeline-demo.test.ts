@@ -39,7 +39,18 @@ describe("demo", () => {
     const url = new URL(db.url);
     url.password = "demo-s3cret";
     mkdirSync(stateDir, { recursive: true });
-    writeFileSync(join(stateDir, "stack.env"), `CEA_DATABASE_URL=${url}\nCEA_REDIS_URL=${inject("redisUrl")}\n`);
+    // and, as ops/stack.sh writes them, one URL per service role: the demo runs each service as its role
+    writeFileSync(
+      join(stateDir, "stack.env"),
+      [
+        `CEA_DATABASE_URL=${url}`,
+        `CEA_REDIS_URL=${inject("redisUrl")}`,
+        `CEA_WORKER_DATABASE_URL=${db.urlAs("worker")}`,
+        `CEA_API_DATABASE_URL=${db.urlAs("api")}`,
+        `CEA_READER_DATABASE_URL=${db.urlAs("reader")}`,
+        "",
+      ].join("\n"),
+    );
     const base: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("CEA_")) base[k] = v;
     const { stdout } = await run(process.execPath, [projectPath("dist/pipeline/demo.js")], {

@@ -5,7 +5,7 @@ import { inject } from "vitest";
 import type { ReadingColumns } from "../../db/readings.js";
 import { type CanFrame, toHex } from "../../pipeline/can/frame.js";
 import type { DecodeTable } from "../../pipeline/can/table.js";
-import { type Config, loadConfig } from "../../pipeline/runtime/config.js";
+import { type Config, databaseUrl, loadConfig } from "../../pipeline/runtime/config.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger, type Logger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
@@ -20,6 +20,7 @@ import { expectedRows } from "../../stages/expected.js";
 import { AggregateMaintenance } from "../../stages/maintenance.js";
 import { resolveReadings } from "../../stages/resolve-sensor.js";
 import { loadDecodeTable, SensorMap } from "../../stages/sensor-map.js";
+import { roleUrl } from "../support/roles.js";
 
 // Shared by the pipeline tests: in-process workers on the real stack, and the
 // entry-by-entry reconciliation of sent frames against `measurement`.
@@ -27,6 +28,8 @@ import { loadDecodeTable, SensorMap } from "../../stages/sensor-map.js";
 export function testConfig(dbUrl: string, prefix: string, extra: Record<string, string> = {}): Config {
   return loadConfig({
     CEA_DATABASE_URL: dbUrl,
+    // the worker as its own role (cea_writer), as in production
+    CEA_WORKER_DATABASE_URL: roleUrl(dbUrl, "worker"),
     CEA_REDIS_URL: inject("redisUrl"),
     CEA_REDIS_PREFIX: prefix,
     CEA_LOG_LEVEL: "silent",
@@ -57,7 +60,8 @@ export async function startTestWorker(
   const log = extra.log ?? createLogger(`test-worker:${config.CEA_CONSUMER}`, config.CEA_LOG_LEVEL);
   const redis = createRedis(config.CEA_REDIS_URL);
   const pool =
-    extra.pool ?? new pg.Pool({ connectionString: config.CEA_DATABASE_URL, max: config.CEA_WRITE_CONCURRENCY + 1 });
+    extra.pool ??
+    new pg.Pool({ connectionString: databaseUrl(config, "worker"), max: config.CEA_WRITE_CONCURRENCY + 1 });
   pool.on("error", () => undefined);
   const keys = redisKeys(config);
   const map = new SensorMap(

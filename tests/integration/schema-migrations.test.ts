@@ -6,11 +6,19 @@ import { promisify } from "node:util";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { appliedMigrations, checksum, loadMigrations, MIGRATIONS_DIR, migrate } from "../../db/migrations.js";
-import { applySchema, applySchemaFile, rebuildAggregates, verifySchema } from "../../db/schema.js";
-import { loadSite, type Site } from "../../db/site.js";
+import { applySchema, applySchemaFile, verifySchema } from "../../db/schema.js";
+import { loadSite, type Site, syncSite } from "../../db/site.js";
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
-import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { createTestDatabase, isCommunity, type TestDatabase } from "../support/db.js";
+import {
+  aggregate,
+  bucketDifferences,
+  localDayStart,
+  rawReadings,
+  storedBuckets,
+  utcHourStart,
+} from "../support/local-days.js";
 
 const run = promisify(execFile);
 
@@ -54,14 +62,26 @@ async function catalog(db: TestDatabase): Promise<string> {
     await q(
       "SELECT view_name, materialized_only, view_definition FROM timescaledb_information.continuous_aggregates ORDER BY 1",
     ),
+    // a policy of a continuous aggregate by the aggregate's name: the id of its
+    // materialization hypertable depends on how often aggregates were re-created
     await q(
-      `SELECT proc_name, coalesce(hypertable_name, '') AS target, schedule_interval::text, config
-       FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1, 2`,
+      `SELECT j.proc_name, coalesce(c.view_name, j.hypertable_name, '') AS target, j.schedule_interval::text,
+              j.config - 'mat_hypertable_id' AS config
+       FROM timescaledb_information.jobs j
+       LEFT JOIN timescaledb_information.continuous_aggregates c
+         ON (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),
+            (c.materialization_hypertable_schema, c.materialization_hypertable_name))
+       WHERE j.job_id >= 1000 ORDER BY 1, 2`,
     ),
     await q("SELECT key, value FROM cea_setting ORDER BY key"),
     await q("SELECT version, name, checksum FROM cea_schema_migration ORDER BY version"),
   ];
-  return [dump, ...ts].join("\n");
+  // TimescaleDB numbers the hypertable behind each continuous aggregate in creation
+  // order: an aggregate re-created in another time zone gets a new number, the same schema
+  return [dump, ...ts]
+    .join("\n")
+    .replace(/_materialized_hypertable_\d+/g, "_materialized_hypertable_N")
+    .replace(/cagg_watermark\(\d+\)/g, "cagg_watermark(N)");
 }
 
 async function migrationsCopy(): Promise<string> {
@@ -106,11 +126,15 @@ describe("schema migrations", () => {
 
   it("applying again applies nothing; the file on top of the migrations changes nothing", async () => {
     const before = await catalog(viaMigrations);
+    const jobIds = "SELECT array_agg(job_id ORDER BY job_id) AS ids FROM timescaledb_information.jobs";
+    const jobsBefore = (await viaMigrations.pool.query(jobIds)).rows[0];
     const again = await applySchema(viaMigrations.pool);
     expect(again.applied).toEqual([]);
     expect(again.alreadyApplied).toBe((await loadMigrations()).length);
     await applySchemaFile(viaMigrations.pool);
     expect(await catalog(viaMigrations)).toBe(before);
+    // the same policies, not replaced ones
+    expect((await viaMigrations.pool.query(jobIds)).rows[0]).toEqual(jobsBefore);
   });
 
   it("refuses a database whose applied migration file has changed, naming the file", async () => {
@@ -184,30 +208,9 @@ describe("upgrade from the schema as it was before migrations", () => {
     await reference?.drop();
   });
 
-  const snapshot = async (pool: pg.Pool) => ({
-    rows: (
-      await pool.query(
-        `SELECT count(*)::int AS n, sum(value) AS total, min(time) AS first, max(time) AS last,
-                count(*) FILTER (WHERE status IS NOT NULL)::int AS with_status FROM measurement`,
-      )
-    ).rows[0],
-    hourly: (
-      await pool.query(
-        `SELECT sensor_id, bucket, min_value, max_value, avg_value, sample_count
-         FROM measurement_hourly ORDER BY sensor_id, bucket`,
-      )
-    ).rows,
-    daily: (
-      await pool.query(
-        `SELECT sensor_id, bucket, min_value, max_value, avg_value, sample_count
-         FROM measurement_daily ORDER BY sensor_id, bucket`,
-      )
-    ).rows,
-    sensors: (await pool.query("SELECT count(*)::int AS n FROM sensor")).rows[0],
-  });
-
-  /** The site's metadata in the columns the schema had before migrations (what `cea site sync` wrote then). */
-  async function syncSiteAsBefore(pool: pg.Pool, site: Site): Promise<void> {
+  // The metadata as the site sync of that time wrote it (today's syncSite also
+  // sets the daily aggregate's zone, which that schema has not).
+  const oldSync = async (pool: pg.Pool, site: Site) => {
     const f = site.facility;
     await pool.query("INSERT INTO facility (facility_id, name, timezone) VALUES ($1, $2, $3)", [
       f.id,
@@ -225,35 +228,94 @@ describe("upgrade from the schema as it was before migrations", () => {
         [d.id, d.room_id, d.rack_id ?? null, d.name, d.type, d.node_id],
       );
       for (const x of d.sensors)
-        await pool.query(
-          "INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel) VALUES ($1, $2, $3, $4, $5, $6)",
-          [x.id, d.id, x.name, x.unit, x.data_type, x.channel],
-        );
+        await pool.query("INSERT INTO sensor (sensor_id, device_id, name, unit, channel) VALUES ($1, $2, $3, $4, $5)", [
+          x.id,
+          d.id,
+          x.name,
+          x.unit,
+          x.channel,
+        ]);
     }
-  }
+  };
 
-  it("keeps every row and aggregate, and ends with the same schema as a fresh database", async () => {
+  const rawSnapshot = async (pool: pg.Pool) =>
+    (
+      await pool.query(
+        `SELECT count(*)::int AS n, sum(value) AS total, min(time) AS first, max(time) AS last,
+                count(*) FILTER (WHERE status = 'migrated')::int AS migrated,
+                count(*) FILTER (WHERE status = 'out_of_range')::int AS out_of_range,
+                (SELECT count(*)::int FROM sensor) AS sensors FROM measurement`,
+      )
+    ).rows[0];
+
+  it("keeps every row; the aggregates hold what the raw rows say, days now local; ends like a fresh database", async () => {
     // a database set up by the landed one-file schema, in use: site synced, readings, aggregates
     await old.pool.query(readFileSync(projectPath("tests/fixtures/schema-before-migrations.sql"), "utf8"));
-    await syncSiteAsBefore(old.pool, await loadSite(projectPath("ops/site.json")));
+    const site = await loadSite(projectPath("ops/site.json"));
+    expect(site.facility.timezone).toBe("Europe/Amsterdam");
+    await oldSync(old.pool, site);
+    // seven days across the change to summer time (2026-03-29, a 23-hour local day)
     await old.pool.query(
       `INSERT INTO measurement (time, sensor_id, value, status)
        SELECT timestamptz '2026-03-28 00:00:00+00' + (i * INTERVAL '7 minutes'), s.sensor_id,
-              s.sensor_id + i / 100.0, CASE WHEN i % 50 = 0 THEN 'migrated' END
+              s.sensor_id + i / 100.0,
+              CASE WHEN i % 50 = 0 THEN 'migrated' WHEN i % 37 = 0 THEN 'out_of_range' END
        FROM generate_series(0, 1500) i CROSS JOIN (SELECT sensor_id FROM sensor ORDER BY sensor_id LIMIT 6) s`,
     );
-    await rebuildAggregates(old.pool);
-    const before = await snapshot(old.pool);
-    expect(before.rows.n).toBe(1501 * 6);
-    expect(before.hourly.length).toBeGreaterThan(100);
+    // the aggregates as that schema kept them
+    if (isCommunity()) {
+      for (const agg of ["measurement_hourly", "measurement_daily"])
+        await old.pool.query(`CALL refresh_continuous_aggregate('${agg}', NULL, NULL)`);
+    } else {
+      await old.pool.query(
+        `INSERT INTO measurement_agg_pending (sensor_id, bucket)
+         SELECT DISTINCT sensor_id, time_bucket(INTERVAL '1 hour', time) FROM measurement`,
+      );
+      await old.pool.query("SELECT cea_refresh_aggregates()");
+    }
+    const before = await rawSnapshot(old.pool);
+    expect(before).toMatchObject({ n: 1501 * 6, migrated: 31 * 6, out_of_range: 40 * 6 });
+    expect((await old.pool.query("SELECT count(*)::int AS n FROM measurement_hourly")).rows[0].n).toBeGreaterThan(100);
     expect(await appliedMigrations(old.pool)).toEqual([]);
 
     const r = await applySchema(old.pool);
     expect(r.applied.map((m) => m.version)).toEqual((await loadMigrations()).map((m) => m.version));
-    expect(await snapshot(old.pool)).toEqual(before);
-    expect((await verifySchema(old.pool)).ok).toBe(true);
+    expect(await rawSnapshot(old.pool)).toEqual(before);
 
-    await applySchema(reference.pool);
+    // both aggregates against an independent computation from the raw rows
+    const raw = await rawReadings(old.pool);
+    const hourly = aggregate(raw, utcHourStart);
+    const daily = aggregate(raw, (ms) => localDayStart(ms, "Europe/Amsterdam"));
+    // the 23-hour day is there, and days begin at local midnight (22:00 or 23:00 UTC)
+    expect(daily.map((d) => new Date(d.bucket).toISOString())).toContain("2026-03-28T23:00:00.000Z");
+    expect(daily.map((d) => new Date(d.bucket).toISOString())).toContain("2026-03-29T22:00:00.000Z");
+    expect(bucketDifferences(await storedBuckets(old.pool, "measurement_hourly"), hourly)).toEqual([]);
+    expect(bucketDifferences(await storedBuckets(old.pool, "measurement_daily"), daily)).toEqual([]);
+    if (isCommunity()) {
+      // materialized by the refresh that follows the migrations, not only computed in real time
+      const c = await old.pool.connect();
+      try {
+        await c.query("BEGIN");
+        for (const agg of ["measurement_hourly", "measurement_daily"])
+          await c.query(`ALTER MATERIALIZED VIEW ${agg} SET (timescaledb.materialized_only = true)`);
+        expect(bucketDifferences(await storedBuckets(c, "measurement_hourly"), hourly)).toEqual([]);
+        expect(bucketDifferences(await storedBuckets(c, "measurement_daily"), daily)).toEqual([]);
+      } finally {
+        await c.query("ROLLBACK");
+        c.release();
+      }
+    }
+    const report = await verifySchema(old.pool);
+    expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(report.features.daily_buckets).toMatch(/Europe\/Amsterdam/);
+
+    const ref = await reference.pool.connect();
+    try {
+      await applySchema(ref);
+      await syncSite(ref, site);
+    } finally {
+      ref.release();
+    }
     expect(await catalog(old)).toBe(await catalog(reference));
   });
 });

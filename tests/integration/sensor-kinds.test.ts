@@ -11,7 +11,7 @@ import { createTestDatabase, type TestDatabase } from "../support/db.js";
 
 // Sensor kinds (quantity and unit), expected reporting intervals and room bands:
 // the schema's vocabulary equals db/kinds.ts, the site file carries them, the
-// sync stores them, and a database from before migration 0002 gets kinds.
+// sync stores them, and a database from before the sensor_kind migration gets kinds.
 
 const siteText = () => readFileSync(projectPath("ops/site.json"), "utf8");
 const siteJson = () => JSON.parse(siteText()) as Record<string, unknown>;
@@ -140,7 +140,7 @@ describe("sensor kinds in the schema and the site file", () => {
   });
 });
 
-describe("migration 0002 on a database synced before kinds existed", () => {
+describe("the sensor_kind migration on a database synced before kinds existed", () => {
   let db: TestDatabase;
   beforeAll(async () => {
     db = await createTestDatabase({ empty: true });
@@ -149,7 +149,9 @@ describe("migration 0002 on a database synced before kinds existed", () => {
 
   it("gives the legacy-named sensors their kinds", async () => {
     const all = await loadMigrations();
-    await migrate(db.pool, all.slice(0, 1));
+    const kinds = all.findIndex((m) => m.name === "sensor_kind");
+    expect(kinds).toBeGreaterThan(0);
+    await migrate(db.pool, all.slice(0, kinds));
     // the site as it was synced then: no kind or interval columns yet
     const site = parseSite(siteText(), "site.json");
     await db.pool.query("INSERT INTO facility (facility_id, name) VALUES (1, 'f')");

@@ -1,11 +1,16 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { inject } from "vitest";
+import type { ServiceRole } from "../../db/roles.js";
 import { withDatabase } from "./global-setup.js";
+import { roleUrl } from "./roles.js";
 
 export interface TestDatabase {
   name: string;
+  /** As the schema owner (the cluster's superuser in tests). */
   url: string;
+  /** As one of the platform's service roles: each service connects with its own. */
+  urlAs(client: ServiceRole): string;
   pool: pg.Pool;
   drop(): Promise<void>;
 }
@@ -48,6 +53,7 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
   return {
     name,
     url,
+    urlAs: (client) => roleUrl(url, client),
     pool,
     async drop() {
       await pool.end();

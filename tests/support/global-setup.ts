@@ -6,6 +6,7 @@ import { loadCanDb } from "../../pipeline/can/candb.js";
 import { cycleIntervals } from "../../pipeline/can/intervals.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { withStackEnv } from "../../pipeline/runtime/stack-env.js";
+import { enableRoleLogins } from "./roles.js";
 
 // One template per test run: runs started side by side must not drop each other's.
 const TEMPLATE_DB = `cea_test_template_${process.pid}`;
@@ -45,6 +46,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let ed: string;
   try {
     await applySchema(tpl);
+    // the stack's cluster: ops/stack.sh does the same; here too for a cluster given by CEA_DATABASE_URL
+    await enableRoleLogins(tpl);
     const site = await loadSite(projectPath("ops/site.json"));
     const defaultIntervalS = cycleIntervals(loadCanDb(projectPath("ops/cea.kcd")), site);
     await syncSite(tpl, site, { defaultIntervalS });

@@ -9,6 +9,7 @@ import { applySchema } from "../../db/schema.js";
 import { loadSite, syncSite } from "../../db/site.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { freePort } from "./procs.js";
+import { enableRoleLogins } from "./roles.js";
 
 const run = promisify(execFile);
 
@@ -249,6 +250,7 @@ export async function startPrivatePg(opts: { bindir: string; site?: string }): P
     await db.connect();
     try {
       await applySchema(db);
+      await enableRoleLogins(db);
       await syncSite(db, await loadSite(projectPath(opts.site ?? "ops/site.json")));
     } finally {
       await db.end();

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { projectPath } from "../../pipeline/runtime/paths.js";
+import { roleUrl } from "./roles.js";
 
 // Child processes of the fault tests: the compiled service entry points run as
 // black boxes, configured only through CEA_* variables. Every child is tracked
@@ -222,6 +223,10 @@ export function pipelineEnv(o: {
 }): Record<string, string> {
   const env: Record<string, string> = {
     CEA_DATABASE_URL: o.databaseUrl,
+    // each service as its own role, so a missing grant fails the test
+    CEA_WORKER_DATABASE_URL: roleUrl(o.databaseUrl, "worker"),
+    CEA_API_DATABASE_URL: roleUrl(o.databaseUrl, "api"),
+    CEA_READER_DATABASE_URL: roleUrl(o.databaseUrl, "reader"),
     CEA_REDIS_URL: o.redisUrl,
     CEA_REDIS_PREFIX: o.prefix,
     CEA_LOG_LEVEL: "debug",

@@ -1,5 +1,7 @@
--- 0002 sensor kinds: each sensor's kind (quantity and unit) and expected
--- reporting interval, and the alarm band of a room per kind.
+-- 0004 sensor kinds: each sensor's kind (quantity and unit) and expected
+-- reporting interval, and the alarm band of a room per kind; both new tables
+-- readable by every client role (cea_grant_roles(), as defined in 0002 plus
+-- these two tables).
 
 SET client_min_messages = warning;
 
@@ -60,3 +62,27 @@ CREATE TABLE IF NOT EXISTS room_band (
   CHECK (min_value IS NOT NULL OR max_value IS NOT NULL),
   CHECK (min_value IS NULL OR max_value IS NULL OR min_value < max_value)
 );
+
+CREATE OR REPLACE FUNCTION cea_grant_roles() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  t text;
+BEGIN
+  -- metadata and history: read by every client
+  FOREACH t IN ARRAY ARRAY['facility', 'zone', 'room', 'rack', 'device', 'sensor', 'measurement',
+                           'measurement_hourly', 'measurement_daily', 'crop_batch', 'setpoints',
+                           'actuator_events', 'cea_setting', 'sensor_kind', 'room_band'] LOOP
+    CONTINUE WHEN to_regclass(t) IS NULL;
+    EXECUTE format('GRANT SELECT ON %I TO cea_reader, cea_api, cea_writer, cea_automation', t);
+  END LOOP;
+  -- measurements: written by the worker and the API, never updated or deleted by them
+  EXECUTE 'GRANT INSERT ON measurement, measurement_agg_pending TO cea_writer, cea_api';
+  -- decisions of the automation service
+  EXECUTE 'GRANT INSERT ON actuator_events, setpoints TO cea_automation';
+  -- maintenance: only through the SECURITY DEFINER functions, only for the worker
+  EXECUTE 'REVOKE ALL ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() FROM PUBLIC';
+  EXECUTE 'GRANT EXECUTE ON FUNCTION cea_refresh_aggregates(), cea_apply_retention() TO cea_writer';
+END
+$$;
+
+SELECT cea_grant_roles();
