@@ -59,6 +59,7 @@ export interface RoomFreshness {
 }
 
 export interface AlertState {
+  /** When the last evaluation began reading (what it shows is at least this fresh). */
   evaluated_at: string | null;
   /** Why the last evaluation could not see everything (database or Redis unreachable), else null. */
   incomplete: string | null;
@@ -146,6 +147,8 @@ export class AlertEvaluator {
   /** One evaluation: read everything, decide, publish. A dependency that is down is an alert, not an error. */
   async evaluate(): Promise<AlertState> {
     const { config, pool, redis, keys } = this.deps;
+    // the time the conditions are read at: an evaluation counts from its start, not from when it ended
+    const now = new Date().toISOString();
     const s = emptyState();
     const alerts: Omit<Alert, "since">[] = [];
     const missing: string[] = [];
@@ -269,7 +272,6 @@ export class AlertEvaluator {
       missing.push(`redis: ${(err as Error).message}`);
     }
 
-    const now = new Date().toISOString();
     const seen = new Set(alerts.map((a) => a.id));
     for (const id of [...this.since.keys()]) if (!seen.has(id)) this.since.delete(id);
     s.alerts = alerts.map((a) => {
