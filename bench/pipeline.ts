@@ -23,7 +23,9 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 // The ingestion pipeline, measured against its own ceilings in one run:
 //  (a) end to end: the can-worker entry point on a pre-filled stream, measurements/s
 //      from its first read (the group's entries-read moves) to its last XACK (after
-//      the last COMMIT), with the piscina decode pool and with inline decode;
+//      the last COMMIT), with the piscina decode pool and with inline decode; and
+//      inline with Prometheus metrics off against on (scraped every second),
+//      alternated twice, best of each: metrics must cost nothing measurable;
 //  (b) the raw COPY ceilings: the same rows, in the worker's batch size, COPYed
 //      straight into `measurement` (no savepoint, no fallback, no aggregate
 //      queue, no Redis): as text on one connection, and as the worker writes
@@ -164,6 +166,9 @@ const bench: Bench = async (ctx) => {
       CEA_LOG_LEVEL: "info",
       CEA_SITE_FILE: files.siteFile,
       CEA_CAN_DB_FILE: files.canDbFile,
+      // metrics on kernel-picked ports: nothing else on the machine is contended for
+      CEA_SCANNER_METRICS_PORT: "0",
+      CEA_WORKER_METRICS_PORT: "0",
     };
     for (const [k, v] of Object.entries(extra)) env[k] = String(v);
     return env;
@@ -229,17 +234,36 @@ const bench: Bench = async (ctx) => {
     ctx.log(`${frames} frames, ${measurements} measurements`);
 
     // ---- (a) end to end, pool and inline decode, each on a fresh database
-    const endToEnd = async (groupName: string, threads: number): Promise<number> => {
-      const url = await fresh(`e2e${threads}`);
+    let runs = 0;
+    const endToEnd = async (groupName: string, threads: number, metrics = true): Promise<number> => {
+      const url = await fresh(`e2e${threads}_${++runs}`);
       const w = startService(
         "can-worker",
         serviceEnv(url, prefix, {
           CEA_GROUP: groupName,
           CEA_CONSUMER: `bench-${threads}`,
           CEA_DECODE_THREADS: threads,
+          CEA_METRICS: metrics ? "true" : "false",
+          CEA_WORKER_METRICS_PORT: 0,
         }),
       );
       children.push(w);
+      // with metrics on, scraped every second meanwhile (Prometheus' default is every 15 s)
+      let scrapes = 0;
+      let scraping = metrics;
+      const scraper = (async () => {
+        while (scraping) {
+          const m = /"port":(\d+),"msg":"serving Prometheus metrics/.exec(w.out.join(""));
+          if (m) {
+            const res = await fetch(`http://127.0.0.1:${m[1]}/metrics`).catch(() => null);
+            if (res?.ok) {
+              await res.text();
+              scrapes++;
+            }
+          }
+          await sleep(m ? 1000 : 20);
+        }
+      })();
       let t0 = 0;
       const deadline = Date.now() + 900_000;
       for (;;) {
@@ -251,6 +275,9 @@ const bench: Bench = async (ctx) => {
         await sleep(10);
       }
       const seconds = (performance.now() - t0) / 1000;
+      scraping = false;
+      await scraper;
+      if (metrics && scrapes === 0 && seconds > 2) throw new Error("metrics on, but no scrape succeeded");
       await stopService(w, "worker");
       const c = new pg.Client({ connectionString: url });
       await c.connect();
@@ -267,6 +294,18 @@ const bench: Bench = async (ctx) => {
     ctx.log("end to end, inline decode");
     // inline decode is the worker's default (CEA_DECODE_THREADS=0)
     const e2eDefault = await endToEnd(GROUP_INLINE, 0);
+    // metrics on against off, inline decode, alternated twice on fresh databases; best of each
+    const metricsRuns = { on: [] as number[], off: [] as number[] };
+    for (let round = 0; round < 2; round++)
+      for (const on of [false, true]) {
+        const g = `bench-metrics-${on ? "on" : "off"}-${round}`;
+        await redis.xgroup("CREATE", stream, g, "0");
+        ctx.log(`end to end, inline decode, metrics ${on ? "on (scraped every second)" : "off"}, round ${round + 1}`);
+        metricsRuns[on ? "on" : "off"].push(await endToEnd(g, 0, on));
+      }
+    const metricsOn = Math.max(...metricsRuns.on);
+    const metricsOff = Math.max(...metricsRuns.off);
+    Object.assign(params, { metrics_on_runs: metricsRuns.on, metrics_off_runs: metricsRuns.off });
 
     // ---- (b) raw COPY ceiling
     ctx.log("raw COPY ceiling");
@@ -455,6 +494,22 @@ const bench: Bench = async (ctx) => {
         baseline: "end to end (inline decode, the default)",
         ratio: e2ePool / e2eDefault,
         note: "ratio > 1: the pool pays for itself in this run; < 1: it costs more than it saves",
+      },
+      {
+        case: "end to end, metrics off (inline decode)",
+        value: metricsOff,
+        unit: "measurements/s",
+        note: "CEA_METRICS=false; best of two runs alternated with the metrics-on runs",
+      },
+      {
+        case: "end to end, metrics on, scraped every second",
+        value: metricsOn,
+        unit: "measurements/s",
+        baseline: "end to end, metrics off (inline decode)",
+        ratio: metricsOn / metricsOff,
+        target: "≥ 0.95 (metrics cost nothing measurable)",
+        met: metricsOn / metricsOff >= 0.95,
+        note: "best of two runs each; runs on this busy machine vary more than the difference",
       },
       {
         case: "raw COPY ceiling, text, 1 connection",

@@ -94,6 +94,74 @@ CREATE TABLE IF NOT EXISTS sensor (
 CREATE INDEX IF NOT EXISTS sensor_device_idx ON sensor (device_id);
 CREATE INDEX IF NOT EXISTS device_room_idx ON device (room_id);
 
+-- ---------------------------------------------------------------- sensor kinds
+
+-- What each sensor measures (migration 0004): its kind names a quantity and
+-- the unit readings of that kind are stored in, so the dashboards, the API and
+-- the alert conditions select sensors by kind, never by a name pattern. The
+-- vocabulary is the platform's (db/kinds.ts holds the same list); the site file
+-- gives each sensor its kind. expected_interval_s: how often the sensor reports
+-- (site file, else its CAN message's cycle time; NULL = CEA_SENSOR_INTERVAL_S),
+-- for the silent-sensor alert. room_band: the band a room's readings of a kind
+-- should stay in, and how long they may all be outside it before an alert.
+CREATE TABLE IF NOT EXISTS sensor_kind (
+  kind         text PRIMARY KEY CHECK (kind ~ '^[a-z][a-z0-9_]*$'),
+  quantity     text NOT NULL CHECK (quantity <> ''),
+  unit         text NOT NULL,
+  description  text NOT NULL
+);
+INSERT INTO sensor_kind (kind, quantity, unit, description) VALUES
+  ('air_temperature', 'temperature', '°C', 'dry-bulb air temperature'),
+  ('wet_bulb_temperature', 'temperature', '°C', 'wet-bulb temperature'),
+  ('dew_point', 'temperature', '°C', 'dew point of the air'),
+  ('leaf_temperature', 'temperature', '°C', 'leaf (canopy) surface temperature'),
+  ('substrate_temperature', 'temperature', '°C', 'root-zone substrate temperature'),
+  ('relative_humidity', 'relative humidity', '%', 'relative humidity of the air'),
+  ('co2', 'CO2 concentration', 'ppm', 'CO2 in the air'),
+  ('air_vpd', 'vapour pressure deficit', 'kPa', 'vapour pressure deficit of the air'),
+  ('leaf_vpd', 'vapour pressure deficit', 'kPa', 'vapour pressure deficit between leaf and air'),
+  ('par', 'photosynthetic photon flux density', 'µmol/m²/s', 'PAR light at the canopy (PPFD)'),
+  ('substrate_moisture', 'volumetric water content', '%', 'water content of the substrate'),
+  ('wind_speed', 'wind speed', 'm/s', 'outside wind speed'),
+  ('air_pressure', 'air pressure', 'hPa', 'barometric pressure'),
+  ('state', 'on/off state', '', 'an output or status flag: 1 = on, 0 = off')
+ON CONFLICT (kind) DO NOTHING;
+
+ALTER TABLE sensor
+  ADD COLUMN IF NOT EXISTS kind text REFERENCES sensor_kind (kind),
+  ADD COLUMN IF NOT EXISTS expected_interval_s double precision CHECK (expected_interval_s > 0);
+CREATE INDEX IF NOT EXISTS sensor_kind_idx ON sensor (kind);
+
+-- Sensors synced before kinds existed follow the legacy naming (quantity +
+-- room suffix); `cea site sync` sets every kind the site file names.
+UPDATE sensor SET kind = CASE
+    WHEN name ~ '^dry_bulb_' THEN 'air_temperature'
+    WHEN name ~ '^wet_bulb_' THEN 'wet_bulb_temperature'
+    WHEN name ~ '^dew_point_' THEN 'dew_point'
+    WHEN name ~ '^leaf_temp_' THEN 'leaf_temperature'
+    WHEN name ~ '^substrate_temp_' THEN 'substrate_temperature'
+    WHEN name ~ '^rh_' THEN 'relative_humidity'
+    WHEN name ~ '^co2_' THEN 'co2'
+    WHEN name ~ '^vpd_' THEN 'air_vpd'
+    WHEN name ~ '^par_' THEN 'par'
+    WHEN name ~ '^substrate_moisture_' THEN 'substrate_moisture'
+    WHEN name ~ '^wind_speed_' THEN 'wind_speed'
+    WHEN name ~ '^pressure_' THEN 'air_pressure'
+  END
+WHERE kind IS NULL;
+
+CREATE TABLE IF NOT EXISTS room_band (
+  room_id    integer NOT NULL REFERENCES room (room_id),
+  kind       text NOT NULL REFERENCES sensor_kind (kind),
+  min_value  double precision,
+  max_value  double precision,
+  -- every reading outside the band for this long raises an alert
+  for_s      integer NOT NULL CHECK (for_s > 0),
+  PRIMARY KEY (room_id, kind),
+  CHECK (min_value IS NOT NULL OR max_value IS NOT NULL),
+  CHECK (min_value IS NULL OR max_value IS NULL OR min_value < max_value)
+);
+
 -- ---------------------------------------------------------------- time series
 
 CREATE TABLE IF NOT EXISTS measurement (
@@ -233,7 +301,7 @@ BEGIN
   -- metadata and history: read by every client
   FOREACH t IN ARRAY ARRAY['facility', 'zone', 'room', 'rack', 'device', 'sensor', 'measurement',
                            'measurement_hourly', 'measurement_daily', 'crop_batch', 'setpoints',
-                           'actuator_events', 'cea_setting'] LOOP
+                           'actuator_events', 'cea_setting', 'sensor_kind', 'room_band'] LOOP
     CONTINUE WHEN to_regclass(t) IS NULL;
     EXECUTE format('GRANT SELECT ON %I TO cea_reader, cea_api, cea_writer, cea_automation', t);
   END LOOP;
@@ -825,5 +893,6 @@ CREATE TABLE IF NOT EXISTS cea_schema_migration (
 INSERT INTO cea_schema_migration (version, name, checksum) VALUES
   (1, 'baseline', '20ba9942533f0647550b6584eb8faebf15978c575bf2c7a2218562dbbc61441e'),
   (2, 'roles', 'd66cffce92de2e8adf150e54fb704fe91bcd10ec43bf9fbb00ae4109cba7d1f2'),
-  (3, 'facility_local_days', 'b31666750396fe1929fbcb40ec880f789a8d3d1a1d511cb3c0c00f07c0875433')
+  (3, 'facility_local_days', 'b31666750396fe1929fbcb40ec880f789a8d3d1a1d511cb3c0c00f07c0875433'),
+  (4, 'sensor_kind', '4fb993b97012ecd069106cdc8231070a6c319672225eb62416281e7cdb3256ce')
 ON CONFLICT (version) DO NOTHING;

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import { z } from "zod";
 import { ConfigError } from "../pipeline/runtime/errors.js";
+import { SENSOR_KIND_NAMES, SENSOR_KINDS } from "./kinds.js";
 import { retryCatalogRace } from "./migrations.js";
 import { refreshAggregate } from "./schema.js";
 
@@ -32,7 +33,30 @@ export const sensorSchema = z.strictObject({
   signal: z
     .string()
     .refine((v) => v.indexOf(".") > 0 && v.lastIndexOf(".") < v.length - 1, 'expected "Message.Signal"'),
+  /** What it measures (db/kinds.ts); its unit must be the kind's. Dashboards and the API select by it. */
+  kind: z.enum(SENSOR_KIND_NAMES).optional(),
+  /** Expected seconds between readings; default: its CAN message's cycle time, else CEA_SENSOR_INTERVAL_S. */
+  interval_s: z.number().positive().max(86_400).optional(),
 });
+
+/** The band a room's readings of one kind should stay in; all of them outside it for `for_s` seconds is an alert. */
+export const bandSchema = z
+  .strictObject({
+    kind: z.enum(SENSOR_KIND_NAMES),
+    min: z.number().finite().optional(),
+    max: z.number().finite().optional(),
+    for_s: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 86_400),
+  })
+  .superRefine((b, ctx) => {
+    if (b.min === undefined && b.max === undefined)
+      ctx.addIssue({ code: "custom", path: ["min"], message: "a band needs min, max or both" });
+    if (b.min !== undefined && b.max !== undefined && !(b.min < b.max))
+      ctx.addIssue({ code: "custom", path: ["max"], message: "must be above min" });
+  });
 
 export const deviceSchema = z.strictObject({
   id,
@@ -67,6 +91,7 @@ export const siteSchema = z
           target_vpd: z.number().positive().optional(),
           target_temp: z.number().finite().optional(),
           racks: z.array(z.strictObject({ id, name })).default([]),
+          bands: z.array(bandSchema).default([]),
         }),
       )
       .min(1),
@@ -110,6 +135,12 @@ export const siteSchema = z
       "rack id",
     );
     site.rooms.forEach((r, i) => {
+      unique(
+        r.bands,
+        (b) => b.kind,
+        (j) => ["rooms", i, "bands", j, "kind"],
+        "band kind",
+      );
       if (r.zone_id !== undefined && !zoneIds.has(r.zone_id))
         ctx.addIssue({ code: "custom", path: ["rooms", i, "zone_id"], message: `no zone with id ${r.zone_id}` });
     });
@@ -150,6 +181,14 @@ export const siteSchema = z
     });
     const sensors = site.devices.flatMap((d, di) => d.sensors.map((s, si) => ({ ...s, di, si })));
     const at = (i: number) => ["devices", sensors[i]!.di, "sensors", sensors[i]!.si];
+    sensors.forEach((s, i) => {
+      if (s.kind !== undefined && SENSOR_KINDS[s.kind].unit !== s.unit)
+        ctx.addIssue({
+          code: "custom",
+          path: [...at(i), "unit"],
+          message: `kind ${s.kind} is measured in "${SENSOR_KINDS[s.kind].unit}", not "${s.unit}"`,
+        });
+    });
     unique(
       sensors,
       (s) => s.id,
@@ -214,6 +253,19 @@ export interface SyncReport {
   unlisted_sensors: string[];
 }
 
+/** Sensors without a kind: they appear in no panel, API selection or alert that goes by kind. */
+export function sensorsWithoutKind(site: Site): string[] {
+  return site.devices.flatMap((d) => d.sensors.filter((s) => s.kind === undefined).map((s) => s.name));
+}
+
+export interface SyncOptions {
+  /**
+   * Expected reporting interval in seconds by sensor id when the site file
+   * gives none: its CAN message's cycle time (pipeline/can/intervals.ts).
+   */
+  defaultIntervalS?: ReadonlyMap<number, number>;
+}
+
 /**
  * Upsert the site into the metadata tables by id, in one transaction. Never
  * creates anything the file does not name and never deletes (history stays).
@@ -221,12 +273,12 @@ export interface SyncReport {
  * in the same transaction (cea_set_daily_timezone); on the Community edition
  * its continuous aggregate is then refreshed, after the commit.
  */
-export async function syncSite(db: pg.ClientBase, site: Site): Promise<SyncReport> {
+export async function syncSite(db: pg.ClientBase, site: Site, opts: SyncOptions = {}): Promise<SyncReport> {
   // a zone change re-creates a continuous aggregate, which can meet the job scheduler (isCatalogRace)
-  return retryCatalogRace(() => syncOnce(db, site));
+  return retryCatalogRace(() => syncOnce(db, site, opts));
 }
 
-async function syncOnce(db: pg.ClientBase, site: Site): Promise<SyncReport> {
+async function syncOnce(db: pg.ClientBase, site: Site, opts: SyncOptions): Promise<SyncReport> {
   const f = site.facility;
   await db.query("BEGIN");
   try {
@@ -276,14 +328,40 @@ async function syncOnce(db: pg.ClientBase, site: Site): Promise<SyncReport> {
       for (const s of d.sensors) {
         sensors++;
         await db.query(
-          `INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel, calibration_offset)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+          `INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel, calibration_offset, kind,
+             expected_interval_s)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (sensor_id) DO UPDATE SET device_id = EXCLUDED.device_id, name = EXCLUDED.name,
              unit = EXCLUDED.unit, data_type = EXCLUDED.data_type, channel = EXCLUDED.channel,
-             calibration_offset = EXCLUDED.calibration_offset`,
-          [s.id, d.id, s.name, s.unit, s.data_type, s.channel, s.calibration_offset],
+             calibration_offset = EXCLUDED.calibration_offset,
+             kind = coalesce(EXCLUDED.kind, sensor.kind), expected_interval_s = EXCLUDED.expected_interval_s`,
+          [
+            s.id,
+            d.id,
+            s.name,
+            s.unit,
+            s.data_type,
+            s.channel,
+            s.calibration_offset,
+            s.kind ?? null,
+            s.interval_s ?? opts.defaultIntervalS?.get(s.id) ?? null,
+          ],
         );
       }
+    }
+    // a room's bands are exactly the file's (they have no history to keep)
+    for (const r of site.rooms) {
+      await db.query("DELETE FROM room_band WHERE room_id = $1 AND NOT (kind = ANY($2::text[]))", [
+        r.id,
+        r.bands.map((b) => b.kind),
+      ]);
+      for (const b of r.bands)
+        await db.query(
+          `INSERT INTO room_band (room_id, kind, min_value, max_value, for_s) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (room_id, kind) DO UPDATE SET min_value = EXCLUDED.min_value,
+             max_value = EXCLUDED.max_value, for_s = EXCLUDED.for_s`,
+          [r.id, b.kind, b.min ?? null, b.max ?? null, b.for_s],
+        );
     }
     const listed = site.devices.flatMap((d) => d.sensors.map((s) => s.id));
     const { rows } = await db.query<{ name: string }>(

@@ -37,6 +37,8 @@ const TABLES = [
   "actuator_events",
   "cea_setting",
   "measurement_agg_pending",
+  "sensor_kind",
+  "room_band",
 ];
 
 // [table, columns, referenced table]
@@ -52,6 +54,9 @@ const FOREIGN_KEYS: [string, string, string][] = [
   ["crop_batch", "room_id", "room"],
   ["setpoints", "room_id", "room"],
   ["actuator_events", "device_id", "device"],
+  ["sensor", "kind", "sensor_kind"],
+  ["room_band", "room_id", "room"],
+  ["room_band", "kind", "sensor_kind"],
 ];
 
 // [table, columns] that must carry a unique index
@@ -64,6 +69,7 @@ const UNIQUE_KEYS: [string, string][] = [
   ["sensor", "name"],
   ["sensor", "device_id,channel"],
   ["measurement", "sensor_id,time"],
+  ["room_band", "room_id,kind"],
 ];
 
 const NOT_NULL: [string, string][] = [

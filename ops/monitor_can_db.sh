@@ -2,7 +2,7 @@
 # CAN pipeline and database monitor: the newest measurements with their room,
 # sensor and device; the consumer group (XPENDING, unacked count, lag); the
 # Redis live values with their age; the measurement ingestion rate; the
-# dead-letter count.
+# dead-letter count; the silent sensors; the active alerts.
 #
 #   ops/monitor_can_db.sh [--once] [--interval N] [--sample N]
 #
@@ -13,7 +13,8 @@
 #
 # Needs only psql and redis-cli. Settings: CEA_READER_DATABASE_URL (the read-only
 # role; else CEA_DATABASE_URL), CEA_REDIS_URL,
-# CEA_REDIS_PREFIX, CEA_STREAM, CEA_GROUP, CEA_DEAD_STREAM from the environment,
+# CEA_REDIS_PREFIX, CEA_STREAM, CEA_GROUP, CEA_DEAD_STREAM, CEA_SILENT_INTERVALS,
+# CEA_SENSOR_INTERVAL_S from the environment,
 # else /etc/cea/cea.env (CEA_ENV_FILE), else the checkout's .state/stack.env.
 # Colours only on a terminal; NO_COLOR turns them off.
 set -u -o pipefail
@@ -53,6 +54,8 @@ render() {
   mon_part "live values ($K_LIVE)" redis mon_live_values
   mon_part "measurement ingestion rate" pg mon_ingestion_rate
   mon_part "dead letters" redis mon_dead_letters
+  mon_part "silent sensors" pg mon_silent_sensors
+  mon_part "active alerts (cea-backend)" redis mon_alerts
 }
 
 mon_parse_args "$@"

@@ -417,3 +417,60 @@ mon_run() {
     sleep "$INTERVAL"
   done
 }
+
+# The active alert conditions as cea-backend evaluates them (the Redis hash
+# "alerts": field = alert id, value = "severity|since|summary"). The hash
+# expires when cea-backend stops evaluating, which is said plainly: no hash is
+# "not evaluated", never "all clear".
+mon_alerts() {
+  local -A a=()
+  mon_pairs a HGETALL "${PREFIX}alerts"
+  if [[ -z "${a[_evaluated_at]:-}" ]]; then
+    echo "${C_YEL}alert conditions not evaluated${C_OFF}: no current ${PREFIX}alerts from cea-backend (is it running?)"
+    return
+  fi
+  echo "evaluated by cea-backend $(mon_age "${a[_evaluated_at]}") s ago"
+  [[ -n "${a[_incomplete]:-}" ]] && echo "${C_YEL}incomplete${C_OFF}: ${a[_incomplete]}"
+  local id sev since summary n=0 colour
+  for id in $(printf '%s\n' "${!a[@]}" | grep -v '^_' | sort); do
+    IFS='|' read -r sev since summary <<<"${a[$id]}"
+    colour=$C_YEL
+    [[ "$sev" == critical ]] && colour=$C_RED
+    printf '%s%-8s%s %s (since %s)\n' "$colour" "$sev" "$C_OFF" "$summary" "$since"
+    n=$((n + 1))
+  done
+  ((n)) || echo "${C_GRN}no active alerts${C_OFF}"
+}
+
+# Sensors with no stored reading for CEA_SILENT_INTERVALS of their expected
+# interval (sensor.expected_interval_s, else CEA_SENSOR_INTERVAL_S), read from
+# the database itself, so this works without cea-backend; per sensor over the
+# (sensor_id, time DESC) key within the last day.
+MON_SQL_SILENT="SELECT r.name, s.name, coalesce(s.kind, '-'),
+       coalesce(to_char(l.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'none in 24 h'),
+       coalesce(round(extract(epoch FROM now() - l.time))::text, '-'),
+       coalesce(s.expected_interval_s, :'def'::float8) * :'n'::float8
+FROM sensor s JOIN device d ON d.device_id = s.device_id JOIN room r ON r.room_id = d.room_id
+LEFT JOIN LATERAL (SELECT m.time FROM measurement m WHERE m.sensor_id = s.sensor_id
+                   AND m.time > now() - interval '1 day' ORDER BY m.time DESC LIMIT 1) l ON true
+WHERE l.time IS NULL
+   OR now() - l.time > make_interval(secs => coalesce(s.expected_interval_s, :'def'::float8) * :'n'::float8)
+ORDER BY r.name, s.name"
+
+mon_silent_sensors() {
+  local n=${CEA_SILENT_INTERVALS:-10} def=${CEA_SENSOR_INTERVAL_S:-60} out
+  if ! out=$(pq -v n="$n" -v def="$def" <<<"$MON_SQL_SILENT" 2>&1); then
+    echo "${C_RED}query failed${C_OFF}: $out"
+    return
+  fi
+  if [[ -z "$out" ]]; then
+    echo "${C_GRN}no silent sensors${C_OFF} (silent = no reading for $n expected intervals)"
+    return
+  fi
+  echo "${C_YEL}silent sensors${C_OFF} (no reading for $n expected intervals):"
+  printf '  %-16s %-24s %-22s %-22s %8s %10s\n' room sensor kind "last reading" "age (s)" "silent >s"
+  local room sensor kind last age after
+  while IFS=$'\t' read -r room sensor kind last age after; do
+    printf '  %-16s %-24s %-22s %-22s %8s %10s\n' "$room" "$sensor" "$kind" "$last" "$age" "$after"
+  done <<<"$out"
+}

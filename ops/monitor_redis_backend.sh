@@ -4,7 +4,7 @@
 # 50 000 or 80 % of the hard limit red), the scanner's drop counters, service
 # health keys, a schema health check (measurements in the last hour, latest
 # measurement, schema accessible), the newest stream entries, the live sensor
-# values and the ingestion rate.
+# values, the ingestion rate, the dead letters and the active alerts.
 #
 #   ops/monitor_redis_backend.sh [--once] [--interval N] [--sample N]
 #
@@ -129,6 +129,7 @@ render() {
   mon_part "live sensor values ($K_LIVE)" redis mon_live_values
   mon_part "measurement ingestion rate" pg mon_ingestion_rate
   mon_part "dead letters" redis mon_dead_letters
+  mon_part "active alerts (cea-backend)" redis mon_alerts
 }
 
 mon_parse_args "$@"

@@ -10,7 +10,8 @@ usage: ops/stack.sh [command]
   up [--test-tools]  (the default) idempotent: installs and starts what is
                      missing, writes $CEA_STATE_DIR/stack.env (CEA_DATABASE_URL,
                      CEA_REDIS_URL, CEA_PG_BINDIR); --test-tools also installs
-                     the tools the tests use (shellcheck)
+                     the tools the tests use (shellcheck; Debian's prometheus
+                     and promtool into $CEA_STATE_DIR/tools/bin)
   down               stops the private PostgreSQL and Redis (data kept)
   destroy            stops them and deletes their data (the next `up` starts afresh)
   status             prints where everything is (passwords redacted)
@@ -554,6 +555,33 @@ ensure_test_tools() {
     say "installing shellcheck"
     apt_install shellcheck
   }
+  ensure_prometheus
+}
+
+# Debian's prometheus and promtool for the tests of ops/prometheus/. Taken out
+# of the package into $STATE/tools/bin instead of installing it: the package
+# would start a machine-wide Prometheus on port 9090; the tests start their
+# own, on a free loopback port, and stop it.
+ensure_prometheus() {
+  step="prometheus"
+  local bin="$STATE/tools/bin"
+  if [ -x "$bin/prometheus" ] && [ -x "$bin/promtool" ]; then return; fi
+  if need_cmd prometheus && need_cmd promtool; then return; fi
+  need_cmd apt-get || die "no apt-get to fetch Debian's prometheus; install prometheus and promtool yourself"
+  local work="$STATE/tools/deb"
+  rm -rf "$work" && mkdir -p "$work" "$bin"
+  say "fetching Debian's prometheus package (prometheus, promtool)"
+  if ! (cd "$work" && apt-get download prometheus >"$work/download.log" 2>&1); then
+    [ "$(id -u)" -eq 0 ] || die "apt-get download prometheus failed; see $work/download.log"
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    (cd "$work" && apt-get download prometheus >"$work/download.log" 2>&1) ||
+      die "apt-get download prometheus failed; see $work/download.log"
+  fi
+  local debs=("$work"/prometheus_*.deb)
+  dpkg-deb -x "${debs[0]}" "$work/root" || die "dpkg-deb -x ${debs[0]} failed"
+  install -m 0755 "$work/root/usr/bin/prometheus" "$work/root/usr/bin/promtool" "$bin/" || die "no binaries in ${debs[0]}"
+  rm -rf "$work"
+  "$bin/promtool" --version >/dev/null 2>&1 || die "$bin/promtool does not run"
 }
 
 cmd_up() {

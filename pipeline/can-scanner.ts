@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { loadSite } from "../db/site.js";
 import { Ingest, spoolTarget } from "../stages/can-ingest.js";
+import { registerIngestMetrics } from "../stages/can-ingest-metrics.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import type { FrameSource } from "./can/frame.js";
 import { replaySource } from "./can/replay.js";
@@ -12,6 +13,7 @@ import { type Config, loadConfig } from "./runtime/config.js";
 import { ConfigError } from "./runtime/errors.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger, type Logger } from "./runtime/log.js";
+import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
@@ -108,16 +110,30 @@ async function main(): Promise<void> {
     redis.disconnect();
     throw err;
   }
+  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
+  if (config.CEA_METRICS) {
+    const registry = createRegistry("can-scanner");
+    registerIngestMetrics(registry, ingest.stats, { config, redis, keys });
+    metrics = keepServingMetrics(registry, {
+      host: config.CEA_METRICS_HOST,
+      port: config.CEA_SCANNER_METRICS_PORT,
+      token: config.CEA_METRICS_TOKEN,
+      log,
+      setting: "CEA_SCANNER_METRICS_PORT",
+    });
+  }
   log.info({ source: source.name, src: source.src, stream: keys.raw }, "can-scanner started");
   const running = ingest.run(source);
   onShutdown(log, async () => {
     source.close();
     ingest.stop();
     await running;
+    await metrics?.close();
     redis.disconnect();
   });
   const result = await running;
   if (result.reason === "stop") return; // the shutdown handler logs and exits
+  await metrics?.close();
   redis.disconnect();
   if (result.trimError)
     throw new Error(`source finished and every frame appended, but the stream trim still fails: ${result.trimError}`);

@@ -3,9 +3,11 @@ import { createPool, poolSettings } from "../db/pool.js";
 import { workerChain } from "../stages/chains.js";
 import { AggregateMaintenance } from "../stages/maintenance.js";
 import { SensorMap } from "../stages/sensor-map.js";
+import { registerWorkerMetrics } from "../stages/worker-metrics.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger } from "./runtime/log.js";
+import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { projectPath } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
@@ -29,12 +31,26 @@ async function main(): Promise<void> {
     ...poolSettings(config),
     onError: (err) => log.warn({ err: err.message }, "database connection lost"),
   });
+  // installed before start-up, which may wait for the database: SIGTERM then simply exits 0 (nothing held)
+  let worker: WorkerHandle | null = null;
+  let metricsServer: ReturnType<typeof keepServingMetrics> | undefined;
+  let metrics: ReturnType<typeof registerWorkerMetrics> | undefined;
+  if (config.CEA_METRICS) {
+    const registry = createRegistry("can-worker");
+    metrics = registerWorkerMetrics(registry, () => worker, { config, redis });
+    metricsServer = keepServingMetrics(registry, {
+      host: config.CEA_METRICS_HOST,
+      port: config.CEA_WORKER_METRICS_PORT,
+      token: config.CEA_METRICS_TOKEN,
+      log,
+      setting: "CEA_WORKER_METRICS_PORT",
+    });
+  }
   const close = async () => {
+    await metricsServer?.close();
     await pool.end();
     redis.disconnect();
   };
-  // installed before start-up, which may wait for the database: SIGTERM then simply exits 0 (nothing held)
-  let worker: WorkerHandle | null = null;
   onShutdown(log, async () => {
     await worker?.stop();
     await close();
@@ -50,6 +66,7 @@ async function main(): Promise<void> {
     redis,
     chain: workerChain({ config, pool, redis, keys, map }),
     components: [map, new AggregateMaintenance(pool, config.CEA_AGG_REFRESH_MS)],
+    ...(metrics ? { observer: metrics.observer } : {}),
   });
   // resolves only after a stop (the shutdown handler exits); a fatal error rejects: logged, exit 1
   await worker.done;

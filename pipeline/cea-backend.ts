@@ -4,6 +4,7 @@ import { apiPoolOptions, buildApp } from "./backend/app.js";
 import { resolveToken } from "./backend/auth.js";
 import { createBackendLogger } from "./backend/logger.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
+import { createRegistry, type KeptMetricsServer, keepServingMetrics } from "./runtime/metrics.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 
@@ -26,15 +27,25 @@ async function main(): Promise<void> {
   });
   pool.on("error", (err) => log.warn({ err: err.message }, "idle database connection failed"));
   const redis = createRedis(config.CEA_REDIS_URL, log, "cea-backend");
-  const app = await buildApp({ config, pool, redis, log, token });
+  const metrics = config.CEA_METRICS ? createRegistry("cea-backend") : undefined;
+  const app = await buildApp({ config, pool, redis, log, token, ...(metrics ? { metrics } : {}) });
+  let metricsServer: KeptMetricsServer | undefined;
   onShutdown(log, async () => {
     try {
       await app.close();
     } finally {
-      await Promise.allSettled([pool.end(), redis.quit()]);
+      await Promise.allSettled([pool.end(), redis.quit(), metricsServer?.close()]);
     }
   });
   await app.listen({ host: config.CEA_HTTP_HOST, port: config.CEA_HTTP_PORT });
+  if (metrics)
+    metricsServer = keepServingMetrics(metrics, {
+      host: config.CEA_METRICS_HOST,
+      port: config.CEA_BACKEND_METRICS_PORT,
+      token: config.CEA_METRICS_TOKEN,
+      log,
+      setting: "CEA_BACKEND_METRICS_PORT",
+    });
 }
 
 runMain(main);

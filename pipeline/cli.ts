@@ -11,7 +11,9 @@ import {
   setRetention,
   verifySchema,
 } from "../db/schema.js";
-import { loadSite, syncSite } from "../db/site.js";
+import { loadSite, sensorsWithoutKind, syncSite } from "../db/site.js";
+import { loadCanDb } from "./can/candb.js";
+import { cycleIntervals } from "./can/intervals.js";
 import { loadConfig } from "./runtime/config.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
@@ -50,6 +52,11 @@ async function main(): Promise<void> {
     process.stdout.write(
       `${siteFile}: OK (${site.rooms.length} rooms, ${site.devices.length} devices, ${sensors} sensors)\n`,
     );
+    const kindless = sensorsWithoutKind(site);
+    if (kindless.length)
+      process.stdout.write(
+        `warning: sensors without a kind appear in no panel or alert that selects by kind: ${kindless.join(", ")}\n`,
+      );
     return;
   }
 
@@ -83,9 +90,10 @@ async function main(): Promise<void> {
       }
       case "site sync": {
         const site = await loadSite(siteFile);
+        const defaultIntervalS = cycleIntervals(loadCanDb(projectPath(config.CEA_CAN_DB_FILE)), site);
         const client = await pool.connect();
         try {
-          const r = await syncSite(client, site);
+          const r = await syncSite(client, site, { defaultIntervalS });
           process.stdout.write(
             `site synced from ${siteFile}: ${r.rooms} rooms, ${r.racks} racks, ${r.devices} devices, ${r.sensors} sensors\n`,
           );

@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { createPool, poolSettings } from "../db/pool.js";
 import { applySchema, formatVerifyReport, verifySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
+import { loadCanDb } from "./can/candb.js";
+import { cycleIntervals } from "./can/intervals.js";
 import { databaseUrl, loadConfig } from "./runtime/config.js";
 import { redisKeys } from "./runtime/keys.js";
 import { freePort } from "./runtime/net.js";
@@ -57,7 +59,9 @@ async function main(): Promise<void> {
     if (!report.ok) throw new Error("schema verification failed");
     const client = await pool.connect();
     try {
-      const r = await syncSite(client, await loadSite(projectPath(config.CEA_SITE_FILE)));
+      const site = await loadSite(projectPath(config.CEA_SITE_FILE));
+      const defaultIntervalS = cycleIntervals(loadCanDb(projectPath(config.CEA_CAN_DB_FILE)), site);
+      const r = await syncSite(client, site, { defaultIntervalS });
       process.stdout.write(`site: ${r.rooms} rooms, ${r.devices} devices, ${r.sensors} sensors\n`);
     } finally {
       client.release();
@@ -106,6 +110,12 @@ async function main(): Promise<void> {
         `HTTP API                  ${api}  (OpenAPI: ${api}/openapi.json)`,
         `API token                 ${env.CEA_API_TOKEN}`,
         `  try: curl -H "Authorization: Bearer ${env.CEA_API_TOKEN}" ${api}/live`,
+        ...(config.CEA_METRICS
+          ? [
+              `Prometheus metrics        http://${config.CEA_METRICS_HOST}:{${config.CEA_SCANNER_METRICS_PORT},${config.CEA_WORKER_METRICS_PORT},${config.CEA_BACKEND_METRICS_PORT}}/metrics (scanner, worker, API)`,
+              `alerts and silent sensors ${api}/health`,
+            ]
+          : []),
         "Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)",
         "",
         "",

@@ -78,6 +78,8 @@ export class FramesLostError extends Error {
 }
 
 export interface IngestStats {
+  /** Frames taken from the source (appended, buffered or dropped). */
+  read: number;
   appended: number;
   droppedBuffer: number;
   droppedHardLimit: number;
@@ -86,6 +88,8 @@ export interface IngestStats {
   undecodable: number;
   /** Entries of the stream not yet acknowledged by the workers, at the last trim (pipeline/runtime/trim.lua). */
   backlog: number;
+  /** The stream's length at the last trim. */
+  streamLength: number;
   /** Lines of a replayed log left out because they were not frames (each reported with file:line). */
   skippedLines: number;
 }
@@ -149,6 +153,7 @@ return 0`;
 
 export class Ingest {
   readonly stats: IngestStats = {
+    read: 0,
     appended: 0,
     droppedBuffer: 0,
     droppedHardLimit: 0,
@@ -156,6 +161,7 @@ export class Ingest {
     lastAppendAt: null,
     undecodable: 0,
     backlog: 0,
+    streamLength: 0,
     skippedLines: 0,
   };
   private buf: Queued[] = [];
@@ -200,6 +206,7 @@ export class Ingest {
         setTimeout(r, 200);
       });
     }
+    this.stats.read += frames.length;
     const room = Math.max(0, cap - this.size);
     const take = Math.min(room, frames.length);
     for (let i = 0; i < take; i++) this.buf.push({ f: frames[i]!, src: this.src });
@@ -389,6 +396,7 @@ export class Ingest {
     }
     // warn about the backlog, not XLEN: the stream always keeps ~CEA_STREAM_TRIM_ACKED acknowledged entries
     this.stats.backlog = r.backlog;
+    this.stats.streamLength = r.length;
     const now = Date.now();
     if (r.backlog > config.CEA_STREAM_WARN_LENGTH && now - this.lastWarn >= this.opts.warnEveryMs) {
       this.lastWarn = now;

@@ -14,24 +14,30 @@ export interface SensorInfo {
   room_id: number;
   room_name: string;
   rack_id: number | null;
+  /** What it measures (sensor_kind), NULL when the site file gives it none. */
+  kind: string | null;
+  quantity: string | null;
 }
 
 const SENSOR_SELECT = `SELECT s.sensor_id AS id, s.name, s.unit, s.data_type, s.channel, s.calibration_offset,
-       d.device_id, d.name AS device_name, r.room_id, r.name AS room_name, d.rack_id
-FROM sensor s JOIN device d ON d.device_id = s.device_id JOIN room r ON r.room_id = d.room_id`;
+       d.device_id, d.name AS device_name, r.room_id, r.name AS room_name, d.rack_id, s.kind, k.quantity
+FROM sensor s JOIN device d ON d.device_id = s.device_id JOIN room r ON r.room_id = d.room_id
+LEFT JOIN sensor_kind k ON k.kind = s.kind`;
 
 export interface SensorFilter {
   room_id?: number | undefined;
   device_id?: number | undefined;
   unit?: string | undefined;
+  kind?: string | undefined;
 }
 
 export async function listSensors(db: Queryable, f: SensorFilter = {}): Promise<SensorInfo[]> {
   const { rows } = await db.query<SensorInfo>(
     `${SENSOR_SELECT}
      WHERE ($1::int IS NULL OR r.room_id = $1) AND ($2::int IS NULL OR d.device_id = $2) AND ($3::text IS NULL OR s.unit = $3)
+       AND ($4::text IS NULL OR s.kind = $4)
      ORDER BY s.sensor_id`,
-    [f.room_id ?? null, f.device_id ?? null, f.unit ?? null],
+    [f.room_id ?? null, f.device_id ?? null, f.unit ?? null, f.kind ?? null],
   );
   return rows;
 }

@@ -8,12 +8,15 @@ import type { PoolOptions } from "../../db/pool.js";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
+import type { Registry } from "../runtime/metrics.js";
+import { AlertEvaluator } from "./alerts.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
 import { Directory } from "./directory.js";
 import { GroupWriter } from "./group-writer.js";
 import { databaseUnavailable, frameworkErrors, HttpError, installErrorHandling } from "./http-errors.js";
 import { installJsonParser } from "./json-body.js";
+import { registerBackendMetrics } from "./metrics.js";
 import { registerRoutes } from "./routes/index.js";
 import { API_PREFIX } from "./schemas.js";
 
@@ -24,6 +27,8 @@ export interface AppDeps {
   log: Logger;
   /** the bearer token of the write routes (resolveToken) */
   token: string;
+  /** the service's metrics registry; request, group-commit and alert metrics are added to it */
+  metrics?: Registry;
 }
 
 /**
@@ -112,15 +117,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   const check = bearerChecker(deps.token);
+  const keys = redisKeys(config);
+  const alerts = new AlertEvaluator({ config, pool: deps.pool, redis: deps.redis, keys, log: deps.log });
+  app.addHook("onReady", async () => alerts.start());
+  app.addHook("onClose", async () => alerts.stop());
+  const metrics = deps.metrics ? await registerBackendMetrics(app, deps.metrics, config, alerts) : undefined;
   const ctx: ApiContext = {
     config,
     pool: deps.pool,
     redis: deps.redis,
-    keys: redisKeys(config),
+    keys,
+    alerts,
     directory: new Directory(deps.pool),
     writer: new GroupWriter(deps.pool, deps.log, {
       maxGroup: config.CEA_API_GROUP_MAX,
       maxInFlight: config.CEA_API_GROUP_INFLIGHT,
+      ...(metrics ? { onGroup: metrics.groupSize } : {}),
     }),
     requireToken: async (req: FastifyRequest, reply: FastifyReply) => {
       // an answer behind the token is for its holder only: no cache keeps it, errors included

@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { Config } from "../runtime/config.js";
 import type { RedisKeys } from "../runtime/keys.js";
+import type { AlertEvaluator } from "./alerts.js";
 import type { Directory } from "./directory.js";
 import type { GroupWriter } from "./group-writer.js";
 
@@ -15,6 +16,8 @@ export interface ApiContext {
   directory: Directory;
   /** group commit of the single-reading route */
   writer: GroupWriter;
+  /** the alert conditions, evaluated on a timer while the app runs */
+  alerts: AlertEvaluator;
   /** onRequest hook: 401 unless the request carries the bearer token */
   requireToken: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }

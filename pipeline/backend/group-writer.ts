@@ -34,6 +34,8 @@ export interface GroupWriterOptions {
   maxGroup?: number;
   /** groups being written at the same time (each holds one pooled connection) */
   maxInFlight?: number;
+  /** told the size of each group statement (metrics) */
+  onGroup?: (readings: number) => void;
 }
 
 /**
@@ -56,6 +58,7 @@ export class GroupWriter {
   private scheduled = false;
   private readonly maxGroup: number;
   private readonly maxInFlight: number;
+  private readonly onGroup: ((readings: number) => void) | undefined;
 
   constructor(
     private readonly db: Queryable,
@@ -64,6 +67,7 @@ export class GroupWriter {
   ) {
     this.maxGroup = opts.maxGroup ?? 512;
     this.maxInFlight = opts.maxInFlight ?? 2;
+    this.onGroup = opts.onGroup;
   }
 
   /**
@@ -104,6 +108,7 @@ export class GroupWriter {
   private async flush(group: Waiting[]): Promise<void> {
     let outcomes: Awaited<ReturnType<typeof insertGroup>>;
     const started = performance.now();
+    this.onGroup?.(group.length);
     try {
       outcomes = await insertGroup(
         this.db,

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SENSOR_KIND_NAMES } from "../../db/kinds.js";
 import type { Config } from "../runtime/config.js";
 import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis, utcOf } from "./time.js";
 
@@ -117,6 +118,8 @@ export const sensorQuery = z.strictObject({
   room_id: idParam.optional(),
   device_id: idParam.optional(),
   unit: cleanText(32).optional(),
+  /** What the sensors measure (db/kinds.ts): air_temperature, relative_humidity, co2, air_vpd, … */
+  kind: z.enum(SENSOR_KIND_NAMES).optional(),
 });
 
 export const sensor = z.object({
@@ -131,6 +134,8 @@ export const sensor = z.object({
   room_id: z.number().int(),
   room_name: z.string(),
   rack_id: z.number().int().nullable(),
+  kind: z.string().nullable().describe("what it measures (sensor_kind); null when the site file gives none"),
+  quantity: z.string().nullable(),
 });
 
 export const sensorList = z.object({ sensors: z.array(sensor) });
@@ -153,7 +158,13 @@ export const facilityTree = z.object({
           node_id: z.number().int().nullable(),
           rack_id: z.number().int().nullable(),
           sensors: z.array(
-            z.object({ id: z.number().int(), name: z.string(), unit: z.string(), data_type: z.string() }),
+            z.object({
+              id: z.number().int(),
+              name: z.string(),
+              unit: z.string(),
+              data_type: z.string(),
+              kind: z.string().nullable(),
+            }),
           ),
         }),
       ),
@@ -275,6 +286,41 @@ export const health = z.object({
       })
       .optional(),
   }),
+  alerts: z
+    .object({
+      evaluated_at: z.string().nullable().describe("when the conditions were last evaluated (every CEA_ALERT_EVAL_MS)"),
+      incomplete: z.string().nullable().describe("what the last evaluation could not read (database or Redis down)"),
+      active: z.array(
+        z.object({
+          id: z.string(),
+          condition: z.enum([
+            "sensor_silent",
+            "room_no_good_reading",
+            "room_out_of_band",
+            "backlog_high",
+            "dead_letters_high",
+            "database_degraded",
+            "worker_degraded",
+            "timescaledb_job_failing",
+          ]),
+          severity: z.enum(["warning", "critical"]),
+          summary: z.string(),
+          since: z.string(),
+        }),
+      ),
+      silent_sensors: z.array(
+        z.object({
+          sensor_id: z.number().int(),
+          sensor: z.string(),
+          kind: z.string().nullable(),
+          room: z.string(),
+          last_reading: z.string().nullable(),
+          age_s: z.number().nullable().describe("null: no reading within the last 24 h"),
+          silent_after_s: z.number(),
+        }),
+      ),
+    })
+    .describe("the alert conditions (ops/prometheus/cea-alerts.yml evaluates the same from the metrics)"),
 });
 export type Health = z.infer<typeof health>;
 

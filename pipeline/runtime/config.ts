@@ -138,6 +138,28 @@ export const configSchema = z.object({
    * and client-side query timeouts, so a frozen database cannot hold a request.
    */
   CEA_API_REQUEST_TIMEOUT_MS: int(5_000, 100),
+
+  // observability: Prometheus metrics and alert conditions
+  /** Serve Prometheus metrics, each service on its own port below (false = none). */
+  CEA_METRICS: bool(true),
+  /** Address the metrics listeners bind: loopback, where they need no token. */
+  CEA_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  /** When set, a scrape must send it as a bearer token (for a metrics host beyond loopback). */
+  CEA_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  CEA_SCANNER_METRICS_PORT: int(9481, 0),
+  CEA_WORKER_METRICS_PORT: int(9482, 0),
+  CEA_BACKEND_METRICS_PORT: int(9483, 0),
+  CEA_AUTOMATION_METRICS_PORT: int(9484, 0),
+  /** A sensor is silent when it has no stored reading for this many of its expected intervals. */
+  CEA_SILENT_INTERVALS: z.coerce.number().min(1).default(10),
+  /** Expected reporting interval of a sensor when neither the site file nor its CAN message gives one. */
+  CEA_SENSOR_INTERVAL_S: z.coerce.number().positive().default(60),
+  /** A room with no good reading (status not out_of_range) for this many seconds raises an alert. */
+  CEA_ROOM_SILENT_S: int(300, 1),
+  /** Dead letters per minute, averaged over 5 minutes, above which an alert is raised. */
+  CEA_DEAD_LETTER_ALERT_PER_MIN: z.coerce.number().min(0).default(1),
+  /** How often cea-backend evaluates the alert conditions (health, metrics and monitors show the result). */
+  CEA_ALERT_EVAL_MS: int(15_000, 1_000),
 });
 
 export type Config = z.infer<typeof configSchema>;

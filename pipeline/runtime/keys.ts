@@ -17,6 +17,8 @@ import type { Config } from "./config.js";
  * - health:  string with an expiry per service instance, JSON status
  * - stats:   hash per service with counters (e.g. can-scanner: dropped_hard_limit,
  *            dropped_buffer, appended)
+ * - alerts:  hash of the active alert conditions (cea-backend): field = alert id,
+ *            value = "severity|since|summary", plus _evaluated_at; with an expiry
  */
 export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM">) {
   const p = config.CEA_REDIS_PREFIX;
@@ -27,6 +29,7 @@ export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM"
     live: `${p}live:values`,
     health: (service: string) => `${p}health:${service}`,
     stats: (service: string) => `${p}stats:${service}`,
+    alerts: `${p}alerts`,
   };
 }
 

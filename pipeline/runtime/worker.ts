@@ -74,12 +74,24 @@ export function workerSettings(config: Config, service: string, healthKey: strin
   };
 }
 
+/**
+ * Told what happens at the runtime's edges (metrics): each stage's success
+ * with its time, each retry with its error, each finished batch. Called inline,
+ * so an observer only adds to counters; it must not throw.
+ */
+export interface WorkerObserver {
+  stageDone?(stage: string, batch: Batch, ms: number): void;
+  retry?(stage: string, err: unknown): void;
+  batchDone?(batch: Batch): void;
+}
+
 export interface WorkerDeps {
   settings: WorkerSettings;
   log: Logger;
   redis: Redis;
   chain: Chain<StreamEntries, unknown>;
   components?: readonly Component[];
+  observer?: WorkerObserver;
 }
 
 export interface WorkerStats {
@@ -196,13 +208,16 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
       try {
         const t = performance.now();
         f.data = await s.stage.process(f.batch, f.data);
-        stats.ms[name] = (stats.ms[name] ?? 0) + performance.now() - t;
+        const ms = performance.now() - t;
+        stats.ms[name] = (stats.ms[name] ?? 0) + ms;
+        deps.observer?.stageDone?.(name, f.batch, ms);
         health.recover(name);
         return;
       } catch (err) {
         if (s.spec.failure.classify(err) === "fatal") throw err;
         if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
         stats.retries++;
+        deps.observer?.retry?.(name, err);
         health.degrade(name, s.spec.failure.describe(err), { seq: f.batch.seq, entries: f.batch.ids.length });
         await sleep(backoffDelay(s.spec.failure.backoff, attempt), stopper.signal);
         if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
@@ -261,6 +276,7 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     stats.dead += f.batch.dead.size;
     stats.skipped += f.batch.skip.size;
     stats.lastBatchAt = new Date().toISOString();
+    deps.observer?.batchDone?.(f.batch);
   }
 
   const collect = () => {

@@ -53,7 +53,13 @@ describe("metadata", () => {
       ...Array.from({ length: 10 }, (_, i) => 101 + i),
       ...Array.from({ length: 10 }, (_, i) => 201 + i),
     ]);
-    expect(flower.devices[0].sensors[0]).toEqual({ id: 101, name: "dry_bulb_b", unit: "°C", data_type: "float" });
+    expect(flower.devices[0].sensors[0]).toEqual({
+      id: 101,
+      name: "dry_bulb_b",
+      unit: "°C",
+      data_type: "float",
+      kind: "air_temperature",
+    });
   });
 
   it("GET /sensors filters by room, device and unit", async () => {
@@ -73,6 +79,34 @@ describe("metadata", () => {
     const unknownParam = await get("/sensors?rom_id=2");
     expect(unknownParam.statusCode).toBe(400);
     expect(unknownParam.json().issues[0].path).toBe("rom_id");
+  });
+
+  it("GET /sensors?kind= selects by what the sensors measure, not by their names", async () => {
+    const temps = (await get("/sensors?kind=air_temperature")).json().sensors;
+    expect(temps.map((s: { name: string }) => s.name)).toEqual([
+      "dry_bulb_b",
+      "dry_bulb_f",
+      "dry_bulb_v",
+      "dry_bulb_l",
+      "dry_bulb_o",
+    ]);
+    expect(temps[0]).toMatchObject({ kind: "air_temperature", quantity: "temperature", unit: "°C" });
+    // a sensor renamed away from the legacy pattern is still found by its kind
+    await api.db.pool.query("UPDATE sensor SET name = 'canopy_air_b' WHERE sensor_id = 101");
+    try {
+      const renamed = (await get("/sensors?kind=air_temperature&room_id=1")).json().sensors;
+      expect(renamed.map((s: { id: number; name: string }) => [s.id, s.name])).toEqual([
+        [101, "canopy_air_b"],
+        [201, "dry_bulb_f"],
+      ]);
+    } finally {
+      await api.db.pool.query("UPDATE sensor SET name = 'dry_bulb_b' WHERE sensor_id = 101");
+    }
+    const co2Veg = (await get("/sensors?kind=co2&room_id=2")).json().sensors;
+    expect(co2Veg.map((s: { name: string }) => s.name)).toEqual(["co2_v"]);
+    const unknown = await get("/sensors?kind=temperature");
+    expect(unknown.statusCode).toBe(400);
+    expect(unknown.json().issues[0].path).toBe("kind");
   });
 
   it("GET /sensors/:id: the sensor with its device and room; 404 / 400 otherwise", async () => {

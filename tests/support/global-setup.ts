@@ -2,6 +2,8 @@ import pg from "pg";
 import type { TestProject } from "vitest/node";
 import { applySchema, edition } from "../../db/schema.js";
 import { loadSite, syncSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
+import { cycleIntervals } from "../../pipeline/can/intervals.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { withStackEnv } from "../../pipeline/runtime/stack-env.js";
 import { enableRoleLogins } from "./roles.js";
@@ -46,7 +48,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await applySchema(tpl);
     // the stack's cluster: ops/stack.sh does the same; here too for a cluster given by CEA_DATABASE_URL
     await enableRoleLogins(tpl);
-    await syncSite(tpl, await loadSite(projectPath("ops/site.json")));
+    const site = await loadSite(projectPath("ops/site.json"));
+    const defaultIntervalS = cycleIntervals(loadCanDb(projectPath("ops/cea.kcd")), site);
+    await syncSite(tpl, site, { defaultIntervalS });
     ed = await edition(tpl);
   } finally {
     await tpl.end();

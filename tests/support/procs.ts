@@ -232,6 +232,11 @@ export function pipelineEnv(o: {
     CEA_LOG_LEVEL: "debug",
     CEA_SITE_FILE: projectPath("ops/site.json"),
     CEA_CAN_DB_FILE: projectPath("ops/cea.kcd"),
+    // metrics on a port the kernel picks (logged), so services of parallel tests never contend for one
+    CEA_SCANNER_METRICS_PORT: "0",
+    CEA_WORKER_METRICS_PORT: "0",
+    CEA_BACKEND_METRICS_PORT: "0",
+    CEA_AUTOMATION_METRICS_PORT: "0",
   };
   for (const [k, v] of Object.entries(o.extra ?? {})) env[k] = String(v);
   return env;

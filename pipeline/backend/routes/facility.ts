@@ -33,7 +33,7 @@ export const facilityRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx
               rack_id: d.rack_id,
               sensors: rows.sensors
                 .filter((s) => s.device_id === d.id)
-                .map(({ id, name, unit, data_type }) => ({ id, name, unit, data_type })),
+                .map(({ id, name, unit, data_type, kind }) => ({ id, name, unit, data_type, kind })),
             })),
         })),
       };

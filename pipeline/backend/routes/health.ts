@@ -108,7 +108,8 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     {
       schema: {
         tags: ["health"],
-        summary: "Dependencies and pipeline backlog; 503 when PostgreSQL or Redis is down",
+        summary:
+          "Dependencies, pipeline backlog, silent sensors and active alerts; 503 when PostgreSQL or Redis is down",
         response: { 200: health, 503: health },
       },
     },
@@ -117,9 +118,19 @@ export const healthRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       const down: Health["down"] = [];
       if (!pg.ok) down.push("postgres");
       if (!rd.ok) down.push("redis");
-      return reply
-        .code(down.length ? 503 : 200)
-        .send({ status: down.length ? "unavailable" : "ok", down, postgres: pg, redis: rd });
+      const a = ctx.alerts.state;
+      return reply.code(down.length ? 503 : 200).send({
+        status: down.length ? "unavailable" : "ok",
+        down,
+        postgres: pg,
+        redis: rd,
+        alerts: {
+          evaluated_at: a.evaluated_at,
+          incomplete: a.incomplete,
+          active: a.alerts,
+          silent_sensors: a.silent_sensors,
+        },
+      });
     },
   );
 };

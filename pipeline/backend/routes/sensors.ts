@@ -23,7 +23,7 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     {
       schema: {
         tags: ["metadata"],
-        summary: "Sensors, optionally filtered by room, device and unit",
+        summary: "Sensors, optionally filtered by room, device, unit and kind",
         querystring: sensorQuery,
         response: { 200: sensorList, ...errors },
       },
