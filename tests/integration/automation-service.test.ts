@@ -231,7 +231,10 @@ describe("automation-service loop", () => {
     await climate(21, 60, 900);
     await svc.cycle();
     expect((await health()).status).toBe("ok");
-    expect(svc.lastDecisions.find((d) => d.actuator === "flower_heater")).toMatchObject({ action: "hold", state: false });
+    expect(svc.lastDecisions.find((d) => d.actuator === "flower_heater")).toMatchObject({
+      action: "hold",
+      state: false,
+    });
     now += 120_000;
     await climate(21, 60, 900);
     await svc.cycle();
