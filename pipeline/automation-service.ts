@@ -13,16 +13,22 @@ import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { projectPath } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
+import { checkHealth } from "./runtime/worker.js";
 
-const USAGE = `usage: automation-service [--dry-run]
+const USAGE = `usage: automation-service [--dry-run] [--check]
   Climate control of the site file's actuators: live values + setpoints -> decisions
   -> command frames on the stream can:cmd (can-scanner puts them on the bus) and rows
   in actuator_events. --dry-run (or CEA_AUTOMATION_DRY_RUN=true) decides and records
-  (dry_run = true) but sends nothing.`;
+  (dry_run = true) but sends nothing. --check prints the running service's health
+  and exits 0 when it is ok (no outage, no fail-safe), 1 otherwise.`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "dry-run": { type: "boolean", default: false }, help: { type: "boolean", default: false } },
+    options: {
+      "dry-run": { type: "boolean", default: false },
+      check: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
   });
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -36,6 +42,13 @@ async function main(): Promise<void> {
   const commands = buildCommandTable(loadCanDb(projectPath(config.CEA_CAN_DB_FILE)), site, siteFile);
   const keys = redisKeys(config);
   const redis = createRedis(config.CEA_REDIS_URL, log, "automation-service");
+  if (values.check) {
+    // ok while the service runs without a fail-safe or outage (its health key, kept for CEA_HEALTH_TTL_S)
+    const r = await checkHealth(redis, keys.health("automation-service"));
+    process.stdout.write(`${r.body ?? "no health key"}\n`);
+    redis.disconnect();
+    process.exit(r.ok ? 0 : 1);
+  }
   // a cycle must not wait on a database that does not answer: short limits, the next cycle retries
   const limitMs = Math.max(1_000, 2 * config.CEA_AUTOMATION_INTERVAL_MS);
   const pool = createPool(databaseUrl(config, "automation"), {
