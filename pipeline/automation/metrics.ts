@@ -46,8 +46,8 @@ export function registerAutomationMetrics(registry: Registry, svc: () => Automat
   );
   gaugeFrom(
     registry,
-    "cea_automation_actuator_on",
-    "1 while the actuator's output is on (as decided)",
+    "cea_automation_actuator_state",
+    "1 while the actuator's output is on (as decided), 0 while off",
     ["actuator", "room"],
     () => {
       const s = svc();

@@ -154,8 +154,6 @@ export const configSchema = z.object({
    * repeated every third of it while nothing changes.
    */
   CEA_AUTOMATION_WATCHDOG_S: int(30, 3),
-  /** A command not acknowledged by its node is sent again this many times, then alerted. */
-  CEA_AUTOMATION_COMMAND_RETRIES: int(3, 0),
   /** Decide and record (dry_run = true) but send no command; the same as --dry-run. */
   CEA_AUTOMATION_DRY_RUN: bool(false),
   /** Decisions the service keeps for actuator_events while PostgreSQL is unreachable (older ones are dropped, counted). */
