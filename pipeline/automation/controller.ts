@@ -1,5 +1,6 @@
 import type { ControlledQuantity, Site, SiteActuator } from "../../db/site.js";
 import { actuatorConflicts } from "../../db/site.js";
+import { airVpd } from "../runtime/psychro.js";
 
 // The climate controller as one pure function: the actuators' state, the live
 // readings, the setpoints and the time in, decisions with their reasons and the
@@ -196,6 +197,47 @@ function fmt(v: number): string {
   return Number.isInteger(v) ? String(v) : v.toFixed(2).replace(/0$/, "");
 }
 
+/** The mean of the room's good fresh readings of a kind, or why there is none ("fail-safe: …"). */
+function meanOf(
+  inp: ControlInputs,
+  roomId: number,
+  kind: string,
+  s: ControlSettings,
+): { value: number } | { failsafe: string } {
+  const all = inp.readings.get(roomId)?.get(kind) ?? [];
+  const fresh = all.filter((r) => inp.nowMs - r.timeMs <= s.staleMs);
+  const good = fresh.filter((r) => r.status === null && Number.isFinite(r.value));
+  if (good.length) return { value: good.reduce((t, r) => t + r.value, 0) / good.length };
+  const bad = fresh.filter((r) => r.status !== null);
+  if (bad.length)
+    return { failsafe: `fail-safe: bad status ${bad.map((r) => `${r.status} (${r.sensor})`).join(", ")}` };
+  if (all.length) {
+    const newest = Math.max(...all.map((r) => r.timeMs));
+    return { failsafe: `fail-safe: data stale ${Math.round((inp.nowMs - newest) / 1000)} s` };
+  }
+  return { failsafe: `fail-safe: no reading of ${kind}` };
+}
+
+/**
+ * The room's value of a quantity. Air VPD comes from the room's air_vpd
+ * sensors; a room without any gets it from its temperature and humidity
+ * (pipeline/runtime/psychro.ts, the formula of the derived sensors).
+ */
+function roomValue(
+  inp: ControlInputs,
+  roomId: number,
+  quantity: ControlledQuantity,
+  s: ControlSettings,
+): { value: number } | { failsafe: string } {
+  if (quantity !== "air_vpd" || (inp.readings.get(roomId)?.get("air_vpd") ?? []).length)
+    return meanOf(inp, roomId, quantity, s);
+  const t = meanOf(inp, roomId, "air_temperature", s);
+  const rh = meanOf(inp, roomId, "relative_humidity", s);
+  if ("failsafe" in t) return t;
+  if ("failsafe" in rh) return rh;
+  return { value: airVpd(t.value, rh.value) };
+}
+
 /** What each actuator wants before minimum times, conflicts and staggering. */
 function want(plan: ControlPlan, cur: ActuatorState, a: SiteActuator, inp: ControlInputs, s: ControlSettings): Want {
   const period = periodAt(plan, a.room_id, inp.nowMs);
@@ -204,20 +246,9 @@ function want(plan: ControlPlan, cur: ActuatorState, a: SiteActuator, inp: Contr
   if (inp.outage) return { ...base, want: safe, failsafe: true, reason: `fail-safe: ${inp.outage}` };
   const sp = setpointInForce(inp.setpoints, a.room_id, a.quantity, period, inp.nowMs);
   if (!sp) return { ...base, want: safe, failsafe: false, reason: `no ${period} setpoint for ${a.quantity}` };
-  const all = inp.readings.get(a.room_id)?.get(a.quantity) ?? [];
-  const fresh = all.filter((r) => inp.nowMs - r.timeMs <= s.staleMs);
-  const good = fresh.filter((r) => r.status === null && Number.isFinite(r.value));
-  if (good.length === 0) {
-    let reason: string;
-    const bad = fresh.filter((r) => r.status !== null);
-    if (bad.length) reason = `fail-safe: bad status ${bad.map((r) => `${r.status} (${r.sensor})`).join(", ")}`;
-    else if (all.length) {
-      const newest = Math.max(...all.map((r) => r.timeMs));
-      reason = `fail-safe: data stale ${Math.round((inp.nowMs - newest) / 1000)} s`;
-    } else reason = `fail-safe: no reading of ${a.quantity}`;
-    return { ...base, sp, want: safe, failsafe: true, reason };
-  }
-  const value = good.reduce((t, r) => t + r.value, 0) / good.length;
+  const got = roomValue(inp, a.room_id, a.quantity, s);
+  if ("failsafe" in got) return { ...base, sp, want: safe, failsafe: true, reason: got.failsafe };
+  const value = got.value;
   const T = sp.target;
   const h = a.hysteresis;
   const vs = `${fmt(value)} vs target ${fmt(T)}`;

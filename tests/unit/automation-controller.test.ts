@@ -11,6 +11,7 @@ import {
   type Setpoint,
   setpointInForce,
 } from "../../pipeline/automation/controller.js";
+import { airVpd } from "../../pipeline/runtime/psychro.js";
 
 // The decision function on a small site: one room with a heater, a cooling fan
 // (conflicts with the heater: opposite directions of one quantity), a
@@ -430,5 +431,55 @@ describe("controller: setpoints and day/night", () => {
     const a = decide(plan, new Map(), inputs(NOON, 23, 50), settings);
     const b = decide(plan, new Map(), inputs(NOON, 23, 50), settings);
     expect(a).toEqual(b);
+  });
+});
+
+describe("controller: air VPD", () => {
+  const vpdSite = siteSchema.parse({
+    ...site,
+    actuators: [
+      {
+        id: "dehum_vpd",
+        room_id: 1,
+        device_id: 1,
+        quantity: "air_vpd",
+        direction: "raise",
+        command: "Cmd.dehum",
+        hysteresis: 0.05,
+        min_on_s: 0,
+        min_off_s: 0,
+      },
+    ],
+  });
+  const p = controlPlan(vpdSite);
+  const vpdSp = [{ ...sp("air_vpd", 1.2), tolerance: 0.2 }];
+  const at = (kinds: Record<string, Reading[]>): ControlInputs => ({
+    nowMs: NOON,
+    readings: new Map([[1, new Map(Object.entries(kinds))]]),
+    setpoints: vpdSp,
+    outage: null,
+  });
+  const r = (sensor: string, value: number, status: string | null = null): Reading[] => [
+    { sensor, value, timeMs: NOON - 1000, status },
+  ];
+
+  it("uses the room's air_vpd sensors when it has them", () => {
+    const d = decide(p, new Map(), at({ air_vpd: r("vpd_b", 0.9) }), settings).decisions[0]!;
+    expect(d).toMatchObject({ value: 0.9, state: true, action: "on" });
+  });
+
+  it("without air_vpd sensors, computes it from temperature and humidity with the psychrometrics module", () => {
+    const d = decide(p, new Map(), at({ air_temperature: r("t", 25), relative_humidity: r("rh", 70) }), settings)
+      .decisions[0]!;
+    expect(d.value).toBeCloseTo(airVpd(25, 70), 10);
+    // 25 °C at 70 %: about 0.95 kPa, below 1.2 - 0.05
+    expect(d).toMatchObject({ state: true, action: "on" });
+    const bad = decide(
+      p,
+      new Map(),
+      at({ air_temperature: r("t", 25), relative_humidity: r("rh", 70, "out_of_range") }),
+      settings,
+    ).decisions[0]!;
+    expect(bad).toMatchObject({ action: "safe", failsafe: true, reason: "fail-safe: bad status out_of_range (rh)" });
   });
 });
