@@ -8,12 +8,12 @@ import { backoffDelay, sleep } from "./retry.js";
 import {
   type Batch,
   type Chain,
+  chainOptions,
   checkChain,
   type Port,
   port,
   type StageInstance,
   type StageSpec,
-  stageOptions,
 } from "./stage.js";
 import { ensureGroup, type StreamEntries } from "./stream.js";
 
@@ -138,7 +138,7 @@ function newBatch(seq: number, r: ReadBatch): Batch {
 export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   const { settings: o, log, redis } = deps;
   // options and links are checked before anything is created or read: a wrong one stops start-up
-  const options = deps.chain.stages.map((u) => stageOptions(u.spec, u.options));
+  const options = chainOptions(deps.chain.stages);
   log.info({ chain: checkChain(deps.chain.input, deps.chain.stages) }, "stage chain");
 
   const health = new Health(log);
@@ -169,7 +169,10 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
       components.push(c);
     }
     for (const [i, u] of deps.chain.stages.entries()) {
-      const stage = await u.spec.create({ log: log.child({ stage: u.spec.name }) }, options[i] ?? {});
+      const stage = await u.spec.create(
+        { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
+        options[i] ?? {},
+      );
       instances.push({ spec: u.spec, stage });
     }
     await ensureGroup(redis, o.stream, o.group);
