@@ -1,5 +1,6 @@
 import type { Logger } from "./log.js";
-import { type Chain, chainOptions, checkChain, type StageInstance } from "./stage.js";
+import { backoffDelay, sleep } from "./retry.js";
+import { type Chain, chainOptions, checkChain, type FailurePolicy, type StageInstance } from "./stage.js";
 
 // The scanner runtime: pumps a source's chunks through a declared chain of
 // stages, the same stage model as the worker's (pipeline/runtime/worker.ts):
@@ -14,8 +15,11 @@ import { type Chain, chainOptions, checkChain, type StageInstance } from "./stag
 // source ends by itself, `ended()` says whether that is a failure (a live bus
 // that goes away); a failure also aborts `stopping`. Then every stage is
 // closed in chain order; the first error (the source's, a stage's, a close's)
-// is the run's failure. The runtime knows no domain: which source, what a
-// chunk holds and what happens to it belong to the stages.
+// is the run's failure. A stage's error is judged by its failure policy: an
+// outage ("retry") is logged once per cause and the same chunk retried with
+// backoff until it passes or the scanner stops; "fatal" fails the run. The
+// runtime knows no domain: which source, what a chunk holds and what happens
+// to it belong to the stages.
 
 /** What the runtime hands each stage with one chunk of the source. */
 export interface SourceEnvelope {
@@ -61,6 +65,7 @@ export interface ScannerHandle {
 
 interface Running {
   name: string;
+  failure: FailurePolicy;
   stage: StageInstance<unknown, unknown, SourceEnvelope>;
 }
 
@@ -80,7 +85,7 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
         { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
         options[i] ?? {},
       );
-      instances.push({ name: u.spec.name, stage });
+      instances.push({ name: u.spec.name, failure: u.spec.failure, stage });
     }
   } catch (err) {
     for (const s of instances) await s.stage.close?.();
@@ -93,6 +98,26 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
     return out;
   };
 
+  /** One stage on one chunk under its failure policy. */
+  const processUnderPolicy = async (s: Running, env: SourceEnvelope, data: unknown): Promise<unknown> => {
+    let cause: string | null = null;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const out = await s.stage.process(env, data);
+        if (cause) log.info({ stage: s.name, cause }, "recovered");
+        return out;
+      } catch (err) {
+        if (s.failure.classify(err) === "fatal" || stopper.signal.aborted) throw err;
+        const now = s.failure.describe(err);
+        if (now !== cause)
+          log.warn({ stage: s.name, cause: now, seq: env.seq }, "degraded: retrying until it recovers");
+        cause = now;
+        await sleep(backoffDelay(s.failure.backoff, attempt), stopper.signal);
+        if (stopper.signal.aborted) throw err;
+      }
+    }
+  };
+
   const run = async (): Promise<ScannerResult> => {
     let failure: unknown = null;
     let seq = 0;
@@ -100,7 +125,7 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
       for await (const chunk of source.chunks()) {
         const env: SourceEnvelope = { seq: ++seq, pausable: source.pausable };
         let data: unknown = chunk;
-        for (const s of instances) data = await s.stage.process(env, data);
+        for (const s of instances) data = await processUnderPolicy(s, env, data);
         if (stopper.signal.aborted) break;
       }
       if (!stopper.signal.aborted) failure = source.ended();

@@ -191,4 +191,34 @@ describe("the scanner runtime", () => {
     expect(await stopped).toMatchObject({ reason: "stop", chunks: 1 });
     expect(events).toEqual(["take 1", "sum 1", "stopping", "source closed", "sink 1=1", "close sum", "close sink"]);
   });
+
+  it("a stage's failure policy decides: an outage retries the same chunk until it passes, a fatal error fails the run", async () => {
+    const events: string[] = [];
+    let failures = 2;
+    const flaky: StageSpec<number[], number, typeof noOptions, SourceEnvelope> = {
+      name: "flaky",
+      consumes: NUMS,
+      emits: SUMS,
+      options: noOptions,
+      failure: {
+        classify: (err) => ((err as Error).message === "outage" ? "retry" : "fatal"),
+        describe: (err) => (err as Error).message,
+        backoff: { baseMs: 1, maxMs: 2 },
+      },
+      create: () => ({
+        process(env, nums) {
+          events.push(`try ${env.seq}`);
+          if (nums.includes(-1)) throw new Error("broken");
+          if (failures-- > 0) throw new Error("outage");
+          return nums.length;
+        },
+      }),
+    };
+    const c = chain<number[], SourceEnvelope>(NUMS).pipe(use(flaky, {}));
+    const ok = await startScanner({ log, source: listSource([[1, 2]], []), chain: c });
+    expect(await ok.done).toMatchObject({ reason: "end", chunks: 1 });
+    expect(events).toEqual(["try 1", "try 1", "try 1"]);
+    const bad = await startScanner({ log, source: listSource([[-1], [2]], []), chain: c });
+    await expect(bad.done).rejects.toThrow("broken");
+  });
 });
