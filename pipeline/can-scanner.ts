@@ -18,7 +18,7 @@ import { createLogger, type Logger } from "./runtime/log.js";
 import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
-import { startScanner } from "./runtime/scanner.js";
+import { type ScannerHandle, startScanner } from "./runtime/scanner.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 import { checkHealth } from "./runtime/worker.js";
 
@@ -92,6 +92,14 @@ async function main(): Promise<void> {
     redis.disconnect();
     process.exit(r.ok ? 0 : 1);
   }
+  // installed before start-up: a stop before the first frame simply exits 0 (nothing read, nothing held)
+  let scanner: ScannerHandle | null = null;
+  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
+  onShutdown(log, async () => {
+    await scanner?.stop();
+    await metrics?.close();
+    redis.disconnect();
+  });
   // validates the CAN database against the site file before anything runs
   const { table } = await loadDecodeTable(
     { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
@@ -106,7 +114,6 @@ async function main(): Promise<void> {
     throw err;
   }
   // the chain is validated (options, links) before anything runs: a wrong one stops start-up naming it
-  let scanner: Awaited<ReturnType<typeof startScanner>>;
   try {
     scanner = await startScanner({
       log,
@@ -126,7 +133,6 @@ async function main(): Promise<void> {
     redis.disconnect();
     throw err;
   }
-  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
   if (config.CEA_METRICS) {
     const registry = createRegistry("can-scanner");
     registerIngestMetrics(registry, ledger.stats, { config, redis, keys });
@@ -139,11 +145,6 @@ async function main(): Promise<void> {
     });
   }
   log.info({ source: source.name, src: source.src, stream: keys.raw }, "can-scanner started");
-  onShutdown(log, async () => {
-    await scanner.stop();
-    await metrics?.close();
-    redis.disconnect();
-  });
   const result = await scanner.done;
   if (result.reason === "stop") return; // the shutdown handler logs and exits
   await metrics?.close();
