@@ -26,6 +26,8 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 //      the last COMMIT), with the piscina decode pool and with inline decode; and
 //      inline with Prometheus metrics off against on (scraped every second),
 //      alternated twice, best of each: metrics must cost nothing measurable;
+//      and the worker's CPU seconds per measurement over the inline runs
+//      (median), which a busy machine moves far less than the rates;
 //  (b) the raw COPY ceilings: the same rows, in the worker's batch size, COPYed
 //      straight into `measurement` (no savepoint, no fallback, no aggregate
 //      queue, no Redis): as text on one connection, and as the worker writes
@@ -235,6 +237,9 @@ const bench: Bench = async (ctx) => {
 
     // ---- (a) end to end, pool and inline decode, each on a fresh database
     let runs = 0;
+    // CPU seconds of the worker process (all threads) per end-to-end run, inline decode: unlike the
+    // rates, CPU per measurement hardly moves when other processes compete for the cores
+    const inlineCpu: number[] = [];
     const endToEnd = async (groupName: string, threads: number, metrics = true): Promise<number> => {
       const url = await fresh(`e2e${threads}_${++runs}`);
       const w = startService(
@@ -278,6 +283,8 @@ const bench: Bench = async (ctx) => {
       scraping = false;
       await scraper;
       if (metrics && scrapes === 0 && seconds > 2) throw new Error("metrics on, but no scrape succeeded");
+      const cpu = procUsage(w.pid)?.cpu;
+      if (threads === 0 && cpu !== undefined) inlineCpu.push(cpu);
       await stopService(w, "worker");
       const c = new pg.Client({ connectionString: url });
       await c.connect();
@@ -305,7 +312,11 @@ const bench: Bench = async (ctx) => {
       }
     const metricsOn = Math.max(...metricsRuns.on);
     const metricsOff = Math.max(...metricsRuns.off);
-    Object.assign(params, { metrics_on_runs: metricsRuns.on, metrics_off_runs: metricsRuns.off });
+    Object.assign(params, {
+      metrics_on_runs: metricsRuns.on,
+      metrics_off_runs: metricsRuns.off,
+      worker_cpu_s_inline_runs: inlineCpu,
+    });
 
     // ---- (b) raw COPY ceiling
     ctx.log("raw COPY ceiling");
@@ -494,6 +505,12 @@ const bench: Bench = async (ctx) => {
         baseline: "end to end (inline decode, the default)",
         ratio: e2ePool / e2eDefault,
         note: "ratio > 1: the pool pays for itself in this run; < 1: it costs more than it saves",
+      },
+      {
+        case: "worker CPU per 100 000 measurements, end to end (inline decode)",
+        value: (percentile(inlineCpu, 50) / measurements) * 100_000,
+        unit: "CPU s",
+        note: `median of ${inlineCpu.length} inline runs, start-up included (${inlineCpu.map((c) => c.toFixed(2)).join(", ")} CPU s for ${measurements} measurements each); compare across checkouts when the rates are too noisy`,
       },
       {
         case: "end to end, metrics off (inline decode)",

@@ -2,8 +2,10 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { loadSite } from "../db/site.js";
-import { Ingest, spoolTarget } from "../stages/can-ingest.js";
+import { IngestLedger, spoolTarget } from "../stages/append/ledger.js";
+import { frameChunks } from "../stages/can-ingest.js";
 import { registerIngestMetrics } from "../stages/can-ingest-metrics.js";
+import { scannerChain } from "../stages/chains.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import type { FrameSource } from "./can/frame.js";
 import { replaySource } from "./can/replay.js";
@@ -16,6 +18,7 @@ import { createLogger, type Logger } from "./runtime/log.js";
 import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
 import { projectPath, projectRoot } from "./runtime/paths.js";
 import { createRedis } from "./runtime/redis.js";
+import { type ScannerHandle, startScanner } from "./runtime/scanner.js";
 import { onShutdown, runMain } from "./runtime/shutdown.js";
 import { checkHealth } from "./runtime/worker.js";
 
@@ -89,31 +92,50 @@ async function main(): Promise<void> {
     redis.disconnect();
     process.exit(r.ok ? 0 : 1);
   }
+  // installed before start-up: a stop before the first frame simply exits 0 (nothing read, nothing held)
+  let scanner: ScannerHandle | null = null;
+  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
+  onShutdown(log, async () => {
+    await scanner?.stop();
+    await metrics?.close();
+    redis.disconnect();
+  });
   // validates the CAN database against the site file before anything runs
   const { table } = await loadDecodeTable(
     { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
     log,
   );
-  const ingest = new Ingest({
-    config,
-    log,
-    redis,
-    keys,
-    table,
-    statsKey: keys.stats("can-scanner"),
-    spoolFile: spoolFile(config, keys.raw),
-  });
+  const ledger = new IngestLedger(log);
   let source: FrameSource;
   try {
-    source = await openSource(config, log, (err) => ingest.skipLine(err));
+    source = await openSource(config, log, (err) => ledger.skipLine(err));
   } catch (err) {
     redis.disconnect();
     throw err;
   }
-  let metrics: ReturnType<typeof keepServingMetrics> | undefined;
+  // the chain is validated (options, links) before anything runs: a wrong one stops start-up naming it
+  try {
+    scanner = await startScanner({
+      log,
+      source: frameChunks(source),
+      chain: scannerChain({
+        config,
+        redis,
+        keys,
+        table,
+        ledger,
+        spoolFile: spoolFile(config, keys.raw),
+        source: { name: source.name, src: source.src },
+      }),
+    });
+  } catch (err) {
+    source.close();
+    redis.disconnect();
+    throw err;
+  }
   if (config.CEA_METRICS) {
     const registry = createRegistry("can-scanner");
-    registerIngestMetrics(registry, ingest.stats, { config, redis, keys });
+    registerIngestMetrics(registry, ledger.stats, { config, redis, keys });
     metrics = keepServingMetrics(registry, {
       host: config.CEA_METRICS_HOST,
       port: config.CEA_SCANNER_METRICS_PORT,
@@ -123,21 +145,11 @@ async function main(): Promise<void> {
     });
   }
   log.info({ source: source.name, src: source.src, stream: keys.raw }, "can-scanner started");
-  const running = ingest.run(source);
-  onShutdown(log, async () => {
-    source.close();
-    ingest.stop();
-    await running;
-    await metrics?.close();
-    redis.disconnect();
-  });
-  const result = await running;
+  const result = await scanner.done;
   if (result.reason === "stop") return; // the shutdown handler logs and exits
   await metrics?.close();
   redis.disconnect();
-  if (result.trimError)
-    throw new Error(`source finished and every frame appended, but the stream trim still fails: ${result.trimError}`);
-  log.info({ ...ingest.stats, skippedLines: ingest.stats.skippedLines }, "source finished: every frame appended");
+  log.info({ ...ledger.stats }, "source finished: every frame appended");
 }
 
 runMain(main);

@@ -3,7 +3,7 @@ import { oldestUnackedAgeMs } from "../pipeline/runtime/backlog.js";
 import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import { counterFrom, gaugeFrom, type Registry } from "../pipeline/runtime/metrics.js";
-import type { IngestStats } from "./can-ingest.js";
+import type { IngestStats } from "./append/ledger.js";
 
 // can-scanner's metrics, read from the ingest stage's own counters when
 // Prometheus scrapes (nothing per frame). Drops by reason: hard_limit (the

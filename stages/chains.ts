@@ -1,16 +1,22 @@
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { CanFrame, FrameSrc } from "../pipeline/can/frame.js";
+import type { DecodeTable } from "../pipeline/can/table.js";
 import type { Config } from "../pipeline/runtime/config.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
+import type { SourceEnvelope } from "../pipeline/runtime/scanner.js";
 import { type Chain, chain, use } from "../pipeline/runtime/stage.js";
 import type { StreamEntries } from "../pipeline/runtime/stream.js";
 import { RAW_ENTRIES } from "../pipeline/runtime/worker.js";
 import { ackStage } from "./ack.js";
+import type { IngestLedger } from "./append/ledger.js";
 import { batchCopyStage } from "./batch-copy.js";
+import { CAN_FRAMES, canIngestStage } from "./can-ingest.js";
 import { decodeStage, type TableSource } from "./decode.js";
 import { resolveSensorStage } from "./resolve-sensor.js";
+import { streamAppendStage } from "./stream-append.js";
 
-// The can-worker's chain, in order, with each stage's options taken from the
+// The chains of the two pipeline services, declared the same way. The can-worker's chain, in order, with each stage's options taken from the
 // configuration. A new stage is one more `.pipe(use(...))` here (and its module
 // in stages/); the runtime does not change. The compiler checks that each stage
 // consumes what the one before it emits; the runtime checks it again at
@@ -48,4 +54,49 @@ export function workerStages(d: WorkerChainDeps) {
 export function workerChain(d: WorkerChainDeps): Chain<StreamEntries, unknown> {
   const s = workerStages(d);
   return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy).pipe(s.ack);
+}
+
+export interface ScannerChainDeps {
+  config: Config;
+  redis: Redis;
+  keys: RedisKeys;
+  /** The CAN database checked against the site file (live values). */
+  table: DecodeTable;
+  ledger: IngestLedger;
+  spoolFile: string;
+  source: { name: string; src: FrameSrc };
+}
+
+export function scannerStages(d: ScannerChainDeps) {
+  const c = d.config;
+  return {
+    canIngest: use(
+      canIngestStage({ redis: d.redis, keys: d.keys, table: d.table, src: d.source.src, ledger: d.ledger }),
+      {},
+    ),
+    streamAppend: use(
+      streamAppendStage({
+        redis: d.redis,
+        keys: d.keys,
+        redisUrl: c.CEA_REDIS_URL,
+        group: c.CEA_GROUP,
+        ledger: d.ledger,
+        spoolFile: d.spoolFile,
+        source: d.source,
+        healthTtlS: c.CEA_HEALTH_TTL_S,
+      }),
+      {
+        buffer: c.CEA_SCANNER_BUFFER,
+        trimAcked: c.CEA_STREAM_TRIM_ACKED,
+        hardLimit: c.CEA_STREAM_HARD_LIMIT,
+        warnLength: c.CEA_STREAM_WARN_LENGTH,
+      },
+    ),
+  };
+}
+
+/** The can-scanner's chain: the frame source → can-ingest → stream-append (run by pipeline/runtime/scanner.ts). */
+export function scannerChain(d: ScannerChainDeps): Chain<CanFrame[], unknown, SourceEnvelope> {
+  const s = scannerStages(d);
+  return chain<CanFrame[], SourceEnvelope>(CAN_FRAMES).pipe(s.canIngest).pipe(s.streamAppend);
 }

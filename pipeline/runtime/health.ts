@@ -1,3 +1,4 @@
+import type { Redis } from "ioredis";
 import type { Logger } from "./log.js";
 
 // The health of a service instance: a set of current problems, one per source
@@ -52,5 +53,16 @@ export class Health {
     for (const [k, v] of this.problems) problems[k] = v.cause;
     const lines = Object.entries(problems).map(([k, v]) => `${k}: ${v}`);
     return { status: lines.length ? "degraded" : "ok", reason: lines.length ? lines.join("; ") : null, problems };
+  }
+}
+
+/** `--check`: healthy when the health key exists and says ok. */
+export async function checkHealth(redis: Redis, key: string): Promise<{ ok: boolean; body: string | null }> {
+  const body = await redis.get(key);
+  if (!body) return { ok: false, body };
+  try {
+    return { ok: (JSON.parse(body) as { status?: string }).status === "ok", body };
+  } catch {
+    return { ok: false, body };
   }
 }

@@ -22,3 +22,10 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/** Waits for `p` at most `ms` (a step that must not hold a stop); `p` gets a handler, so a late rejection is not unhandled. */
+export async function atMost(p: Promise<unknown>, ms: number): Promise<void> {
+  p.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
+}

@@ -88,21 +88,29 @@ export interface FailurePolicy {
 /** What the runtime hands every stage at creation. Dependencies come through the stage's own factory. */
 export interface StageContext {
   log: Logger;
+  /** Aborted when the service begins to stop (a stage that holds work, e.g. a buffer, starts its bounded drain). */
+  stopping?: AbortSignal;
 }
 
-export interface StageInstance<I, O> {
-  process(batch: Batch, input: I): O | Promise<O>;
+/**
+ * One running stage. `E` is the envelope the runtime passes with each unit of
+ * work: the worker's Batch (stream entries and their verdicts), or the
+ * scanner's SourceEnvelope (one chunk of the source, pipeline/runtime/scanner.ts).
+ */
+export interface StageInstance<I, O, E = Batch> {
+  process(batch: E, input: I): O | Promise<O>;
   /** Sequential stages: how many batches may be in `process` at once (default 1). */
   concurrency?: number;
   /** Counters the stage keeps about itself (rows written, fallbacks, ...), shown in health and summaries. */
   counters?(): Record<string, number>;
+  /** After the last unit of work (in chain order); a rejection is the service's failure. */
   close?(): Promise<void> | void;
 }
 
 /** The options of a stage: a zod object whose fields carry a default and a `.describe()` line. */
 export type OptionsSchema = z.ZodObject<z.ZodRawShape>;
 
-export interface StageSpec<I, O, S extends OptionsSchema = OptionsSchema> {
+export interface StageSpec<I, O, S extends OptionsSchema = OptionsSchema, E = Batch> {
   name: string;
   consumes: Port<I>;
   emits: Port<O>;
@@ -110,31 +118,35 @@ export interface StageSpec<I, O, S extends OptionsSchema = OptionsSchema> {
   sequential?: boolean;
   options: S;
   failure: FailurePolicy;
-  create(ctx: StageContext, options: z.output<S>): StageInstance<I, O> | Promise<StageInstance<I, O>>;
+  create(ctx: StageContext, options: z.output<S>): StageInstance<I, O, E> | Promise<StageInstance<I, O, E>>;
 }
 
 /** A stage in a chain with the options it is given (validated against its schema at start-up). */
-export interface StageUse<I, O> {
-  spec: StageSpec<I, O>;
+export interface StageUse<I, O, E = Batch> {
+  spec: StageSpec<I, O, OptionsSchema, E>;
   options: unknown;
 }
 
-export function use<I, O, S extends OptionsSchema>(spec: StageSpec<I, O, S>, options: z.input<S>): StageUse<I, O> {
+export function use<I, O, S extends OptionsSchema, E = Batch>(
+  spec: StageSpec<I, O, S, E>,
+  options: z.input<S>,
+): StageUse<I, O, E> {
   return { spec, options };
 }
 
 /** A list of stages from `input` on; `pipe` only accepts a stage that consumes what the last one emits. */
-export interface Chain<I, O> {
+export interface Chain<I, O, E = Batch> {
   readonly input: Port<I>;
-  readonly stages: readonly StageUse<unknown, unknown>[];
-  pipe<N>(next: StageUse<O, N>): Chain<I, N>;
+  readonly stages: readonly StageUse<unknown, unknown, E>[];
+  pipe<N>(next: StageUse<O, N, E>): Chain<I, N, E>;
 }
 
-export function chain<I>(input: Port<I>): Chain<I, I> {
-  const make = <O>(stages: readonly StageUse<unknown, unknown>[]): Chain<I, O> => ({
+/** A chain from `input` on; `E` is the runtime's envelope (the worker's Batch unless said otherwise). */
+export function chain<I, E = Batch>(input: Port<I>): Chain<I, I, E> {
+  const make = <O>(stages: readonly StageUse<unknown, unknown, E>[]): Chain<I, O, E> => ({
     input,
     stages,
-    pipe: <N>(next: StageUse<O, N>) => make<N>([...stages, next]),
+    pipe: <N>(next: StageUse<O, N, E>) => make<N>([...stages, next]),
   });
   return make<I>([]);
 }
@@ -144,9 +156,13 @@ export function chain<I>(input: Port<I>): Chain<I, I> {
  * chain assembled from a list is not seen by the compiler); returns the chain
  * as text. ConfigError names both ends of a wrong link.
  */
-export function checkChain(input: Port<unknown>, stages: readonly StageUse<unknown, unknown>[]): string {
+export function checkChain<E>(
+  input: Port<unknown>,
+  stages: readonly StageUse<unknown, unknown, E>[],
+  source = "the stream reader",
+): string {
   let flowing = input.name;
-  let from = "the stream reader";
+  let from = source;
   for (const { spec } of stages) {
     if (spec.consumes.name !== flowing)
       throw new ConfigError(
@@ -158,15 +174,29 @@ export function checkChain(input: Port<unknown>, stages: readonly StageUse<unkno
   return [input.name, ...stages.map((s) => `${s.spec.name} → ${s.spec.emits.name}`)].join(" → ");
 }
 
+function optionProblems(spec: { name: string; options: OptionsSchema }, given: unknown) {
+  const parsed = spec.options.strict().safeParse(given ?? {});
+  if (parsed.success) return { data: parsed.data as z.output<OptionsSchema>, lines: [] };
+  const lines = parsed.error.issues.flatMap((i) => {
+    const keys = i.code === "unrecognized_keys" ? i.keys : [i.path.join(".")];
+    return keys.map((k) => `  stage "${spec.name}", option "${k}": ${i.message}`);
+  });
+  return { data: undefined, lines };
+}
+
 /** Validate a stage's options against its schema; ConfigError names the stage and each wrong option. */
 export function stageOptions<S extends OptionsSchema>(spec: { name: string; options: S }, given: unknown): z.output<S> {
-  const parsed = spec.options.strict().safeParse(given ?? {});
-  if (parsed.success) return parsed.data as z.output<S>;
-  const lines = parsed.error.issues.map((i) => {
-    const keys = i.code === "unrecognized_keys" ? i.keys : [i.path.join(".")];
-    return keys.map((k) => `  stage "${spec.name}", option "${k}": ${i.message}`).join("\n");
-  });
-  throw new ConfigError(`invalid stage options:\n${lines.join("\n")}`);
+  const { data, lines } = optionProblems(spec, given);
+  if (lines.length) throw new ConfigError(`invalid stage options:\n${lines.join("\n")}`);
+  return data as z.output<S>;
+}
+
+/** The options of every stage of a chain, validated; one ConfigError names every wrong option of every stage. */
+export function chainOptions<E>(stages: readonly StageUse<unknown, unknown, E>[]): z.output<OptionsSchema>[] {
+  const checked = stages.map((u) => optionProblems(u.spec, u.options));
+  const lines = checked.flatMap((c) => c.lines);
+  if (lines.length) throw new ConfigError(`invalid stage options:\n${lines.join("\n")}`);
+  return checked.map((c) => c.data ?? {});
 }
 
 /** The options of a spec as documentation lines: name, type default, description. */

@@ -143,7 +143,7 @@ export async function pendingCount(redis: Redis, stream: string, group: string):
  * Append entries to the raw stream in pipelined chunks (fields ts, id, data,
  * iface, and ext / src when given, as in pipeline/runtime/keys.ts); returns the entry ids in order. Used by tests
  * and benchmarks to pre-fill a stream quickly; the scanner has its own buffered
- * appender (stages/can-ingest.ts).
+ * appender (stages/stream-append.ts).
  */
 export async function appendEntries(
   redis: Redis,

@@ -1,135 +1,35 @@
-import type { Redis } from "ioredis";
-import type { Config } from "./config.js";
 import { Health } from "./health.js";
 import { Lane } from "./lanes.js";
-import type { Logger } from "./log.js";
 import { type ReadBatch, StreamReader } from "./reader.js";
-import { backoffDelay, sleep } from "./retry.js";
-import {
-  type Batch,
-  type Chain,
-  checkChain,
-  type Port,
-  port,
-  type StageInstance,
-  type StageSpec,
-  stageOptions,
-} from "./stage.js";
+import { Abandoned, type InFlight, type Running, runStage } from "./run-stage.js";
+import { type Batch, chainOptions, checkChain } from "./stage.js";
 import { ensureGroup, type StreamEntries } from "./stream.js";
+import { type Component, newWorkerStats, type WorkerDeps, type WorkerHandle } from "./worker-contract.js";
+
+export { checkHealth } from "./health.js";
+export {
+  type Component,
+  type ComponentContext,
+  RAW_ENTRIES,
+  type WorkerDeps,
+  type WorkerHandle,
+  type WorkerObserver,
+  type WorkerSettings,
+  type WorkerStats,
+  workerSettings,
+} from "./worker-contract.js";
 
 // The worker runtime: reads a stream through its consumer group and drives a
 // declared chain of stages over each read batch. It is put together from its
-// parts: the reader (claims, own pending, read-ahead; held entries kept
-// fresh), ordered lanes for the sequential stages, the retry policy (each
-// stage's FailurePolicy with backoff), health (degraded while a retry is
-// pending, logged once per change) and shutdown. Domain work that is not a
+// parts: the reader (reader.ts: claims, own pending; held entries kept
+// fresh), ordered lanes for the sequential stages (lanes.ts), the retry policy
+// (run-stage.ts: each stage's FailurePolicy with backoff), health (health.ts:
+// degraded while a retry is pending, logged once per change), its contract
+// (worker-contract.ts) and, here, read-ahead and shutdown. Domain work that is not a
 // stage (aggregate upkeep, a reloadable map) is a declared Component.
 //
 // Read-ahead: while the sequential stages work on batch N, batch N+1 is read
 // and run through the prepare stages, so Redis, decode and PostgreSQL overlap.
-
-/** What the reader emits into a chain: the raw entries of one batch (the envelope holds them). */
-export const RAW_ENTRIES: Port<StreamEntries> = port<StreamEntries>("raw-entries");
-
-/** Something the service runs beside the chain, started before the first batch and stopped after the last. */
-export interface Component {
-  name: string;
-  start(ctx: ComponentContext): Promise<void> | void;
-  stop(): Promise<void> | void;
-}
-
-export interface ComponentContext {
-  log: Logger;
-  /** Report a problem of this component (health degraded), or null when it is gone. */
-  problem(cause: string | null): void;
-}
-
-export interface WorkerSettings {
-  service: string;
-  stream: string;
-  group: string;
-  consumer: string;
-  batchSize: number;
-  flushMs: number;
-  claimIdleMs: number;
-  /** An entry delivered more often than this is not processed again: it is dead-lettered unread. */
-  maxDeliveries: number;
-  healthKey: string;
-  healthTtlS: number;
-}
-
-export function workerSettings(config: Config, service: string, healthKey: string): WorkerSettings {
-  const prefix = config.CEA_REDIS_PREFIX;
-  return {
-    service,
-    stream: prefix + config.CEA_STREAM,
-    group: config.CEA_GROUP,
-    consumer: config.CEA_CONSUMER,
-    batchSize: config.CEA_BATCH_SIZE,
-    flushMs: config.CEA_FLUSH_MS,
-    claimIdleMs: config.CEA_CLAIM_IDLE_MS,
-    maxDeliveries: config.CEA_MAX_DELIVERIES,
-    healthKey,
-    healthTtlS: config.CEA_HEALTH_TTL_S,
-  };
-}
-
-/**
- * Told what happens at the runtime's edges (metrics): each stage's success
- * with its time, each retry with its error, each finished batch. Called inline,
- * so an observer only adds to counters; it must not throw.
- */
-export interface WorkerObserver {
-  stageDone?(stage: string, batch: Batch, ms: number): void;
-  retry?(stage: string, err: unknown): void;
-  batchDone?(batch: Batch): void;
-}
-
-export interface WorkerDeps {
-  settings: WorkerSettings;
-  log: Logger;
-  redis: Redis;
-  chain: Chain<StreamEntries, unknown>;
-  components?: readonly Component[];
-  observer?: WorkerObserver;
-}
-
-export interface WorkerStats {
-  batches: number;
-  entries: number;
-  dead: number;
-  skipped: number;
-  claimed: number;
-  retries: number;
-  lastBatchAt: string | null;
-  /** Milliseconds spent per stage and in stream reads. */
-  ms: Record<string, number>;
-  /** Counters each stage reports about itself (rows written, fallbacks, ...), by stage name. */
-  stages: Record<string, Record<string, number>>;
-}
-
-export interface WorkerHandle {
-  /** Resolves when the loop has ended after stop(); rejects on a fatal error (the caller exits non-zero). */
-  done: Promise<void>;
-  /** Stop reading; abandon batches not yet written without acknowledging them (they stay pending). */
-  stop(): Promise<void>;
-  stats: WorkerStats;
-  health: Health;
-}
-
-class Abandoned extends Error {
-  override name = "Abandoned";
-}
-
-interface Running {
-  spec: StageSpec<unknown, unknown>;
-  stage: StageInstance<unknown, unknown>;
-}
-
-interface InFlight {
-  batch: Batch;
-  data: unknown;
-}
 
 function newBatch(seq: number, r: ReadBatch): Batch {
   return { seq, ids: r.ids, fields: r.fields, deliveries: r.deliveries, dead: new Map(), skip: new Set() };
@@ -138,24 +38,14 @@ function newBatch(seq: number, r: ReadBatch): Batch {
 export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
   const { settings: o, log, redis } = deps;
   // options and links are checked before anything is created or read: a wrong one stops start-up
-  const options = deps.chain.stages.map((u) => stageOptions(u.spec, u.options));
+  const options = chainOptions(deps.chain.stages);
   log.info({ chain: checkChain(deps.chain.input, deps.chain.stages) }, "stage chain");
 
   const health = new Health(log);
   const stopper = new AbortController();
   const components: Component[] = [];
   const instances: Running[] = [];
-  const stats: WorkerStats = {
-    batches: 0,
-    entries: 0,
-    dead: 0,
-    skipped: 0,
-    claimed: 0,
-    retries: 0,
-    lastBatchAt: null,
-    ms: {},
-    stages: {},
-  };
+  const stats = newWorkerStats();
   const closeAll = async () => {
     for (const s of instances) await s.stage.close?.();
     for (const c of components.reverse()) await c.stop();
@@ -169,7 +59,10 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
       components.push(c);
     }
     for (const [i, u] of deps.chain.stages.entries()) {
-      const stage = await u.spec.create({ log: log.child({ stage: u.spec.name }) }, options[i] ?? {});
+      const stage = await u.spec.create(
+        { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
+        options[i] ?? {},
+      );
       instances.push({ spec: u.spec, stage });
     }
     await ensureGroup(redis, o.stream, o.group);
@@ -200,30 +93,7 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     stopper.signal,
   );
   let seq = 0;
-
-  /** Run one stage under its failure policy: outages retry with backoff until success or stop. */
-  async function runStage(s: Running, f: InFlight): Promise<void> {
-    const name = s.spec.name;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const t = performance.now();
-        f.data = await s.stage.process(f.batch, f.data);
-        const ms = performance.now() - t;
-        stats.ms[name] = (stats.ms[name] ?? 0) + ms;
-        deps.observer?.stageDone?.(name, f.batch, ms);
-        health.recover(name);
-        return;
-      } catch (err) {
-        if (s.spec.failure.classify(err) === "fatal") throw err;
-        if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
-        stats.retries++;
-        deps.observer?.retry?.(name, err);
-        health.degrade(name, s.spec.failure.describe(err), { seq: f.batch.seq, entries: f.batch.ids.length });
-        await sleep(backoffDelay(s.spec.failure.backoff, attempt), stopper.signal);
-        if (stopper.signal.aborted) throw new Abandoned(`stopping during a retry of ${name}`);
-      }
-    }
-  }
+  const runCtx = { stats, health, signal: stopper.signal, observer: deps.observer };
 
   async function readAndPrepare(): Promise<InFlight | null> {
     const t = performance.now();
@@ -248,7 +118,7 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     });
     const f: InFlight = { batch, data: { ids: r.ids, fields: r.fields } satisfies StreamEntries };
     try {
-      for (const s of prepareStages) await runStage(s, f);
+      for (const s of prepareStages) await runStage(s, f, runCtx);
     } catch (err) {
       reader.release(batch.ids);
       throw err;
@@ -262,7 +132,7 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
       for (let i = 0; i < commitStages.length; i++) {
         await places[i]!.enter();
         try {
-          await runStage(commitStages[i]!, f);
+          await runStage(commitStages[i]!, f, runCtx);
         } finally {
           places[i]!.leave();
         }
@@ -376,15 +246,4 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
       await done;
     },
   };
-}
-
-/** `--check`: healthy when the health key exists and says ok. */
-export async function checkHealth(redis: Redis, key: string): Promise<{ ok: boolean; body: string | null }> {
-  const body = await redis.get(key);
-  if (!body) return { ok: false, body };
-  try {
-    return { ok: (JSON.parse(body) as { status?: string }).status === "ok", body };
-  } catch {
-    return { ok: false, body };
-  }
 }

@@ -10,7 +10,10 @@ import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
-import { BusEndedError, Ingest, spoolTarget } from "../../stages/can-ingest.js";
+import { startScanner } from "../../pipeline/runtime/scanner.js";
+import { IngestLedger, spoolTarget } from "../../stages/append/ledger.js";
+import { BusEndedError, frameChunks } from "../../stages/can-ingest.js";
+import { type ScannerChainDeps, scannerChain } from "../../stages/chains.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
 import { testPrefix } from "../support/db.js";
 import { killAll, pipelineEnv, spawnService } from "../support/procs.js";
@@ -18,6 +21,13 @@ import { killAll, pipelineEnv, spawnService } from "../support/procs.js";
 // The scanner's behaviour at its edges, against the real Redis of the stack:
 // which source it reads by default, what every entry says about its source,
 // a replayed log with bad lines, and a live bus that goes away.
+
+/** The scanner's chain over `source`, as can-scanner runs it; resolves with the run's result. */
+async function runScanner(deps: Omit<ScannerChainDeps, "ledger" | "source">, source: FrameSource) {
+  const log = createLogger("test", "silent");
+  const chain = scannerChain({ ...deps, ledger: new IngestLedger(log), source });
+  return (await startScanner({ log, source: frameChunks(source), chain })).done;
+}
 
 const fields = (f: string[]) =>
   Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i]!, f[2 * i + 1]!]));
@@ -70,6 +80,10 @@ describe("can-scanner", () => {
     });
     const scanner = spawnService("can-scanner", env);
     expect(await scanner.waitExit(60_000)).toEqual({ code: 0, signal: null });
+    // the declared chain, described at start-up like the worker's
+    expect(scanner.logs.find((l) => l.msg === "stage chain")?.chain).toBe(
+      "can-frames → can-ingest → can-entries → stream-append → raw-stream",
+    );
     const entries = await redis.xrange(keys.raw, "-", "+");
     expect(entries.length).toBeGreaterThan(0);
     expect(new Set(entries.map(([, f]) => fields(f).src))).toEqual(new Set(["simulator"]));
@@ -134,18 +148,9 @@ describe("can-scanner", () => {
       close() {},
       async *frames() {},
     };
-    const make = () =>
-      new Ingest({
-        config,
-        log: createLogger("test", "silent"),
-        redis: client,
-        keys,
-        table,
-        statsKey: keys.stats("can-scanner"),
-        spoolFile,
-      });
+    const run = () => runScanner({ config, redis: client, keys, table, spoolFile }, empty);
     try {
-      expect(await make().run(empty)).toMatchObject({ reason: "end", spooled: 0 });
+      expect(await run()).toMatchObject({ reason: "end", stages: { "stream-append": { spooled: 0 } } });
       expect(existsSync(spoolFile)).toBe(false);
       const entries = await redis.xrange(keys.raw, "-", "+");
       expect(entries.length).toBe(n);
@@ -154,7 +159,7 @@ describe("can-scanner", () => {
       expect(await redis.hget(keys.stats("can-scanner"), "dropped_buffer")).toBe("7");
       // the same file again (a crash before it was removed): its frames again, its counters not
       writeFileSync(spoolFile, `${lines.slice(0, 2).join("\n").replace(`"frames":${n}`, '"frames":1')}\n`);
-      await make().run(empty);
+      await run();
       expect(await redis.hget(keys.stats("can-scanner"), "dropped_buffer")).toBe("7");
       expect(await redis.xlen(keys.raw)).toBe(n + 1);
       // a spool written for another stream is never appended here
@@ -162,7 +167,7 @@ describe("can-scanner", () => {
         spoolFile,
         `${lines.slice(0, 2).join("\n").replace(`"frames":${n}`, '"frames":1').replace(target, "redis://elsewhere:1 can:raw")}\n`,
       );
-      await make().run(empty);
+      await run();
       expect(await redis.xlen(keys.raw)).toBe(n + 1);
       expect(existsSync(spoolFile)).toBe(true);
     } finally {
@@ -197,17 +202,11 @@ describe("can-scanner", () => {
         yield frames.slice(10);
       },
     };
-    const ingest = new Ingest({
-      config,
-      log: createLogger("test", "silent"),
-      redis: client,
-      keys,
-      table,
-      statsKey: keys.stats("can-scanner"),
-      spoolFile: join(dir, "bus.spool"),
-    });
     try {
-      const err = await ingest.run(bus).catch((e: unknown) => e);
+      const err = await runScanner(
+        { config, redis: client, keys, table, spoolFile: join(dir, "bus.spool") },
+        bus,
+      ).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BusEndedError);
       expect((err as Error).message).toContain("socketcan:can0: the CAN interface stopped delivering frames");
       const entries = (await redis.xrange(keys.raw, "-", "+")).map(([, f]) => fields(f));
