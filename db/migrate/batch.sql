@@ -1,7 +1,7 @@
 -- Legacy migration: move one time range of the legacy table into measurement.
 --
 -- Inputs:      $1, $2 the batch's range [start, end); the session view
---              cea_legacy_src (source.sql) and functions (functions.sql); the
+--              cea_legacy_src (source.ts) and functions (functions.sql); the
 --              mapping cea_legacy_map (map.sql) from the site file.
 -- Writes:      measurement rows (time, sensor_id, value, status 'migrated') for
 --              every numeric value of a legacy row whose node maps to a device
@@ -31,7 +31,9 @@
 WITH src AS MATERIALIZED (
   SELECT ts, node_id, data, count(*) OVER (PARTITION BY ts, node_id) > 1 AS dup
   FROM cea_legacy_src
-  WHERE ts >= $1::timestamptz AND ts < $2::timestamptz
+  -- the column in its own type first (an index on it serves), then the instant exactly
+  WHERE raw >= pg_temp.cea_raw_lo($1::timestamptz) AND raw < pg_temp.cea_raw_hi($2::timestamptz)
+    AND ts >= $1::timestamptz AND ts < $2::timestamptz
 ), classified AS MATERIALIZED (
   SELECT x.time, x.dup, s.sensor_id, s.off, x.j, pg_temp.cea_legacy_kind(x.j) AS kind
   -- OFFSET 0 keeps jsonb_each apart from the mapping, so the mapping is one

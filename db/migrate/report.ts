@@ -55,13 +55,24 @@ export interface UnknownKey {
 export interface VerifyMismatch {
   sensor_id: number;
   sensor: string | null;
+  /** the facility-local day (cea_daily_bucket) */
   day: string;
   problems: string[];
+  /** the first keys (time) whose rows differ: legacy value vs stored row, null = absent */
+  first_differences: { time: string; legacy: number | null; stored: number | null; status: string | null }[];
   [k: string]: unknown;
 }
 
+/** A range of the data far from its bulk, with its rows per node. */
+export interface Outlier {
+  from: string;
+  to: string;
+  bulk: { from: string; to: string };
+  nodes: { node_id: number | null; rows: number }[];
+}
+
 export interface MigrationReport {
-  mode: "migrate" | "dry-run" | "verify-only";
+  mode: "migrate" | "dry-run" | "verify-only" | "undo";
   started_at: string;
   finished_at: string;
   edition: "community" | "apache";
@@ -81,11 +92,32 @@ export interface MigrationReport {
   unknown_keys: UnknownKey[];
   rows_without_time: number;
   rows_not_object: number;
+  /** rows whose json held a \u0000 (jsonb cannot: the value is counted as a non-numeric string) */
+  rows_with_nul: number;
+  /** rows whose json object repeated a key (the last value is the one read) */
+  rows_with_duplicate_keys: number;
+  /** local times of a column without time zone that the zone's changes make ambiguous / nonexistent */
+  local_times: {
+    zone: string | null;
+    ambiguous: number;
+    ambiguous_rule: string;
+    nonexistent: number;
+    nonexistent_rule: string;
+  };
+  outliers: Outlier[];
   site_sync: SyncReport | null;
   would_create: { rooms: string[]; devices: string[]; sensors: string[] } | null;
   batch: string;
   batches: { total: number; before_this_run: number; this_run: number; remaining: number };
-  this_run: { legacy_rows: number; values_seen: number; keys_numeric: number; inserted: number; seconds: number };
+  this_run: {
+    legacy_rows: number;
+    values_seen: number;
+    keys_numeric: number;
+    inserted: number;
+    seconds: number;
+    /** batches run again after a deadlock or serialization failure */
+    retries: number;
+  };
   /** over every committed batch of this source, earlier runs included */
   totals: {
     legacy_rows: number;
@@ -105,6 +137,8 @@ export interface MigrationReport {
   };
   aggregates: { edition: string; method: string; from: string; to: string } | null;
   stopped_early: boolean;
+  /** what --undo removed */
+  undone: { measurement_rows: number; checkpoints: number; from: string | null; to: string | null } | null;
   verification: {
     ok: boolean;
     sensor_days: number;
@@ -114,6 +148,8 @@ export interface MigrationReport {
     mismatch_count: number;
     mismatches: VerifyMismatch[];
   } | null;
+  /** things to look at that do not stop the run */
+  warnings: string[];
   /** what stops the run (unmapped nodes, unknown keys) */
   problems: string[];
 }
@@ -188,12 +224,46 @@ export function unknownKeysMessage(keys: UnknownKey[], site: Site): string {
 
 const n = (x: number) => x.toLocaleString("en-US");
 
+export function newSensor(sensorId: number, names: Map<number, string>): SensorReport {
+  return { sensor_id: sensorId, name: names.get(sensorId) ?? null, rows: 0, kinds: {}, skipped: 0, conflicts: 0 };
+}
+
+export function finishSensors(list: SensorReport[]): SensorReport[] {
+  for (const s of list) {
+    s.skipped = Object.entries(s.kinds)
+      .filter(([k]) => k !== "number" && k !== "numeric_string")
+      .reduce((a, [, c]) => a + c, 0);
+  }
+  return list.sort((a, b) => a.sensor_id - b.sensor_id);
+}
+
+/** The rows far from the bulk, per node; in a dry run asked as a question. */
+export function outlierMessage(outliers: Outlier[], question: boolean): string {
+  const out = [
+    `Rows far from the bulk of the data (${outliers[0]!.bulk.from.slice(0, 10)} .. ${outliers[0]!.bulk.to.slice(0, 10)}):`,
+  ];
+  for (const o of outliers) {
+    const total = o.nodes.reduce((a, x) => a + x.rows, 0);
+    out.push(
+      `  ${o.from.slice(0, 10)} .. ${o.to.slice(0, 10)}: ${n(total)} row(s); ` +
+        o.nodes.map((x) => `node ${x.node_id ?? "NULL"}: ${n(x.rows)}`).join(", "),
+    );
+  }
+  out.push(
+    question
+      ? "Are these times real? They will be migrated as they are; if they are not, correct or remove them in a copy of the legacy table first."
+      : "They are migrated as they are (each costs one batch).",
+  );
+  return out.join("\n");
+}
+
 export function formatReport(r: MigrationReport): string {
   const out: string[] = [];
   const title = {
     migrate: "Legacy migration",
     "dry-run": "Legacy migration: DRY RUN (nothing written)",
     "verify-only": "Legacy migration: verification",
+    undo: "Legacy migration: UNDO",
   }[r.mode];
   out.push(`${title}  ${r.started_at} .. ${r.finished_at}`);
   out.push(
@@ -216,6 +286,15 @@ export function formatReport(r: MigrationReport): string {
     for (const k of r.unknown_keys) out.push(`  node ${k.node_id} ${k.key}: ${n(k.n)}`);
   }
   if (r.rows_without_time) out.push(`rows without a timestamp (not migrated): ${n(r.rows_without_time)}`);
+  if (r.rows_with_nul)
+    out.push(`rows with a \\u0000 in their json (counted as non-numeric strings): ${n(r.rows_with_nul)}`);
+  if (r.rows_with_duplicate_keys)
+    out.push(`rows repeating a json key (the last value read): ${n(r.rows_with_duplicate_keys)}`);
+  if (r.local_times.ambiguous || r.local_times.nonexistent)
+    out.push(
+      `local times in ${r.local_times.zone}: ${n(r.local_times.ambiguous)} ambiguous (${r.local_times.ambiguous_rule}), ${n(r.local_times.nonexistent)} nonexistent (${r.local_times.nonexistent_rule})`,
+    );
+  if (r.outliers.length) out.push("", outlierMessage(r.outliers, r.mode === "dry-run"));
   if (r.rows_not_object) out.push(`rows whose data is not a JSON object (nothing to migrate): ${n(r.rows_not_object)}`);
   if (r.would_create)
     out.push(
@@ -261,15 +340,27 @@ export function formatReport(r: MigrationReport): string {
   if (r.aggregates) out.push("", `aggregates: ${r.aggregates.method}, ${r.aggregates.from} .. ${r.aggregates.to}`);
   if (r.stopped_early)
     out.push("", `STOPPED after ${r.batches.this_run} batch(es); ${r.batches.remaining} remain. Run again to resume.`);
+  if (r.undone)
+    out.push(
+      "",
+      `undone: ${n(r.undone.measurement_rows)} migrated rows and ${n(r.undone.checkpoints)} checkpoints deleted` +
+        (r.undone.from ? ` (${r.undone.from} .. ${r.undone.to}); aggregates recomputed over that range` : ""),
+    );
   if (r.verification) {
     const v = r.verification;
     out.push(
       "",
       `verification: ${v.ok ? "OK" : "MISMATCH"}: ${n(v.sensor_days)} sensor-days of ${v.sensors} sensors, ${n(v.legacy_values)} legacy values vs ${n(v.measurement_rows)} measurement rows, ${v.mismatch_count} mismatching`,
     );
-    for (const m of v.mismatches.slice(0, 20))
+    for (const m of v.mismatches.slice(0, 20)) {
       out.push(`  ${m.sensor ?? m.sensor_id} ${m.day}: ${m.problems.join("; ")}`);
+      for (const d of m.first_differences)
+        out.push(
+          `    ${d.time}: legacy ${d.legacy ?? "-"}, stored ${d.stored ?? "-"}${d.status && d.status !== "migrated" ? ` (status ${d.status})` : ""}`,
+        );
+    }
   }
+  for (const w of r.warnings) out.push("", `warning: ${w}`);
   for (const p of r.problems) out.push("", p);
   return `${out.join("\n")}\n`;
 }
