@@ -17,4 +17,4 @@ WITH RECURSIVE w(s) AS (
           FROM cea_legacy_src l WHERE l.raw >= pg_temp.cea_raw_of(w.s + $1::bigint))
   FROM w WHERE w.s IS NOT NULL
 )
-SELECT s::text FROM w WHERE s IS NOT NULL ORDER BY s
+SELECT w.s::text AS s FROM w WHERE w.s IS NOT NULL ORDER BY w.s

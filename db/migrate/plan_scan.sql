@@ -7,7 +7,7 @@
 -- Idempotency: a pure query.
 -- Returns:     as plan_index.sql.
 
-SELECT s::text FROM (
+SELECT w.s::text AS s FROM (
   SELECT DISTINCT floor(extract(epoch FROM raw) * 1000 / $1::bigint)::bigint * $1::bigint AS s
   FROM cea_legacy_src WHERE raw IS NOT NULL
-) w ORDER BY s
+) w ORDER BY w.s
