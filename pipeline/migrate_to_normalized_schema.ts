@@ -94,7 +94,7 @@ function parseCommandLine() {
     });
   } catch (err) {
     // node's own wording names the option ("Unknown option '--x'", "argument missing")
-    throw new ConfigError(`${(err as Error).message} (--help lists the options)`);
+    throw new ConfigError(`${(err as Error).message.replace(/\s*\n\s*/g, " ")} (--help lists the options)`);
   }
 }
 

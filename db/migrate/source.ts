@@ -110,11 +110,13 @@ export async function openSource(db: pg.ClientBase, o: Options): Promise<LegacyS
   const json = data.type === "json";
   const dataExpr = json ? `pg_temp.cea_legacy_jsonb(${d})` : d;
   await db.query(`
-    CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_jsonb(j json) RETURNS jsonb
+    CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_json_clean(j json) RETURNS json
     LANGUAGE sql IMMUTABLE AS $f$
-      SELECT CASE WHEN strpos(j::text, '\\u0000') = 0 THEN j::jsonb
-             ELSE regexp_replace(j::text, '(?<!\\\\)((?:\\\\\\\\)*)\\\\u0000', '\\1\\\\ufffd', 'g')::jsonb END
+      SELECT CASE WHEN strpos(j::text, '\\u0000') = 0 THEN j
+             ELSE regexp_replace(j::text, '(?<!\\\\)((?:\\\\\\\\)*)\\\\u0000', '\\1\\\\ufffd', 'g')::json END
     $f$;
+    CREATE OR REPLACE FUNCTION pg_temp.cea_legacy_jsonb(j json) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE AS $f$ SELECT pg_temp.cea_legacy_json_clean(j)::jsonb $f$;
     CREATE OR REPLACE FUNCTION pg_temp.cea_raw_lo(s timestamptz) RETURNS ${tsExpr.rawType}
     LANGUAGE sql IMMUTABLE AS $f$ SELECT ${tsExpr.lo.replace("$1", "s")} $f$;
     CREATE OR REPLACE FUNCTION pg_temp.cea_raw_hi(s timestamptz) RETURNS ${tsExpr.rawType}
@@ -127,7 +129,7 @@ export async function openSource(db: pg.ClientBase, o: Options): Promise<LegacyS
            ${json ? `strpos(${d}::text, '\\u0000') > 0` : "false"} AS nul,
            ${
              json
-               ? `CASE WHEN json_typeof(${d}) = 'object' THEN (SELECT count(*) FROM json_object_keys(${d})) <> (SELECT count(*) FROM jsonb_object_keys(${dataExpr})) ELSE false END`
+               ? `CASE WHEN json_typeof(${d}) = 'object' THEN (SELECT count(*) FROM json_object_keys(pg_temp.cea_legacy_json_clean(${d}))) <> (SELECT count(*) FROM jsonb_object_keys(${dataExpr})) ELSE false END`
                : "false"
            } AS dup_keys,
            ${type ? `${db.escapeIdentifier(type.name)}::text` : "NULL::text"} AS message_type
