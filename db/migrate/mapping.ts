@@ -8,11 +8,17 @@ import { type LegacySource, openSource } from "./source.js";
 // (the site file is the only source of metadata), and what the legacy table
 // holds per node.
 
+/** name: the legacy key (the sensor's legacy_key, else its name) */
 export type SensorMapping = { node_id: number; name: string; sensor_id: number; off: number }[];
 
 export function siteMapping(site: Site): SensorMapping {
   return site.devices.flatMap((d) =>
-    d.sensors.map((s) => ({ node_id: d.node_id, name: s.name, sensor_id: s.id, off: s.calibration_offset })),
+    d.sensors.map((s) => ({
+      node_id: d.node_id,
+      name: s.legacy_key ?? s.name,
+      sensor_id: s.id,
+      off: s.calibration_offset,
+    })),
   );
 }
 

@@ -190,6 +190,10 @@ export function unknownKeysMessage(keys: UnknownKey[], site: Site): string {
     'to paste into each device\'s "sensors" array (check unit, data_type and signal):',
   );
   const usedIds = new Set(site.devices.flatMap((d) => d.sensors.map((s) => s.id)));
+  // sensor names and signals are unique in the whole site file: a key that is
+  // not a free valid name gets a name of its own and keeps the key as legacy_key
+  const usedNames = new Set(site.devices.flatMap((d) => d.sensors.map((s) => s.name)));
+  const usedSignals = new Set(site.devices.flatMap((d) => d.sensors.map((s) => s.signal)));
   for (const d of site.devices) {
     const mine = keys.filter((k) => k.node_id === d.node_id);
     if (!mine.length) continue;
@@ -197,22 +201,30 @@ export function unknownKeysMessage(keys: UnknownKey[], site: Site): string {
     let channel = Math.max(...d.sensors.map((s) => s.channel)) + 1;
     const entries: string[] = [];
     for (const k of mine) {
-      if (!/^[a-z][a-z0-9_]*$/.test(k.key)) {
-        out.push(`  (${JSON.stringify(k.key)} is not a valid sensor name: it can only be skipped)`);
-        continue;
+      const valid = /^[a-z][a-z0-9_]*$/.test(k.key);
+      let name = k.key;
+      if (!valid || usedNames.has(name)) {
+        const base = `${k.key.toLowerCase().replace(/[^a-z0-9_]+/g, "_").replace(/^[^a-z]+/, "").replace(/_+$/, "") || "legacy"}_n${d.node_id}`;
+        name = base;
+        for (let i = 2; usedNames.has(name); i++) name = `${base}_${i}`;
       }
+      usedNames.add(name);
+      let signal = `Legacy_N${d.node_id}.${name}`;
+      for (let i = 2; usedSignals.has(signal); i++) signal = `Legacy_N${d.node_id}.${name}_${i}`;
+      usedSignals.add(signal);
       while (usedIds.has(nextId)) nextId++;
       usedIds.add(nextId);
-      const unit = UNIT_GUESS.find(([re]) => re.test(k.key))?.[1] ?? "";
+      const unit = UNIT_GUESS.find(([re]) => re.test(k.key.toLowerCase()))?.[1] ?? "";
       entries.push(
         JSON.stringify({
           id: nextId,
-          name: k.key,
+          name,
           unit,
           data_type: "float",
           channel: channel++,
           calibration_offset: 0,
-          signal: `Legacy_N${d.node_id}.${k.key}`,
+          signal,
+          ...(name !== k.key ? { legacy_key: k.key } : {}),
         }),
       );
     }
