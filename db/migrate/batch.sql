@@ -10,7 +10,7 @@
 --              aggregates are brought up to date once, at the end of the run,
 --              over the whole migrated range (aggregate_apache.sql,
 --              refresh_community.sql). Never writes the legacy table.
--- Idempotency: ON CONFLICT (sensor_id, time) DO NOTHING: running a range again
+-- Idempotency: a stored (sensor_id, time) is kept: running a range again
 --              writes nothing. Duplicated frames (same node and time) collapse
 --              to one row per key; when they disagree (a conflict) the SMALLEST
 --              value is kept, which does not depend on the physical order of
@@ -48,15 +48,15 @@ WITH src AS MATERIALIZED (
   FROM (SELECT sensor_id, time, pg_temp.cea_legacy_value(j, kind) + off AS v
         FROM classified WHERE dup AND kind IN ('number', 'numeric_string')) n
   GROUP BY sensor_id, time
-), ins AS (
-  INSERT INTO measurement (time, sensor_id, value, status)
-  SELECT time, sensor_id, pg_temp.cea_legacy_value(j, kind) + off, 'migrated'
+), new_rows AS (
+  SELECT time, sensor_id, pg_temp.cea_legacy_value(j, kind) + off AS value, 'migrated' AS status
   FROM classified WHERE NOT dup AND kind IN ('number', 'numeric_string')
   UNION ALL
   SELECT time, sensor_id, value, 'migrated' FROM grouped
-  ON CONFLICT (sensor_id, time) DO NOTHING
-  RETURNING sensor_id
-)
+-- the CTE `ins` that writes new_rows into measurement, from the one write
+-- module (db/measurements.ts insertFromSelect: a stored key is kept, RETURNING
+-- sensor_id, time); batches.ts puts it in place of the next line
+), {{insert}}
 SELECT
   (SELECT count(*) FROM src)::bigint AS legacy_rows,
   k.values_seen,

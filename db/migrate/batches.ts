@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { insertFromSelect } from "../measurements.js";
 import { classifyDbError } from "../pg-errors.js";
 import type { SensorMapping } from "./mapping.js";
 import { prepareSession } from "./mapping.js";
@@ -65,6 +66,21 @@ export async function withConflictRetry<T>(
   }
 }
 
+/**
+ * The batch statement (batch.sql), writing through the one write module; the
+ * aggregates are recomputed once over the migrated range at the end
+ * (aggregates.ts), so nothing is queued per batch.
+ */
+export async function batchStatement(): Promise<string> {
+  return (await sql("batch")).replace(
+    "{{insert}}",
+    insertFromSelect("SELECT time, sensor_id, value, status FROM new_rows", {
+      conflict: "keep-stored",
+      queueAggregates: false,
+    }),
+  );
+}
+
 export async function runBatches(
   db: pg.ClientBase,
   src: LegacySource,
@@ -72,7 +88,7 @@ export async function runBatches(
   mapping: SensorMapping,
   run: BatchRun,
 ): Promise<BatchTotals> {
-  const batchSql = await sql("batch");
+  const batchSql = await batchStatement();
   const cpSql = await sql("checkpoint_insert");
   const totals: BatchTotals = { batches: 0, legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, retries: 0 };
   let rowsNow = run.startRows;

@@ -204,7 +204,13 @@ export function unknownKeysMessage(keys: UnknownKey[], site: Site): string {
       const valid = /^[a-z][a-z0-9_]*$/.test(k.key);
       let name = k.key;
       if (!valid || usedNames.has(name)) {
-        const base = `${k.key.toLowerCase().replace(/[^a-z0-9_]+/g, "_").replace(/^[^a-z]+/, "").replace(/_+$/, "") || "legacy"}_n${d.node_id}`;
+        const base = `${
+          k.key
+            .toLowerCase()
+            .replace(/[^a-z0-9_]+/g, "_")
+            .replace(/^[^a-z]+/, "")
+            .replace(/_+$/, "") || "legacy"
+        }_n${d.node_id}`;
         name = base;
         for (let i = 2; usedNames.has(name); i++) name = `${base}_${i}`;
       }

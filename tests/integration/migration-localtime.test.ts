@@ -1,8 +1,9 @@
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { batchStatement } from "../../db/migrate/batches.js";
 import { prepareSession, siteMapping } from "../../db/migrate/mapping.js";
 import { runMigration } from "../../db/migrate/migrate.js";
-import { migrateOptionsSchema, sql } from "../../db/migrate/options.js";
+import { migrateOptionsSchema } from "../../db/migrate/options.js";
 import type { Site } from "../../db/site.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { connect, loadTestSite, recordingProgress } from "./migration-helpers.js";
@@ -51,7 +52,7 @@ describe("legacy migration: a local time column (timestamp without time zone)", 
     try {
       const src = await prepareSession(s, o, siteMapping(site));
       expect(src.timeIndexed).toBe(true);
-      const { rows } = await s.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${await sql("batch")}`, [
+      const { rows } = await s.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${await batchStatement()}`, [
         "2024-05-01T00:00:00Z",
         "2024-05-02T00:00:00Z",
       ]);
