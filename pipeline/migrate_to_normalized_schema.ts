@@ -6,7 +6,7 @@ import { z } from "zod";
 import { describeFailure } from "../db/migrate/failures.js";
 import { migrateOptionsSchema, runMigration } from "../db/migrate/migrate.js";
 import { createProgress } from "../db/migrate/progress.js";
-import { formatReport, writeReport } from "../db/migrate/report.js";
+import { formatReport, writeReport } from "../db/migrate/report-text.js";
 import { loadSite } from "../db/site.js";
 import { loadConfig } from "./runtime/config.js";
 import { ConfigError } from "./runtime/errors.js";

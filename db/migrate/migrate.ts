@@ -10,15 +10,8 @@ import { prepareSession, scanNodes, siteMapping, unknownKeys, wouldCreate } from
 import { iso, type MigrateOptions, migrateOptionsSchema, sql } from "./options.js";
 import { findOutliers, planWindows, uncovered, type Window } from "./plan.js";
 import type { ProgressSink } from "./progress.js";
-import {
-  finishSensors,
-  type MigrationReport,
-  newSensor,
-  outlierMessage,
-  type SensorReport,
-  unknownKeysMessage,
-  unmappedMessage,
-} from "./report.js";
+import { emptyReport, finishSensors, type MigrationReport, newSensor, type SensorReport } from "./report.js";
+import { outlierMessage, unknownKeysMessage, unmappedMessage } from "./report-text.js";
 import { undoRuns } from "./undo.js";
 import { verify } from "./verify.js";
 
@@ -218,59 +211,4 @@ async function dryRunSensors(
     }
   }
   return finishSensors([...per.values()]);
-}
-
-function emptyReport(
-  mode: MigrationReport["mode"],
-  startedAt: string,
-  ed: "community" | "apache",
-  src: Awaited<ReturnType<typeof prepareSession>>,
-  o: ReturnType<typeof migrateOptionsSchema.parse>,
-): MigrationReport {
-  return {
-    mode,
-    started_at: startedAt,
-    finished_at: startedAt,
-    edition: ed,
-    source: {
-      schema: src.schema,
-      table: src.table,
-      time_column: src.timeColumn,
-      time_with_zone: src.timeWithZone,
-      node_column: src.nodeColumn,
-      data_column: src.dataColumn,
-      type_column: src.typeColumn,
-      time_indexed: src.timeIndexed,
-    },
-    range: { first: null, last: null },
-    nodes: [],
-    unmapped_nodes: [],
-    unknown_keys: [],
-    rows_without_time: 0,
-    rows_not_object: 0,
-    rows_with_nul: 0,
-    rows_with_duplicate_keys: 0,
-    local_times: {
-      zone: src.timeZone,
-      ambiguous: 0,
-      ambiguous_rule: `the ${o.ambiguous} of the two instants (--ambiguous)`,
-      nonexistent: 0,
-      nonexistent_rule: "moved forward by the length of the gap",
-    },
-    outliers: [],
-    site_sync: null,
-    would_create: null,
-    batch: o.batch,
-    batches: { total: 0, before_this_run: 0, this_run: 0, remaining: 0 },
-    this_run: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, seconds: 0, retries: 0 },
-    totals: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, already_present: 0, duplicates: 0 },
-    sensors: [],
-    conflicts: { total: 0, rule: "smallest value kept", samples: [] },
-    aggregates: null,
-    stopped_early: false,
-    undone: null,
-    verification: null,
-    warnings: [],
-    problems: [],
-  };
 }

@@ -58,8 +58,16 @@ describe("legacy migration: sparse history and a verification of content", () =>
   });
 
   it("migrates in as many batches and checkpoints as windows hold rows, and verifies", async () => {
-    const r = await runMigration(client, site, { batch: "1h" }, { progress: recordingProgress() });
+    const progress = recordingProgress();
+    const r = await runMigration(client, site, { batch: "1h" }, { progress });
     expect(r.batches).toMatchObject({ total: 7, this_run: 7, remaining: 0 });
+    // the bars follow the plan: the rows end at their total, the days verified at theirs
+    const [rowsBar, daysBar] = progress.bars;
+    expect(rowsBar).toMatchObject({ label: "legacy rows", total: 1502 });
+    expect(rowsBar!.done.at(-1)).toBe(1502);
+    expect(Math.max(...rowsBar!.done)).toBe(1502);
+    expect(daysBar).toMatchObject({ label: "days verified", total: 3 });
+    expect(daysBar!.done.at(-1)).toBe(3);
     const { rows } = await client.query("SELECT count(*)::int AS n FROM migration_checkpoint");
     expect(rows[0].n).toBe(7);
     expect(r.verification?.ok).toBe(true);
