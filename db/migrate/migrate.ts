@@ -99,10 +99,6 @@ export async function runMigration(
   const mappedNodes = content.nodes.filter((n) => n.mapped).map((n) => n.node_id as number);
   const windows = await planWindows(db, src, o);
   report.batches.total = windows.length;
-  console.log(
-    "W",
-    windows.map((w) => iso(w[0])),
-  );
   report.outliers = await findOutliers(db, windows);
   if (report.outliers.length) io.progress.line(outlierMessage(report.outliers, mode === "dry-run"));
 
