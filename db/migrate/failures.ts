@@ -54,12 +54,12 @@ export function describeFailure(err: unknown, url: string): ConfigError {
  * The privileges the run needs that the role lacks, named before anything is
  * written (instead of a failure halfway, or a misleading "table not found").
  */
-export async function missingPrivileges(db: pg.ClientBase, writes: boolean): Promise<string[]> {
+export async function missingPrivileges(db: pg.ClientBase, mode: "read" | "migrate" | "undo"): Promise<string[]> {
+  const writes = mode !== "read";
   const needs: [string, string][] = [["measurement", "SELECT"]];
   if (writes)
     needs.push(
       ["measurement", "INSERT"],
-      ["measurement", "DELETE"],
       ["room", "INSERT"],
       ["room", "UPDATE"],
       ["device", "INSERT"],
@@ -67,6 +67,7 @@ export async function missingPrivileges(db: pg.ClientBase, writes: boolean): Pro
       ["sensor", "INSERT"],
       ["sensor", "UPDATE"],
     );
+  if (mode === "undo") needs.push(["measurement", "DELETE"]);
   const { rows } = await db.query<{ missing: string | null }>(
     `SELECT string_agg(format('%s on table %s', p.what, p.t), ', ') FILTER (WHERE NOT has_table_privilege(p.t, p.what)) AS missing
      FROM unnest($1::text[], $2::text[]) AS p(t, what)`,

@@ -47,7 +47,7 @@ export async function runMigration(
   const ed = await edition(db);
   const mapping = siteMapping(site);
   const src = await prepareSession(db, o, mapping);
-  const missing = await missingPrivileges(db, mode === "migrate" || mode === "undo");
+  const missing = await missingPrivileges(db, mode === "migrate" || mode === "undo" ? mode : "read");
   if (missing.length)
     throw new ConfigError(
       `role ${(await db.query<{ r: string }>("SELECT current_user AS r")).rows[0]!.r} lacks the privilege ${missing.join("; ")}: grant it, or connect as the schema owner (--database-url)`,
