@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { prepareSession, siteMapping } from "../db/migrate/mapping.js";
 import { runMigration } from "../db/migrate/migrate.js";
+import { migrateOptionsSchema } from "../db/migrate/options.js";
 import type { ProgressSink } from "../db/migrate/progress.js";
 import { applySchema } from "../db/schema.js";
 import { loadSite, syncSite } from "../db/site.js";
@@ -63,6 +65,40 @@ const UNCONSTRAINED = CEILING.replace("INSERT INTO measurement ", "INSERT INTO m
 
 const WARM_UP = "SELECT count(*), sum(length(decoded_data::text)) FROM can_messages";
 
+// The sparse case: the same table plus one row decades before and one after.
+const STRAYS = `INSERT INTO can_messages ("timestamp", node_id, message_type, decoded_data) VALUES
+  ('1999-03-01T12:00:00Z', 1, 'climate', '{"dry_bulb_b": 21.25}'),
+  ('2100-07-01T08:00:00Z', 2, 'climate', '{"dry_bulb_f": 19.5}')`;
+// The naive case: the time column as local time without time zone (the index rebuilt on it).
+const NAIVE_ZONE = "Europe/Berlin";
+const NAIVE = `ALTER TABLE can_messages ALTER COLUMN "timestamp" TYPE timestamp without time zone
+  USING ("timestamp" AT TIME ZONE '${NAIVE_ZONE}')`;
+
+// The verification as it was before issue 10 (per UTC day: count, min, max,
+// first and last; no content checksum), run over the same session view as the
+// baseline of the verification's speed.
+const OLD_VERIFY = `WITH keyed AS (
+  SELECT s.sensor_id, l.ts AS time, min(pg_temp.cea_legacy_value(kv.value, pg_temp.cea_legacy_kind(kv.value)) + s.off) AS value
+  FROM cea_legacy_src l
+  CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.data) = 'object' THEN l.data END) AS kv
+  JOIN cea_legacy_map s ON s.node_id = l.node_id AND s.name = kv.key
+  WHERE l.ts >= $1::timestamptz AND l.ts < $2::timestamptz
+    AND pg_temp.cea_legacy_kind(kv.value) IN ('number', 'numeric_string')
+  GROUP BY s.sensor_id, l.ts
+), legacy AS (
+  SELECT sensor_id, time_bucket(INTERVAL '1 day', time) AS day, count(*)::bigint AS n,
+         min(value) AS lo, max(value) AS hi, min(time) AS t0, max(time) AS t1
+  FROM keyed GROUP BY 1, 2
+), meas AS (
+  SELECT m.sensor_id, time_bucket(INTERVAL '1 day', m.time) AS day, count(*)::bigint AS n,
+         min(m.value) AS lo, max(m.value) AS hi, min(m.time) AS t0, max(m.time) AS t1
+  FROM measurement m
+  WHERE m.time >= $1::timestamptz AND m.time < $2::timestamptz
+    AND m.sensor_id IN (SELECT sensor_id FROM cea_legacy_map)
+  GROUP BY 1, 2
+)
+SELECT count(*) AS n, sum(l.n) AS values FROM legacy l FULL JOIN meas m ON m.sensor_id = l.sensor_id AND m.day = l.day`;
+
 /** CREATE DATABASE … TEMPLATE, waiting (up to 10 s) for the template's closed session to go away. */
 async function copyDatabase(admin: pg.Client, from: string, to: string): Promise<void> {
   for (let i = 0; ; i++) {
@@ -94,7 +130,13 @@ const quiet = (log: (m: string) => void): ProgressSink => {
 const bench: Bench = async (ctx) => {
   const rows = Math.round(10_000_000 * ctx.scale);
   const base = `cea_bench_migration_${randomBytes(3).toString("hex")}`;
-  const names = { migration: base, ceiling: `${base}_ceil`, single: `${base}_one` };
+  const names = {
+    migration: base,
+    ceiling: `${base}_ceil`,
+    single: `${base}_one`,
+    sparse: `${base}_sparse`,
+    naive: `${base}_naive`,
+  };
   const urlOf = (db: string) => {
     const u = new URL(ctx.databaseUrl);
     u.pathname = `/${db}`;
@@ -126,9 +168,21 @@ const bench: Bench = async (ctx) => {
       await gen.end();
     }
     // identical copies: same schema, site and legacy table, nothing migrated
-    for (const copy of [names.ceiling, names.single]) await copyDatabase(admin, names.migration, copy);
-    const [mig, ceil, one] = [await open(names.migration), await open(names.ceiling), await open(names.single)];
-    clients.push(mig, ceil, one);
+    for (const copy of [names.ceiling, names.single, names.sparse, names.naive])
+      await copyDatabase(admin, names.migration, copy);
+    const [mig, ceil, one, sparse, naive] = [
+      await open(names.migration),
+      await open(names.ceiling),
+      await open(names.single),
+      await open(names.sparse),
+      await open(names.naive),
+    ];
+    clients.push(mig, ceil, one, sparse, naive);
+    await sparse.query(STRAYS);
+    await sparse.query("ANALYZE can_messages");
+    ctx.log(`naive copy: ${NAIVE} ...`);
+    await naive.query(NAIVE);
+    await naive.query("ANALYZE can_messages");
     const legacyRows = Number((await mig.query<{ n: string }>("SELECT count(*) AS n FROM can_messages")).rows[0]!.n);
 
     const timed = async <T>(what: string, f: () => Promise<T>): Promise<[T, number]> => {
@@ -165,10 +219,54 @@ const bench: Bench = async (ctx) => {
     );
     ctx.log(`  ${single.this_run.inserted} measurements in ${oneS.toFixed(1)} s`);
 
+    await sparse.query(WARM_UP);
+    const [sparseRep, sparseS] = await timed("migration, sparse (two rows decades away)", () =>
+      runMigration(
+        sparse,
+        site,
+        { batch: "1d", verify: false, parallel: 2 },
+        { progress: quiet(ctx.log), connect: () => open(names.sparse) },
+      ),
+    );
+    await naive.query(WARM_UP);
+    const [naiveRep, naiveS] = await timed(`migration, local time column (${NAIVE_ZONE}, indexed)`, () =>
+      runMigration(
+        naive,
+        site,
+        { batch: "1d", verify: false, parallel: 2, legacyTimeZone: NAIVE_ZONE },
+        { progress: quiet(ctx.log), connect: () => open(names.naive) },
+      ),
+    );
+    if (sparseRep.this_run.inserted !== migrated + 2 || naiveRep.this_run.inserted !== migrated)
+      throw new Error(
+        `sparse moved ${sparseRep.this_run.inserted}, naive ${naiveRep.this_run.inserted}, dense ${migrated}`,
+      );
+
     const [verified, verS] = await timed("verification (--verify-only)", () =>
       runMigration(mig, site, { batch: "1d", verifyOnly: true }, { progress: quiet(ctx.log) }),
     );
     if (!verified.verification?.ok) throw new Error("benchmark migration did not verify");
+    // the verification before issue 10, one UTC day per query, on the same data
+    const [oldValues, oldVerS] = await timed("verification as before (baseline)", async () => {
+      const c = await open(names.migration);
+      try {
+        await prepareSession(c, migrateOptionsSchema.parse({}), siteMapping(site));
+        const { rows: d } = await c.query<{ first: string; last: string }>(DAYS);
+        let values = 0;
+        for (let t = Number(d[0]!.first); t <= Number(d[0]!.last); t += 86_400_000) {
+          const { rows } = await c.query<{ values: string | null }>(OLD_VERIFY, [
+            new Date(t).toISOString(),
+            new Date(t + 86_400_000).toISOString(),
+          ]);
+          values += Number(rows[0]?.values ?? 0);
+        }
+        return values;
+      } finally {
+        await c.end();
+      }
+    });
+    if (oldValues !== verified.verification.legacy_values)
+      throw new Error(`old verification saw ${oldValues} values, the new one ${verified.verification.legacy_values}`);
     if (single.this_run.inserted !== migrated) throw new Error("the two migration runs moved different counts");
 
     // the per-day ceiling on the same copy, measurement emptied first
@@ -253,10 +351,40 @@ const bench: Bench = async (ctx) => {
         note: "a copy of measurement without the foreign key and unique key: what the schema's checks cost every writer",
       },
       {
+        case: "migration, sparse: dense data + one row in 1999 and one in 2100",
+        value: Math.round(sparseRep.this_run.inserted / sparseS),
+        unit: "measurements/s",
+        baseline: "migration (the command: 2 sessions, no verification)",
+        ratio: sparseRep.this_run.inserted / sparseS / migRate,
+        target: ">= 0.67 (within 1.5x of the dense case's time)",
+        met: sparseRep.this_run.inserted / sparseS / migRate >= 1 / 1.5,
+        note: `${sparseRep.batches.total} batches planned (the dense case: ${report.batches.total}), ${sparseS.toFixed(1)} s`,
+      },
+      {
+        case: `migration, local time column without time zone (${NAIVE_ZONE}), indexed`,
+        value: Math.round(naiveRep.this_run.inserted / naiveS),
+        unit: "measurements/s",
+        baseline: "migration (the command: 2 sessions, no verification)",
+        ratio: naiveRep.this_run.inserted / naiveS / migRate,
+        target: ">= 0.67 (within 1.5x of the dense case's time)",
+        met: naiveRep.this_run.inserted / naiveS / migRate >= 1 / 1.5,
+        note: `${naiveRep.batches.total} batches, ${naiveRep.local_times.ambiguous} ambiguous and ${naiveRep.local_times.nonexistent} nonexistent local times; ${naiveS.toFixed(1)} s`,
+      },
+      {
+        case: "verification as before issue 10 (count/min/max per UTC day)",
+        value: Math.round(oldValues / oldVerS),
+        unit: "values/s",
+        note: "the old query shape, one UTC day per query, on the same data and session view",
+      },
+      {
         case: "verification (--verify-only)",
         value: Math.round(verified.verification.legacy_values / verS),
         unit: "values/s",
-        note: "per sensor per day, legacy against measurement",
+        baseline: "verification as before issue 10 (count/min/max per UTC day)",
+        ratio: verified.verification.legacy_values / verS / (oldValues / oldVerS),
+        target: ">= 0.5 (within 2x of the old verification's time)",
+        met: verified.verification.legacy_values / verS / (oldValues / oldVerS) >= 0.5,
+        note: "per sensor per facility-local day: count, min, max, range and a content checksum, 7 days per query",
       },
     ];
     return {
@@ -268,6 +396,10 @@ const bench: Bench = async (ctx) => {
         ceiling_day_seconds: dayS,
         batches: report.batches.total,
         migration_seconds: migS,
+        sparse_seconds: sparseS,
+        naive_seconds: naiveS,
+        verify_seconds: verS,
+        old_verify_seconds: oldVerS,
         ceiling_seconds: ceilS,
       },
     };

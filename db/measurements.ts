@@ -6,8 +6,8 @@ import { encodeBinaryCopy, hourBuckets } from "./copy-binary.js";
 import type { Queryable } from "./pool.js";
 import type { ReadingColumns } from "./readings.js";
 
-// The module that writes measurements, for the can-worker and the HTTP API
-// (the legacy migration writes with its own set-based statement, db/migrate).
+// The module that writes measurements, for the can-worker, the HTTP API and
+// the legacy migration (db/migrate, its set-based shape: insertFromSelect).
 // Every writer here inserts on the idempotency key (sensor_id, time) and queues
 // the touched hour buckets for the Apache-edition aggregates in the same
 // statement or transaction, so the mark commits with the rows (see
@@ -19,7 +19,10 @@ import type { ReadingColumns } from "./readings.js";
 //   - insertGroup (the API's group commit): one statement, the first of each
 //     key wins, an outcome per input;
 //   - writeReadings (reading columns; the can-worker): binary COPY straight
-//     into the table, the staging path when a key is already stored.
+//     into the table, the staging path when a key is already stored;
+//   - insertFromSelect (rows a statement computes inside the database; the
+//     legacy migration): a stored key is kept; the aggregate queue is the
+//     caller's choice (the migration recomputes its whole range once instead).
 //
 // Contract: call inside a transaction the caller owns (BEGIN … COMMIT) unless
 // said otherwise; the staging table empties itself at commit.
@@ -56,6 +59,21 @@ const MERGE = `WITH ins AS (
   RETURNING sensor_id, time
 ), ${QUEUE_INSERTED}
 SELECT count(*)::int AS inserted FROM ins`;
+
+/**
+ * The set-based shape: the text of a CTE `ins` (to follow other CTEs in a
+ * WITH) that inserts the rows of `select` (columns time, sensor_id, value,
+ * status) and returns sensor_id, time of each new row; a key already stored is
+ * kept. With queueAggregates the CTE `marked` queues their hour buckets too.
+ */
+export function insertFromSelect(select: string, how: { conflict: "keep-stored"; queueAggregates: boolean }): string {
+  return `ins AS (
+  INSERT INTO measurement (time, sensor_id, value, status)
+  ${select}
+  ON CONFLICT (sensor_id, time) DO NOTHING
+  RETURNING sensor_id, time
+)${how.queueAggregates ? `, ${QUEUE_INSERTED}` : ""}`;
+}
 
 const ISO_UTC = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 

@@ -37,6 +37,8 @@ export const sensorSchema = z.strictObject({
   kind: z.enum(SENSOR_KIND_NAMES).optional(),
   /** Expected seconds between readings; default: its CAN message's cycle time, else CEA_SENSOR_INTERVAL_S. */
   interval_s: z.number().positive().max(86_400).optional(),
+  /** Its key in the legacy can_messages data when that is not its name (a name another sensor has, or not a valid name). */
+  legacy_key: z.string().min(1).optional(),
 });
 
 /** The band a room's readings of one kind should stay in; all of them outside it for `for_s` seconds is an alert. */

@@ -1,7 +1,7 @@
 -- Legacy migration: move one time range of the legacy table into measurement.
 --
 -- Inputs:      $1, $2 the batch's range [start, end); the session view
---              cea_legacy_src (source.sql) and functions (functions.sql); the
+--              cea_legacy_src (source.ts) and functions (functions.sql); the
 --              mapping cea_legacy_map (map.sql) from the site file.
 -- Writes:      measurement rows (time, sensor_id, value, status 'migrated') for
 --              every numeric value of a legacy row whose node maps to a device
@@ -10,7 +10,7 @@
 --              aggregates are brought up to date once, at the end of the run,
 --              over the whole migrated range (aggregate_apache.sql,
 --              refresh_community.sql). Never writes the legacy table.
--- Idempotency: ON CONFLICT (sensor_id, time) DO NOTHING: running a range again
+-- Idempotency: a stored (sensor_id, time) is kept: running a range again
 --              writes nothing. Duplicated frames (same node and time) collapse
 --              to one row per key; when they disagree (a conflict) the SMALLEST
 --              value is kept, which does not depend on the physical order of
@@ -31,7 +31,9 @@
 WITH src AS MATERIALIZED (
   SELECT ts, node_id, data, count(*) OVER (PARTITION BY ts, node_id) > 1 AS dup
   FROM cea_legacy_src
-  WHERE ts >= $1::timestamptz AND ts < $2::timestamptz
+  -- the column in its own type first (an index on it serves), then the instant exactly
+  WHERE raw >= pg_temp.cea_raw_lo($1::timestamptz) AND raw < pg_temp.cea_raw_hi($2::timestamptz)
+    AND ts >= $1::timestamptz AND ts < $2::timestamptz
 ), classified AS MATERIALIZED (
   SELECT x.time, x.dup, s.sensor_id, s.off, x.j, pg_temp.cea_legacy_kind(x.j) AS kind
   -- OFFSET 0 keeps jsonb_each apart from the mapping, so the mapping is one
@@ -46,15 +48,15 @@ WITH src AS MATERIALIZED (
   FROM (SELECT sensor_id, time, pg_temp.cea_legacy_value(j, kind) + off AS v
         FROM classified WHERE dup AND kind IN ('number', 'numeric_string')) n
   GROUP BY sensor_id, time
-), ins AS (
-  INSERT INTO measurement (time, sensor_id, value, status)
-  SELECT time, sensor_id, pg_temp.cea_legacy_value(j, kind) + off, 'migrated'
+), new_rows AS (
+  SELECT time, sensor_id, pg_temp.cea_legacy_value(j, kind) + off AS value, 'migrated' AS status
   FROM classified WHERE NOT dup AND kind IN ('number', 'numeric_string')
   UNION ALL
   SELECT time, sensor_id, value, 'migrated' FROM grouped
-  ON CONFLICT (sensor_id, time) DO NOTHING
-  RETURNING sensor_id
-)
+-- the CTE `ins` that writes new_rows into measurement, from the one write
+-- module (db/measurements.ts insertFromSelect: a stored key is kept, RETURNING
+-- sensor_id, time); batches.ts puts it in place of the next line
+), {{insert}}
 SELECT
   (SELECT count(*) FROM src)::bigint AS legacy_rows,
   k.values_seen,

@@ -31,3 +31,6 @@ CREATE TABLE IF NOT EXISTS migration_checkpoint (
 );
 -- added after the first release; older checkpoints count as not aggregated
 ALTER TABLE migration_checkpoint ADD COLUMN IF NOT EXISTS aggregated boolean NOT NULL DEFAULT false;
+-- the zone local times were read in (NULL: a timestamptz column, or a
+-- checkpoint older than this column); a run in another zone is refused
+ALTER TABLE migration_checkpoint ADD COLUMN IF NOT EXISTS time_zone text;

@@ -49,7 +49,7 @@ $$;
 -- site file by db/migrate/map.sql; made afresh on every run.
 DROP TABLE IF EXISTS pg_temp.cea_legacy_map;
 CREATE TEMP TABLE cea_legacy_map (
-  node_id    integer NOT NULL,
+  node_id    bigint NOT NULL,
   name       text NOT NULL,
   sensor_id  integer NOT NULL,
   off        double precision NOT NULL,

@@ -5,7 +5,7 @@
 --              matches the keys against the site file's sensors.
 -- Idempotency: a pure query.
 
-SELECT l.node_id, k.key, count(*)::bigint AS n
+SELECT l.node_id::text AS node_id, k.key, count(*)::bigint AS n
 FROM cea_legacy_src l
 CROSS JOIN LATERAL jsonb_object_keys(CASE WHEN jsonb_typeof(l.data) = 'object' THEN l.data END) AS k(key)
 WHERE l.ts IS NOT NULL

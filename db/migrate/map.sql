@@ -8,4 +8,4 @@
 
 INSERT INTO cea_legacy_map (node_id, name, sensor_id, off)
 SELECT node_id, name, sensor_id, off
-FROM jsonb_to_recordset($1::jsonb) AS x(node_id integer, name text, sensor_id integer, off double precision)
+FROM jsonb_to_recordset($1::jsonb) AS x(node_id bigint, name text, sensor_id integer, off double precision)

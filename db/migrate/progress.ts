@@ -32,7 +32,7 @@ export function createProgress(out: NodeJS.WriteStream = process.stderr, now = (
     const frac = total > 0 ? Math.min(1, last.done / total) : 1;
     const rate = elapsed > 0 ? last.done / elapsed : 0;
     const mrate = elapsed > 0 ? last.measurements / elapsed : 0;
-    const eta = rate > 0 ? (total - last.done) / rate : Number.POSITIVE_INFINITY;
+    const eta = rate > 0 ? Math.max(0, total - last.done) / rate : Number.POSITIVE_INFINITY;
     return {
       frac,
       text: `${(frac * 100).toFixed(1).padStart(5)}% ${num(last.done)}/${num(total)} ${label}  ${num(rate)}/s${mrate > 0 ? `, ${num(mrate)} measurements/s` : ""}  elapsed ${dur(elapsed)}  ETA ${dur(eta)}  ${last.note}`,

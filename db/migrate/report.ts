@@ -1,9 +1,9 @@
-import { mkdir, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
-import type { Site, SyncReport } from "../site.js";
+import type { SyncReport } from "../site.js";
+import type { Options } from "./options.js";
+import type { LegacySource } from "./source.js";
 
-// The migration's report: written as JSON (for tools) and as a readable text
-// summary next to it (for the operator).
+// The migration's report: what it holds (written as JSON for tools, and as
+// text by report-text.ts for the operator).
 
 /** Stored per batch in migration_checkpoint.stats. */
 export interface BatchStats {
@@ -55,13 +55,24 @@ export interface UnknownKey {
 export interface VerifyMismatch {
   sensor_id: number;
   sensor: string | null;
+  /** the facility-local day (cea_daily_bucket) */
   day: string;
   problems: string[];
+  /** the first keys (time) whose rows differ: legacy value vs stored row, null = absent */
+  first_differences: { time: string; legacy: number | null; stored: number | null; status: string | null }[];
   [k: string]: unknown;
 }
 
+/** A range of the data far from its bulk, with its rows per node. */
+export interface Outlier {
+  from: string;
+  to: string;
+  bulk: { from: string; to: string };
+  nodes: { node_id: number | null; rows: number }[];
+}
+
 export interface MigrationReport {
-  mode: "migrate" | "dry-run" | "verify-only";
+  mode: "migrate" | "dry-run" | "verify-only" | "undo";
   started_at: string;
   finished_at: string;
   edition: "community" | "apache";
@@ -81,11 +92,32 @@ export interface MigrationReport {
   unknown_keys: UnknownKey[];
   rows_without_time: number;
   rows_not_object: number;
+  /** rows whose json held a \u0000 (jsonb cannot: the value is counted as a non-numeric string) */
+  rows_with_nul: number;
+  /** rows whose json object repeated a key (the last value is the one read) */
+  rows_with_duplicate_keys: number;
+  /** local times of a column without time zone that the zone's changes make ambiguous / nonexistent */
+  local_times: {
+    zone: string | null;
+    ambiguous: number;
+    ambiguous_rule: string;
+    nonexistent: number;
+    nonexistent_rule: string;
+  };
+  outliers: Outlier[];
   site_sync: SyncReport | null;
   would_create: { rooms: string[]; devices: string[]; sensors: string[] } | null;
   batch: string;
   batches: { total: number; before_this_run: number; this_run: number; remaining: number };
-  this_run: { legacy_rows: number; values_seen: number; keys_numeric: number; inserted: number; seconds: number };
+  this_run: {
+    legacy_rows: number;
+    values_seen: number;
+    keys_numeric: number;
+    inserted: number;
+    seconds: number;
+    /** batches run again after a deadlock or serialization failure */
+    retries: number;
+  };
   /** over every committed batch of this source, earlier runs included */
   totals: {
     legacy_rows: number;
@@ -105,6 +137,8 @@ export interface MigrationReport {
   };
   aggregates: { edition: string; method: string; from: string; to: string } | null;
   stopped_early: boolean;
+  /** what --undo removed */
+  undone: { measurement_rows: number; checkpoints: number; from: string | null; to: string | null } | null;
   verification: {
     ok: boolean;
     sensor_days: number;
@@ -114,172 +148,79 @@ export interface MigrationReport {
     mismatch_count: number;
     mismatches: VerifyMismatch[];
   } | null;
+  /** things to look at that do not stop the run */
+  warnings: string[];
   /** what stops the run (unmapped nodes, unknown keys) */
   problems: string[];
 }
 
-export function unmappedMessage(unmapped: { node_id: number | null; rows: number }[]): string {
-  const lines = unmapped.map((u) => `  node_id ${u.node_id ?? "NULL"}: ${u.rows} rows`);
-  return [
-    "The legacy table has rows of node ids the site file does not map to a device:",
-    ...lines,
-    "The site file is the only source of metadata, so no room or device is created from data.",
-    "Add a device with that node_id to the site file (CEA_SITE_FILE, ops/site.json), or run again",
-    "with --skip-unmapped to leave these rows out (they are counted in the report).",
-  ].join("\n");
+export function newSensor(sensorId: number, names: Map<number, string>): SensorReport {
+  return { sensor_id: sensorId, name: names.get(sensorId) ?? null, rows: 0, kinds: {}, skipped: 0, conflicts: 0 };
 }
 
-const UNIT_GUESS: [RegExp, string][] = [
-  [/temp|bulb|dew/, "°C"],
-  [/rh|moisture|humid|wetness/, "%"],
-  [/co2/, "ppm"],
-  [/vpd/, "kPa"],
-  [/par/, "µmol/m²/s"],
-  [/wind/, "m/s"],
-  [/pressure/, "hPa"],
-];
-
-/** The stop message for keys the site file does not name, with sensors ready to paste. */
-export function unknownKeysMessage(keys: UnknownKey[], site: Site): string {
-  const out = ["The legacy data has keys the site file does not name as sensors of the node's device:"];
-  for (const k of keys)
-    out.push(
-      `  node_id ${k.node_id}: ${JSON.stringify(k.key)} in ${k.n} rows` +
-        (k.sensor_of_node !== null ? ` (a sensor of node_id ${k.sensor_of_node}, not of this node)` : ""),
-    );
-  out.push(
-    "",
-    "Add them to the site file (CEA_SITE_FILE, ops/site.json) and run again, or run with",
-    "--skip-unknown-keys to leave them out (counted per key in the report). Proposed sensors,",
-    'to paste into each device\'s "sensors" array (check unit, data_type and signal):',
-  );
-  const usedIds = new Set(site.devices.flatMap((d) => d.sensors.map((s) => s.id)));
-  for (const d of site.devices) {
-    const mine = keys.filter((k) => k.node_id === d.node_id);
-    if (!mine.length) continue;
-    let nextId = Math.max(...d.sensors.map((s) => s.id)) + 1;
-    let channel = Math.max(...d.sensors.map((s) => s.channel)) + 1;
-    const entries: string[] = [];
-    for (const k of mine) {
-      if (!/^[a-z][a-z0-9_]*$/.test(k.key)) {
-        out.push(`  (${JSON.stringify(k.key)} is not a valid sensor name: it can only be skipped)`);
-        continue;
-      }
-      while (usedIds.has(nextId)) nextId++;
-      usedIds.add(nextId);
-      const unit = UNIT_GUESS.find(([re]) => re.test(k.key))?.[1] ?? "";
-      entries.push(
-        JSON.stringify({
-          id: nextId,
-          name: k.key,
-          unit,
-          data_type: "float",
-          channel: channel++,
-          calibration_offset: 0,
-          signal: `Legacy_N${d.node_id}.${k.key}`,
-        }),
-      );
-    }
-    if (entries.length)
-      out.push(`  device ${JSON.stringify(d.name)} (node_id ${d.node_id}):`, `    ${entries.join(",\n    ")}`);
+export function finishSensors(list: SensorReport[]): SensorReport[] {
+  for (const s of list) {
+    s.skipped = Object.entries(s.kinds)
+      .filter(([k]) => k !== "number" && k !== "numeric_string")
+      .reduce((a, [, c]) => a + c, 0);
   }
-  return out.join("\n");
+  return list.sort((a, b) => a.sensor_id - b.sensor_id);
 }
 
-const n = (x: number) => x.toLocaleString("en-US");
+/** The rows far from the bulk, per node; in a dry run asked as a question. */
 
-export function formatReport(r: MigrationReport): string {
-  const out: string[] = [];
-  const title = {
-    migrate: "Legacy migration",
-    "dry-run": "Legacy migration: DRY RUN (nothing written)",
-    "verify-only": "Legacy migration: verification",
-  }[r.mode];
-  out.push(`${title}  ${r.started_at} .. ${r.finished_at}`);
-  out.push(
-    `source ${r.source.schema}.${r.source.table}: time ${r.source.time_column}${r.source.time_with_zone ? "" : " (without time zone)"}, node ${r.source.node_column}, data ${r.source.data_column}, type ${r.source.type_column ?? "-"}${r.source.time_indexed ? "" : "  [no index on the time column]"}`,
-  );
-  out.push(`range ${r.range.first ?? "-"} .. ${r.range.last ?? "-"}   TimescaleDB ${r.edition} edition`);
-  out.push("", "nodes:");
-  for (const x of r.nodes) {
-    const types = Object.entries(x.message_types)
-      .map(([t, c]) => `${t} ${n(c)}`)
-      .join(", ");
-    out.push(
-      x.mapped
-        ? `  node ${x.node_id} -> ${x.device} (${x.device_type}) ${x.room}/${x.rack ?? "-"}: ${n(x.legacy_rows)} rows; message_types: ${types}`
-        : `  node ${x.node_id ?? "NULL"} UNMAPPED: ${n(x.legacy_rows)} rows; message_types: ${types}`,
-    );
-  }
-  if (r.unknown_keys.length) {
-    out.push("", "keys the site file does not name:");
-    for (const k of r.unknown_keys) out.push(`  node ${k.node_id} ${k.key}: ${n(k.n)}`);
-  }
-  if (r.rows_without_time) out.push(`rows without a timestamp (not migrated): ${n(r.rows_without_time)}`);
-  if (r.rows_not_object) out.push(`rows whose data is not a JSON object (nothing to migrate): ${n(r.rows_not_object)}`);
-  if (r.would_create)
-    out.push(
-      "",
-      `site sync would create: rooms [${r.would_create.rooms.join(", ")}], devices [${r.would_create.devices.join(", ")}], sensors [${r.would_create.sensors.join(", ")}]`,
-    );
-  if (r.site_sync)
-    out.push(
-      "",
-      `site synced: ${r.site_sync.rooms} rooms, ${r.site_sync.devices} devices, ${r.site_sync.sensors} sensors`,
-    );
-  out.push(
-    "",
-    `batches of ${r.batch}: ${r.batches.total} in range, ${r.batches.before_this_run} committed before, ${r.batches.this_run} this run, ${r.batches.remaining} remaining`,
-  );
-  if (r.mode === "migrate")
-    out.push(
-      `this run: ${n(r.this_run.legacy_rows)} legacy rows, ${n(r.this_run.values_seen)} values, ${n(r.this_run.inserted)} new measurement rows in ${r.this_run.seconds.toFixed(1)} s` +
-        (r.this_run.seconds > 0 ? ` (${n(Math.round(r.this_run.inserted / r.this_run.seconds))}/s)` : ""),
-    );
-  if (r.mode !== "dry-run")
-    out.push(
-      `all runs: ${n(r.totals.legacy_rows)} legacy rows, ${n(r.totals.values_seen)} values, ${n(r.totals.inserted)} rows inserted, ${n(r.totals.duplicates)} duplicate copies collapsed, ${n(r.totals.already_present)} already present`,
-    );
-  out.push(
-    "",
-    `sensors (${r.mode === "dry-run" ? "rows = distinct numeric timestamps" : "rows = inserted"}; value kinds; skipped = not a number):`,
-  );
-  for (const s of r.sensors) {
-    const kinds = Object.entries(s.kinds)
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, c]) => `${k} ${n(c)}`)
-      .join(", ");
-    out.push(
-      `  ${String(s.sensor_id).padEnd(4)} ${(s.name ?? "?").padEnd(22)} rows ${n(s.rows).padStart(10)}  skipped ${n(s.skipped)}  conflicts ${n(s.conflicts)}  [${kinds}]`,
-    );
-  }
-  if (r.conflicts.total) {
-    out.push("", `conflicts (same sensor and time, different values; ${r.conflicts.rule}): ${n(r.conflicts.total)}`);
-    for (const c of r.conflicts.samples.slice(0, 10))
-      out.push(`  ${c.sensor} ${c.time}: kept ${c.kept}, also seen ${c.also_seen}`);
-  }
-  if (r.aggregates) out.push("", `aggregates: ${r.aggregates.method}, ${r.aggregates.from} .. ${r.aggregates.to}`);
-  if (r.stopped_early)
-    out.push("", `STOPPED after ${r.batches.this_run} batch(es); ${r.batches.remaining} remain. Run again to resume.`);
-  if (r.verification) {
-    const v = r.verification;
-    out.push(
-      "",
-      `verification: ${v.ok ? "OK" : "MISMATCH"}: ${n(v.sensor_days)} sensor-days of ${v.sensors} sensors, ${n(v.legacy_values)} legacy values vs ${n(v.measurement_rows)} measurement rows, ${v.mismatch_count} mismatching`,
-    );
-    for (const m of v.mismatches.slice(0, 20))
-      out.push(`  ${m.sensor ?? m.sensor_id} ${m.day}: ${m.problems.join("; ")}`);
-  }
-  for (const p of r.problems) out.push("", p);
-  return `${out.join("\n")}\n`;
-}
-
-/** Write <path> (JSON) and <path without .json>.txt (the summary); returns both paths. */
-export async function writeReport(r: MigrationReport, path: string): Promise<{ json: string; text: string }> {
-  const json = path.endsWith(".json") ? path : `${path}.json`;
-  const text = `${json.slice(0, -5)}.txt`;
-  await mkdir(dirname(json), { recursive: true });
-  await writeFile(json, `${JSON.stringify(r, null, 2)}\n`);
-  await writeFile(text, formatReport(r));
-  return { json, text };
+/** The report before anything is known, for one mode. */
+export function emptyReport(
+  mode: MigrationReport["mode"],
+  startedAt: string,
+  ed: "community" | "apache",
+  src: LegacySource,
+  o: Options,
+): MigrationReport {
+  return {
+    mode,
+    started_at: startedAt,
+    finished_at: startedAt,
+    edition: ed,
+    source: {
+      schema: src.schema,
+      table: src.table,
+      time_column: src.timeColumn,
+      time_with_zone: src.timeWithZone,
+      node_column: src.nodeColumn,
+      data_column: src.dataColumn,
+      type_column: src.typeColumn,
+      time_indexed: src.timeIndexed,
+    },
+    range: { first: null, last: null },
+    nodes: [],
+    unmapped_nodes: [],
+    unknown_keys: [],
+    rows_without_time: 0,
+    rows_not_object: 0,
+    rows_with_nul: 0,
+    rows_with_duplicate_keys: 0,
+    local_times: {
+      zone: src.timeZone,
+      ambiguous: 0,
+      ambiguous_rule: `the ${o.ambiguous} of the two instants (--ambiguous)`,
+      nonexistent: 0,
+      nonexistent_rule: "moved forward by the length of the gap",
+    },
+    outliers: [],
+    site_sync: null,
+    would_create: null,
+    batch: o.batch,
+    batches: { total: 0, before_this_run: 0, this_run: 0, remaining: 0 },
+    this_run: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, seconds: 0, retries: 0 },
+    totals: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, already_present: 0, duplicates: 0 },
+    sensors: [],
+    conflicts: { total: 0, rule: "smallest value kept", samples: [] },
+    aggregates: null,
+    stopped_early: false,
+    undone: null,
+    verification: null,
+    warnings: [],
+    problems: [],
+  };
 }

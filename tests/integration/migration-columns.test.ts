@@ -65,7 +65,7 @@ describe("legacy migration: installations that named things differently", () => 
         { progress },
       );
       expect(r.source).toMatchObject({ schema: "old", table: "Frames", type_column: null, time_indexed: false });
-      expect(progress.lines.join("\n")).toMatch(/no index leads with Frames\.recv_ts/);
+      expect(progress.lines.join("\n")).toMatch(/no index on Frames\.recv_ts/);
       expect(r.verification?.ok).toBe(true);
       expect(await measuredBySensor(client)).toEqual({
         dry_bulb_b: 1,

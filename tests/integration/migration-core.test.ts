@@ -12,7 +12,7 @@ import {
   legacyMessages,
 } from "../../bench/legacy-gen.js";
 import { type MigrateOptions, runMigration } from "../../db/migrate/migrate.js";
-import { writeReport } from "../../db/migrate/report.js";
+import { writeReport } from "../../db/migrate/report-text.js";
 import type { Site } from "../../db/site.js";
 import { createTestDatabase, isCommunity, type TestDatabase } from "../support/db.js";
 import {

@@ -8,13 +8,20 @@ import { projectPath } from "../../pipeline/runtime/paths.js";
 export const loadTestSite = (): Promise<Site> => loadSite(projectPath("ops/site.json"));
 
 /** A progress sink that keeps the lines (the tests run without a TTY). */
-export function recordingProgress(onUpdate?: (n: number) => void): ProgressSink & { lines: string[] } {
+export function recordingProgress(
+  onUpdate?: (n: number) => void,
+): ProgressSink & { lines: string[]; bars: { label: string; total: number; done: number[] }[] } {
   const lines: string[] = [];
+  const bars: { label: string; total: number; done: number[] }[] = [];
   let updates = 0;
   return {
     lines,
-    start() {},
-    update() {
+    bars,
+    start(total, label) {
+      bars.push({ label, total, done: [] });
+    },
+    update(done) {
+      bars.at(-1)?.done.push(done);
       updates++;
       onUpdate?.(updates);
     },

@@ -76,3 +76,46 @@ describe("legacy migration: metadata only from the site file", () => {
     expect(rows[0]).toEqual({ rooms: 4, devices: 5, sensors: 50 });
   });
 });
+
+describe("legacy migration: proposals for unknown keys that the site file accepts", () => {
+  it("proposes own names (legacy_key) for a key another node's sensor has and for a key that is no valid name; pasted, they map", async () => {
+    const db = await createTestDatabase();
+    const client = await connect(db.url);
+    try {
+      const site = await loadTestSite();
+      await client.query(`CREATE TABLE can_messages (id bigserial PRIMARY KEY, "timestamp" timestamptz, node_id integer, decoded_data jsonb);
+        INSERT INTO can_messages ("timestamp", node_id, decoded_data) VALUES
+          ('2024-05-01T00:00:00Z', 1, '{"dry_bulb_b": 21, "dry_bulb_f": 22.5, "Leaf Wetness": 3}'),
+          ('2024-05-01T00:01:00Z', 2, '{"dry_bulb_f": 23}')`);
+      let message = "";
+      await runMigration(client, site, {}, { progress: recordingProgress() }).catch((e: Error) => {
+        message = e.message;
+      });
+      expect(message).toContain('node_id 1: "dry_bulb_f" in 1 rows (a sensor of node_id 2, not of this node)');
+      const proposed = message
+        .split("\n")
+        .filter((l) => l.trim().startsWith('{"id"'))
+        .map((l) => JSON.parse(l.trim().replace(/,$/, "")));
+      expect(proposed.map((p) => [p.name, p.legacy_key]).sort()).toEqual([
+        ["dry_bulb_f_n1", "dry_bulb_f"],
+        ["leaf_wetness_n1", "Leaf Wetness"],
+      ]);
+      // what `cea site check` runs: the edited site file validates
+      const edited = structuredClone(site);
+      edited.devices.find((d) => d.node_id === 1)!.sensors.push(...proposed);
+      const checked = siteSchema.safeParse(edited);
+      expect(checked.success, JSON.stringify(checked.error?.issues)).toBe(true);
+      const r = await runMigration(client, checked.data!, {}, { progress: recordingProgress() });
+      expect(r.verification?.ok).toBe(true);
+      expect(await measuredBySensor(client)).toEqual({
+        dry_bulb_b: 1,
+        dry_bulb_f: 1,
+        dry_bulb_f_n1: 1,
+        leaf_wetness_n1: 1,
+      });
+    } finally {
+      await client.end();
+      await db.drop();
+    }
+  });
+});
