@@ -8,6 +8,7 @@ import { RAW_ENTRIES } from "../pipeline/runtime/worker.js";
 import { ackStage } from "./ack.js";
 import { batchCopyStage } from "./batch-copy.js";
 import { decodeStage, type TableSource } from "./decode.js";
+import { derivedStage } from "./derived.js";
 import { resolveSensorStage } from "./resolve-sensor.js";
 
 // The can-worker's chain, in order, with each stage's options taken from the
@@ -29,6 +30,7 @@ export function workerStages(d: WorkerChainDeps) {
   return {
     decode: use(decodeStage(d.map), { threads: c.CEA_DECODE_THREADS }),
     resolveSensor: use(resolveSensorStage(), {}),
+    derived: use(derivedStage(), { pairWindowS: c.CEA_DERIVED_PAIR_WINDOW_S }),
     batchCopy: use(
       batchCopyStage({
         pool: d.pool,
@@ -44,8 +46,8 @@ export function workerStages(d: WorkerChainDeps) {
   };
 }
 
-/** decode → resolve-sensor → batch-copy → ack. */
+/** decode → resolve-sensor → derived → batch-copy → ack. */
 export function workerChain(d: WorkerChainDeps): Chain<StreamEntries, unknown> {
   const s = workerStages(d);
-  return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy).pipe(s.ack);
+  return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.derived).pipe(s.batchCopy).pipe(s.ack);
 }
