@@ -122,6 +122,18 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
 
+    const progress = async (label: string) => {
+      const { rows } = await reader.query<{ room: string; rows: number; newest: string; latest: string }>(PROGRESS, [
+        since,
+      ]);
+      const total = rows.reduce((n, r) => n + r.rows, 0);
+      process.stdout.write(`${new Date().toISOString().slice(11, 19)}  ${label}: ${total}\n`);
+      for (const r of rows)
+        process.stdout.write(
+          `    ${r.room.padEnd(14)} ${String(r.rows).padStart(7)}  newest ${r.newest}  ${r.latest}\n`,
+        );
+    };
+
     let stop = false;
     let why = "";
     const onSignal = (sig: string) => {
@@ -142,17 +154,9 @@ async function main(): Promise<void> {
       for (const [name, c] of children)
         if (c.exitCode !== null)
           throw new Error(`${name} exited with ${c.exitCode}; see ${join(logDir, `${name}.log`)}`);
-      if (Date.now() >= nextReport || stop) {
+      if (Date.now() >= nextReport) {
         nextReport = Date.now() + 5_000;
-        const { rows } = await reader.query<{ room: string; rows: number; newest: string; latest: string }>(PROGRESS, [
-          since,
-        ]);
-        const total = rows.reduce((n, r) => n + r.rows, 0);
-        process.stdout.write(`${new Date().toISOString().slice(11, 19)}  rows since start: ${total}\n`);
-        for (const r of rows)
-          process.stdout.write(
-            `    ${r.room.padEnd(14)} ${String(r.rows).padStart(7)}  newest ${r.newest}  ${r.latest}\n`,
-          );
+        await progress("rows since start");
       }
     }
     process.stdout.write(`\nstopping (${why}): can-scanner first\n`);
@@ -168,6 +172,8 @@ async function main(): Promise<void> {
     for (const name of children.keys()) await stopChild(name, children, exits);
     pending = await pendingCount(redis, keys.raw, config.CEA_GROUP);
     process.stdout.write(`final pending entries in ${config.CEA_GROUP}: ${pending}\n`);
+    // after the drain, so the figure is what was stored, however slow the machine
+    await progress("rows stored since start");
     if (pending > 0 || lag > 0)
       throw new Error(`the worker did not drain the stream (pending ${pending}, unread ${lag})`);
   } finally {

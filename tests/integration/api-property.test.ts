@@ -153,7 +153,7 @@ describe("generated bodies against POST /measurement and /measurements", () => {
       ),
       { numRuns: RUNS },
     );
-  });
+  }, 240_000); // hundreds of requests: minutes on a loaded 2-core machine, seconds on a quiet one
 
   it("single route: a valid body is stored exactly as sent; one mutation makes it a 4xx with nothing written", async () => {
     await fc.assert(
@@ -182,7 +182,7 @@ describe("generated bodies against POST /measurement and /measurements", () => {
       }),
       { numRuns: RUNS },
     );
-  });
+  }, 240_000); // hundreds of requests: minutes on a loaded 2-core machine, seconds on a quiet one
 
   it("batch route: one mutated item rejects the whole batch; a valid batch stores every item", async () => {
     await fc.assert(
@@ -214,5 +214,5 @@ describe("generated bodies against POST /measurement and /measurements", () => {
       ),
       { numRuns: RUNS },
     );
-  });
+  }, 240_000); // hundreds of requests: minutes on a loaded 2-core machine, seconds on a quiet one
 });

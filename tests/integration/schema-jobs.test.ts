@@ -54,7 +54,9 @@ async function runScheduled(id: number): Promise<{ last_run_status: string }> {
     `job ${id} to run under the scheduler`,
     async () => {
       const r = (await db.query<{ runs: number; job_status: string; last_run_status: string }>(stats, [id])).rows[0];
-      return r && r.runs > before && r.job_status !== "Running" ? r : undefined;
+      // A run that has started but whose worker is not yet active shows neither
+      // 'Running' nor a status (the start clears it): only a status means finished.
+      return r && r.runs > before && r.job_status !== "Running" && r.last_run_status ? r : undefined;
     },
     90_000,
     250,
