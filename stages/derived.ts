@@ -76,8 +76,10 @@ export interface DerivedCounters {
 export class Deriver {
   readonly counters: DerivedCounters = { derived: 0, rows: 0, unpaired: 0, outOfRange: 0, outOfDomain: 0 };
   private plan: readonly DerivedInputs[] = [];
-  /** sensor id → room index · 2 + (0 temperature, 1 humidity) */
-  private role = new Map<number, number>();
+  /** sensor id → room index · 2 + (0 temperature, 1 humidity), −1 = not an input: a dense table for the usual small ids */
+  private role = new Int32Array(0);
+  /** The same for a site whose input ids are too large for a dense table. */
+  private sparse: Map<number, number> | null = null;
   private rhTime = new Float64Array(0);
   private rhValue = new Float64Array(0);
   private rhStatus = new Uint8Array(0);
@@ -90,10 +92,18 @@ export class Deriver {
     if (plan === this.plan) return;
     // a new site file: forget what the old pairing remembered
     this.plan = plan;
-    this.role = new Map();
+    const top = plan.reduce((m, p) => Math.max(m, p.temperature, p.humidity), 0);
+    const dense = top < 1 << 20;
+    this.role = new Int32Array(dense ? top + 1 : 0).fill(-1);
+    this.sparse = dense ? null : new Map();
     plan.forEach((p, i) => {
-      this.role.set(p.temperature, i * 2);
-      this.role.set(p.humidity, i * 2 + 1);
+      if (this.sparse) {
+        this.sparse.set(p.temperature, i * 2);
+        this.sparse.set(p.humidity, i * 2 + 1);
+      } else {
+        this.role[p.temperature] = i * 2;
+        this.role[p.humidity] = i * 2 + 1;
+      }
     });
     const n = plan.length;
     this.rhTime = new Float64Array(n).fill(Number.NEGATIVE_INFINITY);
@@ -111,18 +121,18 @@ export class Deriver {
     while (r < n) {
       const e = rows.entry[r]!;
       hits.length = 0;
-      for (; r < n && rows.entry[r] === e; r++) if (this.role.has(rows.sensor[r]!)) hits.push(r);
+      for (; r < n && rows.entry[r] === e; r++) if (this.roleOf(rows.sensor[r]!) >= 0) hits.push(r);
       if (hits.length === 0) continue;
       for (const k of hits) {
-        const role = this.role.get(rows.sensor[k]!)!;
+        const role = this.roleOf(rows.sensor[k]!);
         if (role & 1) this.same[role >> 1] = k;
       }
       for (const k of hits) {
-        const role = this.role.get(rows.sensor[k]!)!;
+        const role = this.roleOf(rows.sensor[k]!);
         if (!(role & 1)) this.temperature(role >> 1, k, rows);
       }
       for (const k of hits) {
-        const role = this.role.get(rows.sensor[k]!)!;
+        const role = this.roleOf(rows.sensor[k]!);
         if (!(role & 1)) continue;
         const i = role >> 1;
         this.same[i] = -1;
@@ -134,6 +144,11 @@ export class Deriver {
         }
       }
     }
+  }
+
+  private roleOf(sensor: number): number {
+    if (this.sparse) return this.sparse.get(sensor) ?? -1;
+    return sensor < this.role.length ? this.role[sensor]! : -1;
   }
 
   /** The derived rows of room i for the temperature reading in row k. */

@@ -158,6 +158,18 @@ describe("derived rows of a room", () => {
     expect(d.counters.outOfDomain).toBe(1);
   });
 
+  it("input sensor ids too large for a dense lookup table work the same", () => {
+    const big: DerivedInputs = { ...ROOM, temperature: 2_000_000_001, humidity: 2_000_000_003 };
+    const c = columns([
+      { entry: 0, sensor: 2_000_000_001, t: 0, value: 25 },
+      { entry: 0, sensor: 2_000_000_003, t: 0, value: 60 },
+    ]);
+    new Deriver(0).add([big], c);
+    const out = added(c, 2);
+    expect(out.map((r) => r.sensor)).toEqual([911, 912, 913]);
+    expect(Math.abs(out[0]!.value - 1.2672)).toBeLessThan(0.0005);
+  });
+
   it("rooms stay apart, and a new plan (site reload) forgets the old pairing memory", () => {
     const room2: DerivedInputs = {
       ...ROOM,
