@@ -7,7 +7,7 @@ import { type Bench, formatTable, writeResults } from "./lib.js";
 // npm run bench [-- --scale 0.1] [name ...]: runs each benchmark module
 // bench/<name>.ts (default export: Bench) in turn, prints its table and writes
 // bench/results/<name>.json.
-const ALL = ["schema", "pipeline", "decode", "api", "migration", "aggregates"];
+const ALL = ["schema", "pipeline", "decode", "api", "migration", "aggregates", "automation"];
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({

@@ -51,8 +51,11 @@ export const PRIVILEGES: readonly Privilege[] = [
   ...p(ALL, ["measurement", "measurement_hourly", "measurement_daily"], "DELETE", false),
   ...p(ALL, ["measurement"], "TRUNCATE", false),
   ...p(ALL, ["sensor", "device", "room", "facility", "cea_setting"], "UPDATE", false),
-  ...p([ROLES.automation], ["actuator_events", "setpoints"], "INSERT", true),
-  ...p([ROLES.worker, ROLES.api, ROLES.reader], ["actuator_events", "setpoints"], "INSERT", false),
+  // the automation service records its decisions; setpoints are written through the API
+  ...p([ROLES.automation], ["actuator_events"], "INSERT", true),
+  ...p([ROLES.worker, ROLES.api, ROLES.reader], ["actuator_events"], "INSERT", false),
+  ...p([ROLES.api], ["setpoints"], "INSERT", true),
+  ...p([ROLES.worker, ROLES.reader, ROLES.automation], ["setpoints"], "INSERT", false),
   ...p([ROLES.worker], ["cea_refresh_aggregates()", "cea_apply_retention()"], "EXECUTE", true),
   ...p(
     [ROLES.api, ROLES.reader, ROLES.automation],

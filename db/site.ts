@@ -58,6 +58,58 @@ export const bandSchema = z
       ctx.addIssue({ code: "custom", path: ["max"], message: "must be above min" });
   });
 
+/** The quantities the automation service controls: named like the sensor kinds it reads (setpoints.quantity). */
+export const CONTROLLED_QUANTITIES = ["air_temperature", "relative_humidity", "air_vpd", "co2"] as const;
+export const controlledQuantitySchema = z.enum(CONTROLLED_QUANTITIES);
+export type ControlledQuantity = z.infer<typeof controlledQuantitySchema>;
+
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected "HH:MM" (24-hour clock)');
+const signalName = z
+  .string()
+  .refine((v) => v.indexOf(".") > 0 && v.lastIndexOf(".") < v.length - 1, 'expected "Message.Signal"');
+
+/**
+ * A room's lights-on window in the facility's local time; it selects the day or
+ * night setpoints. lights_off before lights_on is a window across midnight. A
+ * room without a schedule is always "day".
+ */
+export const scheduleSchema = z
+  .strictObject({ lights_on: hhmm, lights_off: hhmm })
+  .refine((s) => s.lights_on !== s.lights_off, { path: ["lights_off"], message: "must differ from lights_on" });
+
+/**
+ * An on/off output that serves one quantity of one room in one direction. Its
+ * command is one signal of the node's command message in the CAN database (the
+ * message also carries seq and watchdog_s). It switches on below target -
+ * hysteresis (raise) or above target + hysteresis (lower) and off again past
+ * the other side of the target; min_on_s / min_off_s hold it in a state.
+ */
+export const actuatorSchema = z
+  .strictObject({
+    id: z.string().regex(/^[a-z][a-z0-9_]*$/, "lower-case letters, digits and _ only"),
+    room_id: id,
+    device_id: id,
+    quantity: controlledQuantitySchema,
+    direction: z.enum(["raise", "lower"]),
+    command: signalName,
+    /** The output's state when the service cannot decide (stale data, outage, shutdown) and the node's watchdog state. */
+    safe_state: z.enum(["off", "on"]).default("off"),
+    min_on_s: z.number().int().min(0).max(86_400).default(60),
+    min_off_s: z.number().int().min(0).max(86_400).default(60),
+    /** In the quantity's unit, on each side of the target; a setpoint band must be wider. */
+    hysteresis: z.number().positive().finite(),
+    /** Actuators that must never run together with this one (besides the opposite direction of its quantity). */
+    conflicts: z.array(z.string()).default([]),
+    /** The targets this actuator can hold (e.g. CO2 enrichment up to 1500 ppm); setpoints outside are refused. */
+    target_min: z.number().finite().optional(),
+    target_max: z.number().finite().optional(),
+  })
+  .refine((a) => a.target_min === undefined || a.target_max === undefined || a.target_min < a.target_max, {
+    path: ["target_max"],
+    message: "must be above target_min",
+  });
+export type SiteActuator = z.infer<typeof actuatorSchema>;
+
 export const deviceSchema = z.strictObject({
   id,
   name,
@@ -176,10 +228,12 @@ export const siteSchema = z
           target_temp: z.number().finite().optional(),
           racks: z.array(z.strictObject({ id, name })).default([]),
           bands: z.array(bandSchema).default([]),
+          schedule: scheduleSchema.optional(),
         }),
       )
       .min(1),
     devices: z.array(deviceSchema).min(1),
+    actuators: z.array(actuatorSchema).default([]),
     /** Derived sensors per room (block above). */
     derived: z.array(derivedRoomSchema).default([]),
   })
@@ -294,11 +348,86 @@ export const siteSchema = z
       (i) => [...at(i), "signal"],
       "signal",
     );
+    unique(
+      site.actuators,
+      (a) => a.id,
+      (i) => ["actuators", i, "id"],
+      "actuator id",
+    );
+    unique(
+      site.actuators,
+      (a) => a.command,
+      (i) => ["actuators", i, "command"],
+      "command signal",
+    );
+    const actuatorIds = new Set(site.actuators.map((a) => a.id));
+    const sensorSignals = new Set(sensors.map((s) => s.signal));
+    site.actuators.forEach((a, i) => {
+      const device = site.devices.find((d) => d.id === a.device_id);
+      if (!roomIds.has(a.room_id))
+        ctx.addIssue({ code: "custom", path: ["actuators", i, "room_id"], message: `no room with id ${a.room_id}` });
+      if (!device)
+        ctx.addIssue({
+          code: "custom",
+          path: ["actuators", i, "device_id"],
+          message: `no device with id ${a.device_id}`,
+        });
+      else if (device.room_id !== a.room_id)
+        ctx.addIssue({
+          code: "custom",
+          path: ["actuators", i, "device_id"],
+          message: `device ${a.device_id} is in room ${device.room_id}, not ${a.room_id}`,
+        });
+      if (sensorSignals.has(a.command))
+        ctx.addIssue({
+          code: "custom",
+          path: ["actuators", i, "command"],
+          message: `${a.command} is a sensor's signal`,
+        });
+      for (const c of actuatorConflicts(site).get(a.id) ?? [])
+        if (a.safe_state === "on" && site.actuators.find((b) => b.id === c)?.safe_state === "on")
+          ctx.addIssue({
+            code: "custom",
+            path: ["actuators", i, "safe_state"],
+            message: `conflicts with ${c}, whose safe state is also on`,
+          });
+      a.conflicts.forEach((c, j) => {
+        if (c === a.id)
+          ctx.addIssue({
+            code: "custom",
+            path: ["actuators", i, "conflicts", j],
+            message: "an actuator cannot conflict with itself",
+          });
+        else if (!actuatorIds.has(c))
+          ctx.addIssue({ code: "custom", path: ["actuators", i, "conflicts", j], message: `no actuator with id ${c}` });
+      });
+    });
   });
 
 export type Site = z.infer<typeof siteSchema>;
 export type SiteSensor = z.infer<typeof sensorSchema>;
 export type SiteDevice = z.infer<typeof deviceSchema>;
+export type SiteRoom = Site["rooms"][number];
+
+/**
+ * The actuators that must never be on together with each actuator: the
+ * opposite direction of the same quantity in the same room, and the explicit
+ * conflicts of either side.
+ */
+export function actuatorConflicts(site: Pick<Site, "actuators">): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>(site.actuators.map((a) => [a.id, new Set<string>()]));
+  const link = (a: string, b: string) => {
+    out.get(a)?.add(b);
+    out.get(b)?.add(a);
+  };
+  for (const a of site.actuators) {
+    for (const c of a.conflicts) link(a.id, c);
+    for (const b of site.actuators)
+      if (b.id !== a.id && b.room_id === a.room_id && b.quantity === a.quantity && b.direction !== a.direction)
+        link(a.id, b.id);
+  }
+  return out;
+}
 
 /** Format zod issues as "file: path.to.field: message" lines. */
 export function describeIssues(file: string, issues: readonly z.core.$ZodIssue[]): string {

@@ -98,7 +98,7 @@ if ((install_units)); then
   # restart backoff: RestartSteps/RestartMaxDelaySec exist from systemd 254 on
   sd_version=$("$SYSTEMCTL" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
   if [[ "$sd_version" =~ ^[0-9]+$ ]] && ((sd_version >= 254)); then
-    for svc in can-scanner can-worker cea-backend; do
+    for svc in can-scanner can-worker cea-backend automation-service; do
       dropin="$INSTALL_DIR/$svc.service.d/10-restart-backoff.conf"
       if ((dry_run)); then
         echo "would install the restart backoff -> $dropin"

@@ -55,6 +55,7 @@ render() {
   mon_part "measurement ingestion rate" pg mon_ingestion_rate
   mon_part "dead letters" redis mon_dead_letters
   mon_part "silent sensors" pg mon_silent_sensors
+  mon_part "actuators (automation-service)" redis mon_actuators
   mon_part "active alerts (cea-backend)" redis mon_alerts
 }
 

@@ -422,6 +422,43 @@ mon_run() {
 # "alerts": field = alert id, value = "severity|since|summary"). The hash
 # expires when cea-backend stops evaluating, which is said plainly: no hash is
 # "not evaluated", never "all clear".
+# automation-service: each actuator's room, state, last decision and reason
+# (hash automation:actuators, kept by the service with its health TTL), then
+# its health (an active fail-safe or outage makes it degraded, with the cause).
+mon_actuators() {
+  local -A act=()
+  local id json room state action reason failsafe colour
+  mon_pairs act HGETALL "${PREFIX}automation:actuators"
+  if ((${#act[@]} == 0)); then
+    echo "${C_YEL}no actuator states${C_OFF} in ${PREFIX}automation:actuators: is automation-service running?"
+  else
+    printf '%-22s %-14s %-5s %-6s %s\n' actuator room state action "last decision"
+    for id in $(printf '%s\n' "${!act[@]}" | sort); do
+      json=${act[$id]}
+      room="?" state="?" action="?" reason="" failsafe=false
+      [[ "$json" =~ \"room\":\"([^\"]*)\" ]] && room=${BASH_REMATCH[1]}
+      [[ "$json" =~ \"state\":\"([^\"]*)\" ]] && state=${BASH_REMATCH[1]}
+      [[ "$json" =~ \"action\":\"([^\"]*)\" ]] && action=${BASH_REMATCH[1]}
+      [[ "$json" =~ \"reason\":\"(([^\"\\]|\\.)*)\" ]] && reason=${BASH_REMATCH[1]}
+      [[ "$json" =~ \"failsafe\":true ]] && failsafe=true
+      colour=""
+      [[ "$failsafe" == true ]] && colour=$C_RED
+      printf '%s%-22s %-14s %-5s %-6s %s%s\n' "$colour" "$id" "$room" "$state" "$action" "${reason:0:90}" "${colour:+$C_OFF}"
+    done
+  fi
+  local health
+  health=$(rcli GET "${PREFIX}health:automation-service" 2>/dev/null)
+  if [[ -z "$health" ]]; then
+    echo "${C_YEL}automation-service has no health key${C_OFF} (not running, or silent for its health TTL)"
+  elif [[ "$health" =~ \"status\":\"degraded\" ]]; then
+    [[ "$health" =~ \"reason\":\"(([^\"\\]|\\.)*)\" ]] && reason=${BASH_REMATCH[1]}
+    echo "${C_RED}FAIL-SAFE / OUTAGE${C_OFF}: ${reason:-degraded}"
+  else
+    [[ "$health" =~ \"dry_run\":true ]] && echo "automation-service: ok (dry run: decisions recorded, no command sent)" && return
+    echo "${C_GRN}automation-service: ok${C_OFF}"
+  fi
+}
+
 mon_alerts() {
   local -A a=()
   mon_pairs a HGETALL "${PREFIX}alerts"

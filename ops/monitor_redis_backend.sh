@@ -129,6 +129,7 @@ render() {
   mon_part "live sensor values ($K_LIVE)" redis mon_live_values
   mon_part "measurement ingestion rate" pg mon_ingestion_rate
   mon_part "dead letters" redis mon_dead_letters
+  mon_part "actuators (automation-service)" redis mon_actuators
   mon_part "active alerts (cea-backend)" redis mon_alerts
 }
 

@@ -473,6 +473,7 @@ db_role_env() {
   echo "CEA_WORKER_DATABASE_URL=postgresql://cea_writer@127.0.0.1:$PG_PORT/$DB_NAME"
   echo "CEA_API_DATABASE_URL=postgresql://cea_api@127.0.0.1:$PG_PORT/$DB_NAME"
   echo "CEA_READER_DATABASE_URL=postgresql://cea_reader@127.0.0.1:$PG_PORT/$DB_NAME"
+  echo "CEA_AUTOMATION_DATABASE_URL=postgresql://cea_automation@127.0.0.1:$PG_PORT/$DB_NAME"
 }
 
 # The Redis on a port is ours if it keeps its files in our state folder.

@@ -5,11 +5,13 @@
 #
 # 1. `node dist/pipeline/cli.js schema verify`: when the schema is missing or
 #    incomplete, nothing is started and the report says what is missing.
-# 2. systemctl start, in order: can-setup, can-scanner, can-worker, cea-backend
+# 2. systemctl start, in order: can-setup, can-scanner, can-worker, cea-backend,
+#    automation-service
 #    (redis-server and postgresql are pulled in by the units' Wants=).
 # 3. Health check (skipped with --no-health): can-scanner --check,
-#    can-worker --check, GET /api/v1/health of cea-backend (retried for
-#    CEA_HEALTH_WAIT_S seconds, default 15, while the API comes up).
+#    can-worker --check, automation-service --check, GET /api/v1/health of
+#    cea-backend (retried for CEA_HEALTH_WAIT_S seconds, default 15, while
+#    the API comes up).
 # 4. A summary. Exit 0 when every service started and every check passed,
 #    1 otherwise (or when systemd is not available), 2 on bad usage.
 #
@@ -20,7 +22,7 @@
 # directory when it holds dist/, else /opt/cea-telemetry), NODE the node binary.
 set -u -o pipefail
 
-SERVICES=(can-setup can-scanner can-worker cea-backend)
+SERVICES=(can-setup can-scanner can-worker cea-backend automation-service)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SYSTEMCTL=${SYSTEMCTL:-systemctl}
@@ -75,7 +77,7 @@ echo "$verify"
 echo "== 2. starting services"
 if ! command -v "$SYSTEMCTL" >/dev/null 2>&1; then
   echo "systemd is not available: '$SYSTEMCTL' not found. Start the services by hand, e.g." >&2
-  echo "  node dist/pipeline/can-scanner.js & node dist/pipeline/can-worker.js & node dist/pipeline/cea-backend.js" >&2
+  echo "  node dist/pipeline/can-scanner.js & node dist/pipeline/can-worker.js & node dist/pipeline/cea-backend.js & node dist/pipeline/automation-service.js" >&2
   exit 1
 fi
 if [[ "$SYSTEMCTL" == systemctl && ! -d /run/systemd/system ]]; then
@@ -104,7 +106,7 @@ done
 declare -A checks=()
 if ((health)); then
   echo "== 3. health check"
-  for svc in can-scanner can-worker; do
+  for svc in can-scanner can-worker automation-service; do
     if [[ ! -f "$CEA_APP_DIR/dist/pipeline/$svc.js" ]]; then
       checks[$svc]="FAILED: dist/pipeline/$svc.js not built"
     elif out=$(cd "$CEA_APP_DIR" && timeout 30 "$NODE" "dist/pipeline/$svc.js" --check 2>&1); then
@@ -142,12 +144,12 @@ fi
 
 echo
 echo "== summary"
-printf '%-14s %s\n' "service" "start"
-for svc in "${SERVICES[@]}"; do printf '%-14s %s\n' "$svc" "${started[$svc]}"; done
+printf '%-18s %s\n' "service" "start"
+for svc in "${SERVICES[@]}"; do printf '%-18s %s\n' "$svc" "${started[$svc]}"; done
 if ((health)); then
   echo
-  printf '%-14s %s\n' "check" "result"
-  for svc in can-scanner can-worker cea-backend; do printf '%-14s %s\n' "$svc" "${checks[$svc]}"; done
+  printf '%-18s %s\n' "check" "result"
+  for svc in can-scanner can-worker automation-service cea-backend; do printf '%-18s %s\n' "$svc" "${checks[$svc]}"; done
 else
   echo "(health check skipped: --no-health)"
 fi

@@ -13,7 +13,9 @@ import {
 } from "../db/schema.js";
 import { loadSite, sensorsWithoutKind, syncSite } from "../db/site.js";
 import { loadCanDb } from "./can/candb.js";
+import { buildCommandTable } from "./can/commands.js";
 import { cycleIntervals } from "./can/intervals.js";
+import { buildDecodeTable } from "./can/table.js";
 import { loadConfig } from "./runtime/config.js";
 import { projectPath } from "./runtime/paths.js";
 import { runMain } from "./runtime/shutdown.js";
@@ -22,7 +24,7 @@ import { withStackEnv } from "./runtime/stack-env.js";
 const USAGE = `usage: cea <command>
   schema apply            apply the migrations the database lacks (db/migrations/), then verify
   schema verify [--json]  check every table, key, index, hypertable, aggregate and policy; exit 1 if anything is missing
-  site check              validate the site file
+  site check              validate the site file, and its signals and actuator commands against the CAN database
   site sync               upsert the site file into the metadata tables (a new facility time zone rebuilds the daily aggregate)
   aggregates refresh      bring the aggregates up to date: Apache edition, the buckets written since the last
                           refresh; Community edition, a refresh of the continuous aggregates
@@ -48,9 +50,13 @@ async function main(): Promise<void> {
 
   if (group === "site" && action === "check") {
     const site = await loadSite(siteFile);
+    // every sensor signal and actuator command must be in the CAN database (ConfigError names each one that is not)
+    const candb = loadCanDb(projectPath(config.CEA_CAN_DB_FILE));
+    buildDecodeTable(candb, site, siteFile);
+    buildCommandTable(candb, site, siteFile);
     const sensors = site.devices.reduce((n, d) => n + d.sensors.length, 0);
     process.stdout.write(
-      `${siteFile}: OK (${site.rooms.length} rooms, ${site.devices.length} devices, ${sensors} sensors)\n`,
+      `${siteFile}: OK (${site.rooms.length} rooms, ${site.devices.length} devices, ${sensors} sensors, ${site.actuators.length} actuators)\n`,
     );
     const kindless = sensorsWithoutKind(site);
     if (kindless.length)

@@ -24,17 +24,38 @@ import { pendingCount } from "./runtime/stream.js";
 // group has nothing pending, then stops the rest.
 
 /** The services the demo runs, started in this order and stopped scanner-first. */
-const SERVICES: { name: string; script: string }[] = [
+const SERVICES: { name: string; script: string; args?: string[] }[] = [
   { name: "can-worker", script: "dist/pipeline/can-worker.js" },
   { name: "can-scanner", script: "dist/pipeline/can-scanner.js" },
   { name: "cea-backend", script: "dist/pipeline/cea-backend.js" },
+  // decides and records, sends nothing: the demo's nodes are simulated
+  { name: "automation-service", script: "dist/pipeline/automation-service.js", args: ["--dry-run"] },
 ];
+
+/** The automation-service decisions recorded since the demo started, newest last. */
+const DECISIONS = `SELECT to_char(time AT TIME ZONE 'UTC', 'HH24:MI:SS') AS at, actuator, action, reason
+FROM actuator_events WHERE time >= $1 ORDER BY event_id DESC LIMIT 6`;
 
 const PROGRESS = `SELECT r.name AS room, count(*)::int AS rows,
   to_char(max(m.time) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS newest,
   (array_agg(s.name || ' ' || round(m.value::numeric, 2) || ' ' || s.unit ORDER BY m.time DESC))[1] AS latest
 FROM measurement m JOIN sensor s USING (sensor_id) JOIN device d USING (device_id) JOIN room r USING (room_id)
 WHERE m.time >= $1 GROUP BY r.name ORDER BY r.name`;
+
+/**
+ * Demo setpoints for rooms without any: the room's target temperature (else
+ * 22 °C) ± 2, 60 % ± 8 RH, CO2 900 ± 200 ppm by day and 500 by night.
+ */
+const DEMO_SETPOINTS = `WITH rooms AS (
+    SELECT r.room_id, coalesce(r.target_temp, 22) AS t FROM room r
+    WHERE r.room_id = ANY($1::int[]) AND NOT EXISTS (SELECT 1 FROM setpoints s WHERE s.room_id = r.room_id)),
+  ins AS (
+    INSERT INTO setpoints (room_id, quantity, period, target, tolerance, created_by)
+    SELECT room_id, q, p, v, b, 'demo' FROM rooms CROSS JOIN LATERAL (VALUES
+      ('air_temperature', 'any', t, 2.0), ('relative_humidity', 'any', 60.0, 8.0),
+      ('co2', 'day', 900.0, 200.0), ('co2', 'night', 500.0, 200.0)) v(q, p, v, b)
+    RETURNING 1)
+  SELECT count(*)::int AS n FROM ins`;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -63,6 +84,9 @@ async function main(): Promise<void> {
       const defaultIntervalS = cycleIntervals(loadCanDb(projectPath(config.CEA_CAN_DB_FILE)), site);
       const r = await syncSite(client, site, { defaultIntervalS });
       process.stdout.write(`site: ${r.rooms} rooms, ${r.devices} devices, ${r.sensors} sensors\n`);
+      // setpoints for the controlled rooms that have none yet (an operator's own are kept)
+      const added = await client.query<{ n: number }>(DEMO_SETPOINTS, [site.actuators.map((a) => a.room_id)]);
+      if (added.rows[0]?.n) process.stdout.write(`demo setpoints added: ${added.rows[0].n}\n`);
     } finally {
       client.release();
     }
@@ -93,7 +117,7 @@ async function main(): Promise<void> {
     for (const s of SERVICES) {
       const out = createWriteStream(join(logDir, `${s.name}.log`), { flags: "a" });
       // own process group: Ctrl-C reaches the demo only, which stops the services in order
-      const child = spawn(process.execPath, [projectPath(s.script)], {
+      const child = spawn(process.execPath, [projectPath(s.script), ...(s.args ?? [])], {
         env,
         detached: true,
         stdio: ["ignore", "pipe", "pipe"],
@@ -112,10 +136,11 @@ async function main(): Promise<void> {
         `  try: curl -H "Authorization: Bearer ${env.CEA_API_TOKEN}" ${api}/live`,
         ...(config.CEA_METRICS
           ? [
-              `Prometheus metrics        http://${config.CEA_METRICS_HOST}:{${config.CEA_SCANNER_METRICS_PORT},${config.CEA_WORKER_METRICS_PORT},${config.CEA_BACKEND_METRICS_PORT}}/metrics (scanner, worker, API)`,
+              `Prometheus metrics        http://${config.CEA_METRICS_HOST}:{${config.CEA_SCANNER_METRICS_PORT},${config.CEA_WORKER_METRICS_PORT},${config.CEA_BACKEND_METRICS_PORT},${config.CEA_AUTOMATION_METRICS_PORT}}/metrics (scanner, worker, API, automation)`,
               `alerts and silent sensors ${api}/health`,
             ]
           : []),
+        `climate control            automation-service --dry-run: decisions below, in actuator_events and ${api}/rooms/1/actuator-events`,
         "Ctrl-C stops the demo (scanner first, then the worker once nothing is pending)",
         "",
         "",
@@ -132,6 +157,12 @@ async function main(): Promise<void> {
         process.stdout.write(
           `    ${r.room.padEnd(14)} ${String(r.rows).padStart(7)}  newest ${r.newest}  ${r.latest}\n`,
         );
+      const decisions = await reader.query<{ at: string; actuator: string; action: string; reason: string }>(
+        DECISIONS,
+        [since],
+      );
+      for (const d of decisions.rows.reverse())
+        process.stdout.write(`    decision ${d.at} ${d.actuator} ${d.action}: ${d.reason} (dry run)\n`);
     };
 
     let stop = false;
@@ -143,6 +174,13 @@ async function main(): Promise<void> {
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
+    // the demo's time counts from when the scanner reports (its stop handler is in place by then): on a
+    // loaded machine starting four services can take longer than a short CEA_DEMO_SECONDS
+    const upBy = Date.now() + 60_000;
+    while (!stop && Date.now() < upBy && !(await redis.exists(keys.health("can-scanner")))) {
+      if (children.get("can-scanner")?.exitCode !== null) break;
+      await sleep(200);
+    }
     const until = config.CEA_DEMO_SECONDS ? Date.now() + config.CEA_DEMO_SECONDS * 1000 : Number.POSITIVE_INFINITY;
     let nextReport = Date.now() + 5_000;
     while (!stop) {

@@ -5,10 +5,12 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from "fast
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { PoolOptions } from "../../db/pool.js";
+import { loadSite, type Site } from "../../db/site.js";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
 import type { Registry } from "../runtime/metrics.js";
+import { projectPath } from "../runtime/paths.js";
 import { AlertEvaluator } from "./alerts.js";
 import { bearerChecker } from "./auth.js";
 import type { ApiContext } from "./context.js";
@@ -29,6 +31,8 @@ export interface AppDeps {
   token: string;
   /** the service's metrics registry; request, group-commit and alert metrics are added to it */
   metrics?: Registry;
+  /** the site file (default: loaded from CEA_SITE_FILE): its actuators bound the setpoints */
+  site?: Site;
 }
 
 /**
@@ -122,7 +126,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook("onReady", async () => alerts.start());
   app.addHook("onClose", async () => alerts.stop());
   const metrics = deps.metrics ? await registerBackendMetrics(app, deps.metrics, config, alerts) : undefined;
+  const site = deps.site ?? (await loadSite(projectPath(config.CEA_SITE_FILE)));
   const ctx: ApiContext = {
+    actuators: site.actuators,
     config,
     pool: deps.pool,
     redis: deps.redis,

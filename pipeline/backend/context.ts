@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { SiteActuator } from "../../db/site.js";
 import type { Config } from "../runtime/config.js";
 import type { RedisKeys } from "../runtime/keys.js";
 import type { AlertEvaluator } from "./alerts.js";
@@ -18,6 +19,8 @@ export interface ApiContext {
   writer: GroupWriter;
   /** the alert conditions, evaluated on a timer while the app runs */
   alerts: AlertEvaluator;
+  /** the site file's actuators: a setpoint is checked against those of its room */
+  actuators: readonly SiteActuator[];
   /** onRequest hook: 401 unless the request carries the bearer token */
   requireToken: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }

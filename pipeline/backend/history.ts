@@ -69,7 +69,7 @@ export async function loadHistory(
  * it gets a leading apostrophe, as OWASP's CSV-injection guidance says, so
  * it opens as the text it is. Numbers and times are the API's own and go out as they are.
  */
-function csvText(v: string | null): string {
+export function csvText(v: string | null): string {
   if (v === null) return "";
   const s = /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;

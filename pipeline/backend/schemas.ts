@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SENSOR_KIND_NAMES } from "../../db/kinds.js";
+import { type ControlledQuantity, controlledQuantitySchema } from "../../db/site.js";
 import type { Config } from "../runtime/config.js";
 import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis, utcOf } from "./time.js";
 
@@ -331,4 +332,88 @@ export const historyResponse = <T extends z.ZodType>(json: T) => ({
     "application/json": { schema: json },
     "text/csv": { schema: z.string().describe("UTC times; '#' comment lines name the facility time zone") },
   },
+});
+
+// ---------------------------------------------------------------- setpoints and actuator events
+
+/** Physically sensible targets per controlled quantity (the actuators' own limits narrow them further). */
+export const SETPOINT_RANGES = {
+  air_temperature: { min: -10, max: 50 },
+  relative_humidity: { min: 0, max: 100 },
+  air_vpd: { min: 0, max: 5 },
+  co2: { min: 0, max: 5_000 },
+} as const satisfies Record<ControlledQuantity, { min: number; max: number }>;
+
+export const setpointIn = z
+  .strictObject({
+    quantity: controlledQuantitySchema.describe("named like the sensor kind the controller reads"),
+    period: z.enum(["day", "night", "any"]).default("any").describe("day / night follow the room's lights-on window"),
+    target: z.number().finite(),
+    band: z.number().finite().positive().describe("tolerance on each side of the target, in the quantity's unit"),
+    effective_from: instant.optional().describe("default: now"),
+  })
+  .superRefine((s, ctx) => {
+    const r = SETPOINT_RANGES[s.quantity];
+    if (s.target < r.min || s.target > r.max)
+      ctx.addIssue({
+        code: "custom",
+        path: ["target"],
+        message: `${s.quantity} target must be within ${r.min} … ${r.max}`,
+      });
+  });
+export type SetpointIn = z.infer<typeof setpointIn>;
+export const setpointsBody = z.strictObject({ setpoints: z.array(setpointIn).min(1).max(32) });
+
+export const setpointOut = z.object({
+  setpoint_id: z.number().int(),
+  quantity: z.string(),
+  period: z.enum(["day", "night", "any"]),
+  target: z.number(),
+  band: z.number().nullable(),
+  effective_from: z.string(),
+  created_by: z.string().nullable(),
+});
+export const setpointsResponse = z.object({
+  room_id: z.number().int(),
+  setpoints: z.array(setpointOut).describe("per quantity and period the one in force, then any scheduled later"),
+});
+
+export const eventsQuery = z
+  .strictObject({
+    start: instant.optional().describe("window start (inclusive); default end - 24 h"),
+    end: instant.optional().describe("window end (exclusive); default now"),
+    format: z.enum(["json", "csv"]).optional().describe("csv: same as Accept: text/csv"),
+  })
+  .transform((q, ctx) => {
+    const end = q.end ?? utcOf(Date.now());
+    const start = q.start ?? utcOf(Math.max(utcMillis(end) - DAY_MS, utcMillis(INSTANT_MIN)));
+    if (start >= end) {
+      ctx.addIssue({ code: "custom", path: ["start"], message: "must be before end" });
+      return z.NEVER;
+    }
+    return { ...q, start, end };
+  });
+export const actuatorEventOut = z.object({
+  event_id: z.number().int(),
+  time: z.string(),
+  device_id: z.number().int(),
+  actuator: z.string(),
+  action: z.string(),
+  quantity: z.string().nullable(),
+  value: z.number().nullable(),
+  setpoint: z.number().nullable(),
+  band: z.number().nullable(),
+  setpoint_id: z.number().int().nullable(),
+  state: z.boolean().nullable(),
+  reason: z.string().nullable(),
+  dry_run: z.boolean(),
+  command_id: z.string().nullable(),
+  ack_status: z.string().nullable(),
+});
+export const actuatorEventsResponse = z.object({
+  room_id: z.number().int(),
+  start: z.string(),
+  end: z.string(),
+  truncated: z.boolean().describe("true when the window holds more than the answer's limit: ask for a shorter one"),
+  events: z.array(actuatorEventOut),
 });

@@ -19,6 +19,8 @@ export const configSchema = z.object({
   CEA_API_DATABASE_URL: z.string().url().optional(),
   /** Read-only connection of the monitors, the demo's progress and Grafana, as role cea_reader (default: CEA_DATABASE_URL). */
   CEA_READER_DATABASE_URL: z.string().url().optional(),
+  /** automation-service's connection, as role cea_automation (default: CEA_DATABASE_URL). */
+  CEA_AUTOMATION_DATABASE_URL: z.string().url().optional(),
   CEA_REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   /** Prefix for every Redis key the platform uses; tests give each file its own. */
   CEA_REDIS_PREFIX: z.string().default(""),
@@ -41,6 +43,8 @@ export const configSchema = z.object({
   CEA_GROUP: z.string().default("can-worker-group"),
   CEA_CONSUMER: z.string().default("can-worker-1"),
   CEA_DEAD_STREAM: z.string().default("can:dead"),
+  /** Command frames for the bus: appended by automation-service, transmitted by can-scanner. */
+  CEA_CMD_STREAM: z.string().default("can:cmd"),
   /** Most dead letters kept in the dead-letter stream (older ones are trimmed and counted). */
   CEA_DEAD_MAXLEN: int(10_000, 1),
   /** Dead letters older than this many seconds are trimmed (0 = no age limit; default 30 days). */
@@ -145,6 +149,22 @@ export const configSchema = z.object({
    */
   CEA_API_REQUEST_TIMEOUT_MS: int(5_000, 100),
 
+  // automation-service
+  /** One decision for every actuator this often. */
+  CEA_AUTOMATION_INTERVAL_MS: int(1_000, 50),
+  /** A live reading older than this many seconds does not count: its actuators go to their safe state. */
+  CEA_AUTOMATION_STALE_S: z.coerce.number().positive().default(60),
+  /**
+   * Watchdog timeout carried by every command frame: a node that hears no
+   * command for this long puts its outputs in their safe state. Commands are
+   * repeated every third of it while nothing changes.
+   */
+  CEA_AUTOMATION_WATCHDOG_S: int(30, 3),
+  /** Decide and record (dry_run = true) but send no command; the same as --dry-run. */
+  CEA_AUTOMATION_DRY_RUN: bool(false),
+  /** Decisions the service keeps for actuator_events while PostgreSQL is unreachable (older ones are dropped, counted). */
+  CEA_AUTOMATION_EVENT_BUFFER: int(10_000, 1),
+
   // observability: Prometheus metrics and alert conditions
   /** Serve Prometheus metrics, each service on its own port below (false = none). */
   CEA_METRICS: bool(true),
@@ -171,7 +191,7 @@ export const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>;
 
 /** Who connects: each kind of client has its own database role (db/migrations/0002_roles.sql). */
-export type DatabaseClient = "owner" | "worker" | "api" | "reader";
+export type DatabaseClient = "owner" | "worker" | "api" | "reader" | "automation";
 
 /** The connection URL of one kind of client: its own setting, else CEA_DATABASE_URL. */
 export function databaseUrl(config: Config, client: DatabaseClient): string {
@@ -180,6 +200,7 @@ export function databaseUrl(config: Config, client: DatabaseClient): string {
     worker: config.CEA_WORKER_DATABASE_URL,
     api: config.CEA_API_DATABASE_URL,
     reader: config.CEA_READER_DATABASE_URL,
+    automation: config.CEA_AUTOMATION_DATABASE_URL,
   }[client];
   return own ?? config.CEA_DATABASE_URL;
 }

@@ -17,10 +17,17 @@ import type { Config } from "./config.js";
  * - health:  string with an expiry per service instance, JSON status
  * - stats:   hash per service with counters (e.g. can-scanner: dropped_hard_limit,
  *            dropped_buffer, appended)
+ * - cmd:     stream of command frames for the bus (automation-service appends,
+ *            can-scanner transmits): fields ts, id, data, ext, fd like raw, plus
+ *            message, seq, watchdog_s, cmd_id; see ops/IMPLEMENTATION_SUMMARY.md
+ * - automation: hash of automation-service's view for the monitors: field =
+ *            actuator id, value = JSON {room, state, action, reason, time, failsafe}
  * - alerts:  hash of the active alert conditions (cea-backend): field = alert id,
  *            value = "severity|since|summary", plus _evaluated_at; with an expiry
  */
-export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM">) {
+export function redisKeys(
+  config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM"> & Partial<Pick<Config, "CEA_CMD_STREAM">>,
+) {
   const p = config.CEA_REDIS_PREFIX;
   return {
     raw: p + config.CEA_STREAM,
@@ -30,6 +37,8 @@ export function redisKeys(config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM"
     health: (service: string) => `${p}health:${service}`,
     stats: (service: string) => `${p}stats:${service}`,
     alerts: `${p}alerts`,
+    cmd: p + (config.CEA_CMD_STREAM ?? "can:cmd"),
+    automation: `${p}automation:actuators`,
   };
 }
 

@@ -4,7 +4,12 @@ import { projectRoot } from "./paths.js";
 
 // The per-service connections stack.env names: they belong to the stack's
 // database, so they are taken only together with its CEA_DATABASE_URL.
-const ROLE_URLS = ["CEA_WORKER_DATABASE_URL", "CEA_API_DATABASE_URL", "CEA_READER_DATABASE_URL"];
+const ROLE_URLS = [
+  "CEA_WORKER_DATABASE_URL",
+  "CEA_API_DATABASE_URL",
+  "CEA_READER_DATABASE_URL",
+  "CEA_AUTOMATION_DATABASE_URL",
+];
 
 /**
  * The variables ops/stack.sh wrote (CEA_DATABASE_URL, CEA_REDIS_URL,

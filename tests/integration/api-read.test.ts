@@ -349,8 +349,10 @@ describe("health and OpenAPI", () => {
       "/api/v1/live",
       "/api/v1/measurement",
       "/api/v1/measurements",
+      "/api/v1/rooms/{id}/actuator-events",
       "/api/v1/rooms/{id}/history",
       "/api/v1/rooms/{id}/live",
+      "/api/v1/rooms/{id}/setpoints",
       "/api/v1/sensors",
       "/api/v1/sensors/{id}",
       "/api/v1/sensors/{id}/history",
@@ -363,5 +365,11 @@ describe("health and OpenAPI", () => {
       expect.arrayContaining(["200", "201", "400", "401", "409", "413", "422"]),
     );
     expect(doc.paths["/api/v1/sensors/{id}/history"].get.responses["200"].content).toHaveProperty("text/csv");
+    expect(doc.paths["/api/v1/rooms/{id}/actuator-events"].get.responses["200"].content).toHaveProperty("text/csv");
+    // writing setpoints is behind the token, with its 400 naming the field
+    expect(doc.paths["/api/v1/rooms/{id}/setpoints"].put.security).toEqual([{ bearer: [] }]);
+    expect(Object.keys(doc.paths["/api/v1/rooms/{id}/setpoints"].put.responses)).toEqual(
+      expect.arrayContaining(["200", "400", "401", "404"]),
+    );
   });
 });

@@ -251,6 +251,54 @@ describe("monitor_redis_backend.sh --once", () => {
   });
 });
 
+describe("actuators of automation-service in both monitors", () => {
+  it("shows each actuator's room, state, last decision, and an active fail-safe in red", async () => {
+    const p = testPrefix();
+    const k = (x: string) => `${p}${x}`;
+    await redis.hset(
+      k("automation:actuators"),
+      "flower_heater",
+      JSON.stringify({
+        room: "Flower Room",
+        state: "off",
+        action: "safe",
+        reason: "fail-safe: data stale 95 s",
+        failsafe: true,
+      }),
+      "veg_heater",
+      JSON.stringify({
+        room: "Veg Room",
+        state: "on",
+        action: "on",
+        reason: "21 vs target 24: below target - 0.5",
+        failsafe: false,
+      }),
+    );
+    await redis.set(
+      k("health:automation-service"),
+      JSON.stringify({
+        service: "automation-service",
+        status: "degraded",
+        reason: "Flower Room: flower_heater: fail-safe: data stale 95 s",
+      }),
+      "EX",
+      60,
+    );
+    try {
+      for (const script of ["ops/monitor_redis_backend.sh", "ops/monitor_can_db.sh"]) {
+        const r = await runScript(script, ["--once", "--sample", "0"], { ...env, CEA_REDIS_PREFIX: p });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/^\S*flower_heater\s+Flower Room\s+off\s+safe\s+fail-safe: data stale 95 s/m);
+        expect(r.stdout).toMatch(/^veg_heater\s+Veg Room\s+on\s+on\s+21 vs target 24: below target - 0\.5$/m);
+        expect(r.stdout).toContain("FAIL-SAFE / OUTAGE");
+        expect(r.stdout).toContain("Flower Room: flower_heater: fail-safe: data stale 95 s");
+      }
+    } finally {
+      await redis.del(k("automation:actuators"), k("health:automation-service"));
+    }
+  });
+});
+
 describe("a dependency that is down", () => {
   for (const script of ["ops/monitor_can_db.sh", "ops/monitor_redis_backend.sh"]) {
     it(`${script}: Redis down is reported and the exit status is 2`, async () => {

@@ -31,7 +31,7 @@ const SCRIPTS = [
   "ops/env_file.sh",
   "ops/stack.sh",
 ];
-const UNITS = ["can-setup", "can-scanner", "can-worker", "cea-backend"];
+const UNITS = ["can-setup", "can-scanner", "can-worker", "cea-backend", "automation-service"];
 
 interface Run {
   code: number;
@@ -141,7 +141,7 @@ function parseUnit(text: string): Map<string, Map<string, string[]>> {
 describe("systemd units", () => {
   const files = readdirSync(projectPath("ops/systemd")).filter((f) => f.endsWith(".service"));
 
-  it("ships exactly the four services, and no automation-service (it has no implementation)", () => {
+  it("ships exactly the five services", () => {
     expect(files.sort()).toEqual(UNITS.map((u) => `${u}.service`).sort());
   });
 
@@ -241,14 +241,14 @@ describe("enable_autostart.sh (stub systemctl)", () => {
     const enables = s.calls().filter((c) => c.startsWith("enable "));
     expect(enables).toEqual(UNITS.map((u) => `enable ${u}.service`));
     expect(first.stdout).toContain("already enabled (2):\n  redis-server.service\n  postgresql.service\n");
-    expect(first.stdout).toContain(`newly enabled (4):\n${UNITS.map((u) => `  ${u}.service\n`).join("")}`);
+    expect(first.stdout).toContain(`newly enabled (5):\n${UNITS.map((u) => `  ${u}.service\n`).join("")}`);
     expect(first.stdout).toContain("failed (0):\n  (none)\n");
-    expect(first.stdout).toContain("not installed (1):\n  automation-service.service\n");
+    expect(first.stdout).toContain("not installed (0):\n  (none)\n");
 
     const second = await run(script, [], s.env);
     expect(second.code).toBe(0);
-    expect(s.calls().filter((c) => c.startsWith("enable "))).toHaveLength(4);
-    expect(second.stdout).toContain("already enabled (6):");
+    expect(s.calls().filter((c) => c.startsWith("enable "))).toHaveLength(5);
+    expect(second.stdout).toContain("already enabled (7):");
     expect(second.stdout).toContain("newly enabled (0):");
   });
 
@@ -280,10 +280,8 @@ describe("enable_autostart.sh (stub systemctl)", () => {
     const r = await run(script, ["--dry-run"], s.env);
     expect(r.code).toBe(0);
     expect(s.calls().filter((c) => !c.startsWith("is-enabled "))).toEqual([]);
-    expect(r.stdout).toContain("would be enabled (4):");
-    expect(r.stdout).toContain(
-      "not installed (3):\n  redis-server.service\n  postgresql.service\n  automation-service.service\n",
-    );
+    expect(r.stdout).toContain("would be enabled (5):");
+    expect(r.stdout).toContain("not installed (2):\n  redis-server.service\n  postgresql.service\n");
   });
 
   it("--install-units copies the project's units and reloads systemd before enabling", async () => {
@@ -292,12 +290,12 @@ describe("enable_autostart.sh (stub systemctl)", () => {
     expect(r.code).toBe(0);
     expect(readdirSync(s.unitDir).sort()).toEqual(UNITS.map((u) => `${u}.service`).sort());
     expect(s.calls().filter((c) => c !== "--version")[0]).toBe("daemon-reload");
-    expect(r.stdout).toContain("newly enabled (4):");
+    expect(r.stdout).toContain("newly enabled (5):");
     // systemd 252 has no RestartSteps: no drop-in, and it says so
     expect(r.stdout).toContain("systemd 252 is older than 254: no restart backoff drop-in");
   });
 
-  it("--install-units on systemd 254 or newer adds the restart backoff to the three services", async () => {
+  it("--install-units on systemd 254 or newer adds the restart backoff to the node services", async () => {
     const s = stub();
     const r = await run(script, ["--install-units"], {
       ...s.env,
@@ -305,7 +303,7 @@ describe("enable_autostart.sh (stub systemctl)", () => {
       STUB_SYSTEMD_VERSION: "257",
     });
     expect(r.code).toBe(0);
-    for (const u of ["can-scanner", "can-worker", "cea-backend"]) {
+    for (const u of ["can-scanner", "can-worker", "cea-backend", "automation-service"]) {
       const dropin = readFileSync(join(s.unitDir, `${u}.service.d`, "10-restart-backoff.conf"), "utf8");
       const svc = parseUnit(dropin).get("Service")!;
       expect(Number(svc.get("RestartSteps")?.[0])).toBeGreaterThan(0);
@@ -375,7 +373,7 @@ describe("start_all_services.sh (stub systemctl)", () => {
     });
     expect(r.code).toBe(1);
     // the other services are still started after can-setup failed
-    expect(s.calls().filter((c) => c.startsWith("start "))).toHaveLength(4);
+    expect(s.calls().filter((c) => c.startsWith("start "))).toHaveLength(5);
     expect(r.stdout).toMatch(/^can-setup\s+FAILED: Job for can-setup\.service failed\.$/m);
     expect(r.stdout).toMatch(
       new RegExp(`^cea-backend\\s+FAILED: GET http://127\\.0\\.0\\.1:${port}/api/v1/health: ECONNREFUSED$`, "m"),

@@ -48,6 +48,7 @@ describe("demo", () => {
         `CEA_WORKER_DATABASE_URL=${db.urlAs("worker")}`,
         `CEA_API_DATABASE_URL=${db.urlAs("api")}`,
         `CEA_READER_DATABASE_URL=${db.urlAs("reader")}`,
+        `CEA_AUTOMATION_DATABASE_URL=${db.urlAs("automation")}`,
         "",
       ].join("\n"),
     );
@@ -72,6 +73,15 @@ describe("demo", () => {
     expect(stdout).toContain("can-scanner stopped (exit 0)");
     expect(stdout).toContain("can-worker stopped (exit 0)");
     expect(stdout).toContain("final pending entries in can-worker-group: 0");
+    // automation-service ran in dry run: its decisions are printed and recorded, nothing was sent
+    expect(stdout).toContain("automation-service stopped (exit 0)");
+    expect(stdout).toMatch(/^ {4}decision \d\d:\d\d:\d\d \w+ (on|off|hold|safe): .+ \(dry run\)$/m);
+    const events = await db.pool.query<{ n: number; dry: number }>(
+      "SELECT count(*)::int AS n, count(*) FILTER (WHERE dry_run)::int AS dry FROM actuator_events",
+    );
+    expect(events.rows[0]!.n).toBeGreaterThan(0);
+    expect(events.rows[0]!.dry).toBe(events.rows[0]!.n);
+    expect(await redis.exists(`${prefix}can:cmd`)).toBe(0);
     // every frame the scanner appended is stored, exactly (the stream is far below the trim size)
     const entries = (await redis.xrange(`${prefix}can:raw`, "-", "+")).map(([, f]) => {
       const o = Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i]!, f[2 * i + 1]!]));

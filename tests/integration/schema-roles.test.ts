@@ -66,7 +66,7 @@ describe("database roles", () => {
     await denied("worker", "UPDATE measurement SET value = 0");
     await denied("worker", "UPDATE sensor SET calibration_offset = 1");
     await denied("worker", "DELETE FROM measurement_agg_pending");
-    await denied("worker", "INSERT INTO setpoints (room_id, quantity, target) VALUES (1, 'temp', 20)");
+    await denied("worker", "INSERT INTO setpoints (room_id, quantity, target) VALUES (1, 'co2', 20)");
     await denied("worker", "UPDATE cea_setting SET value = '1 day'");
     await denied("worker", "SELECT drop_chunks('measurement', older_than => INTERVAL '1 day')");
   });
@@ -101,16 +101,29 @@ describe("database roles", () => {
     await denied("reader", "UPDATE room SET target_temp = 30");
   });
 
-  it("the automation service records decisions and setpoints, and writes no measurement", async () => {
-    const sp = await as("automation").query(
-      "INSERT INTO setpoints (room_id, quantity, target) VALUES (1, 'dry_bulb', 24) RETURNING setpoint_id",
+  it("the API writes setpoints; the automation service records decisions, writes no setpoint and no measurement", async () => {
+    const sp = await as("api").query(
+      "INSERT INTO setpoints (room_id, quantity, period, target, tolerance) VALUES (1, 'air_temperature', 'day', 24, 1) RETURNING setpoint_id",
     );
     await as("automation").query(
-      "INSERT INTO actuator_events (device_id, actuator, action, setpoint_id) VALUES (1, 'heater', 'on', $1)",
+      `INSERT INTO actuator_events (device_id, room_id, actuator, action, value, setpoint, band, state, dry_run, setpoint_id)
+       VALUES (1, 1, 'heater', 'on', 22.5, 24, 1, true, false, $1)`,
       [sp.rows[0].setpoint_id],
     );
+    expect((await as("api").query("SELECT actuator, state FROM actuator_events")).rows).toEqual([
+      { actuator: "heater", state: true },
+    ]);
+    await denied("automation", "INSERT INTO setpoints (room_id, quantity, target) VALUES (1, 'co2', 800)");
     await denied("automation", "INSERT INTO measurement (time, sensor_id, value) VALUES (now(), 101, 1)");
     await denied("automation", "DELETE FROM setpoints");
+    await denied("api", "INSERT INTO actuator_events (device_id, actuator, action) VALUES (1, 'heater', 'on')");
+    // a quantity the controller does not know and a period that is neither day, night nor any
+    await expect(
+      as("api").query("INSERT INTO setpoints (room_id, quantity, target) VALUES (1, 'temp', 20)"),
+    ).rejects.toMatchObject({ code: "23514" });
+    await expect(
+      as("api").query("INSERT INTO setpoints (room_id, quantity, period, target) VALUES (1, 'co2', 'dusk', 800)"),
+    ).rejects.toMatchObject({ code: "23514" });
   });
 
   it("verify names a grant that is missing and one that must not be there", async () => {

@@ -79,7 +79,7 @@ describe("constraints", () => {
       "23503",
     );
     await rejects("INSERT INTO measurement (time, sensor_id, value) VALUES (now(), 999999, 1)", [], "23503");
-    await rejects("INSERT INTO setpoints (room_id, quantity, target) VALUES (999, 'temp', 1)", [], "23503");
+    await rejects("INSERT INTO setpoints (room_id, quantity, target) VALUES (999, 'co2', 1)", [], "23503");
     await rejects("INSERT INTO actuator_events (device_id, actuator, action) VALUES (999, 'fan', 'on')", [], "23503");
     await rejects("INSERT INTO crop_batch (room_id, name, started_at) VALUES (999, 'b', now())", [], "23503");
     // the parent cannot go while children point at it

@@ -227,6 +227,7 @@ export function pipelineEnv(o: {
     CEA_WORKER_DATABASE_URL: roleUrl(o.databaseUrl, "worker"),
     CEA_API_DATABASE_URL: roleUrl(o.databaseUrl, "api"),
     CEA_READER_DATABASE_URL: roleUrl(o.databaseUrl, "reader"),
+    CEA_AUTOMATION_DATABASE_URL: roleUrl(o.databaseUrl, "automation"),
     CEA_REDIS_URL: o.redisUrl,
     CEA_REDIS_PREFIX: o.prefix,
     CEA_LOG_LEVEL: "debug",

@@ -1,6 +1,7 @@
 import type { FastifyInstance, RouteOptions } from "fastify";
 import type { ApiContext } from "../context.js";
 import { errorBody } from "../schemas.js";
+import { setpointReadRoutes, setpointWriteRoutes } from "./automation.js";
 import { facilityRoutes } from "./facility.js";
 import { healthRoutes } from "./health.js";
 import { liveRoutes } from "./live.js";
@@ -30,6 +31,7 @@ export async function registerRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   await app.register(async (writes) => {
     protect(writes);
     await writes.register(measurementRoutes, ctx);
+    await writes.register(setpointWriteRoutes, ctx);
   });
   await app.register(async (reads) => {
     if (!ctx.config.CEA_API_OPEN_READS) protect(reads);
@@ -37,6 +39,7 @@ export async function registerRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     await reads.register(sensorRoutes, ctx);
     await reads.register(roomRoutes, ctx);
     await reads.register(liveRoutes, ctx);
+    await reads.register(setpointReadRoutes, ctx);
   });
   await app.register(healthRoutes, ctx);
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());

@@ -1,0 +1,98 @@
+import type { Site } from "../../db/site.js";
+import { ConfigError } from "../runtime/errors.js";
+import { encodeMessage } from "./codec.js";
+import { toHex } from "./frame.js";
+import type { CanDb, MessageDef } from "./model.js";
+
+// Command frames of the actuators. Each actuator of the site file names one
+// signal of a command message ("Cmd_N1.heater"); a command frame sets every
+// output of its message at once, with a sequence number the node echoes in its
+// status frame and the watchdog timeout after which the node puts its outputs
+// in their safe state when no further command arrives.
+
+/** Signals every command message carries besides the outputs. */
+export const COMMAND_SEQ = "seq";
+export const COMMAND_WATCHDOG = "watchdog_s";
+
+export interface CommandMessage {
+  message: MessageDef;
+  /** Actuator id → its output signal in this message. */
+  outputs: Map<string, string>;
+}
+
+export interface CommandTable {
+  /** By message name. */
+  messages: Map<string, CommandMessage>;
+  /** Actuator id → message name. */
+  messageOf: Map<string, string>;
+}
+
+/** Why the site file's actuators and the CAN database disagree (empty = they agree). */
+export function commandProblems(db: CanDb, site: Site, siteFile: string): string[] {
+  const problems: string[] = [];
+  const byName = new Map(db.messages.map((m) => [m.name, m]));
+  site.actuators.forEach((a, i) => {
+    const at = `${siteFile}: actuators.${i}.command`;
+    const dot = a.command.lastIndexOf(".");
+    const mName = a.command.slice(0, dot);
+    const sName = a.command.slice(dot + 1);
+    const m = byName.get(mName);
+    const refused = db.refused.find((r) => r.message === mName);
+    if (!m) {
+      problems.push(
+        refused
+          ? `${at}: "${a.command}" is in a refused message: ${refused.text}`
+          : `${at}: "${a.command}": no message ${mName} in ${db.file}`,
+      );
+      return;
+    }
+    const s = m.signals.find((x) => x.name === sName);
+    if (!s) problems.push(`${at}: "${a.command}": ${mName} has no signal ${sName} in ${db.file}`);
+    else if (s.multiplexer || s.muxedBy) problems.push(`${at}: "${a.command}": a command output cannot be multiplexed`);
+    for (const need of [COMMAND_SEQ, COMMAND_WATCHDOG])
+      if (!m.signals.some((x) => x.name === need))
+        problems.push(`${at}: "${a.command}": command message ${mName} lacks the signal ${need}`);
+  });
+  return problems;
+}
+
+/** The command table of the site's actuators; ConfigError naming every disagreement with the CAN database. */
+export function buildCommandTable(db: CanDb, site: Site, siteFile: string): CommandTable {
+  const problems = commandProblems(db, site, siteFile);
+  if (problems.length) throw new ConfigError(`site file and CAN database disagree\n${problems.join("\n")}`);
+  const messages = new Map<string, CommandMessage>();
+  const messageOf = new Map<string, string>();
+  for (const a of site.actuators) {
+    const dot = a.command.lastIndexOf(".");
+    const mName = a.command.slice(0, dot);
+    const message = db.messages.find((m) => m.name === mName);
+    if (!message) continue; // excluded by commandProblems
+    const cm = messages.get(mName) ?? { message, outputs: new Map<string, string>() };
+    cm.outputs.set(a.id, a.command.slice(dot + 1));
+    messages.set(mName, cm);
+    messageOf.set(a.id, mName);
+  }
+  return { messages, messageOf };
+}
+
+export interface CommandFrame {
+  message: string;
+  id: number;
+  ext: boolean;
+  fd: boolean;
+  /** Payload, upper-case hex like the raw stream's `data`. */
+  data: string;
+}
+
+/** The frame that sets every output of `cm` (true = on) with its seq and watchdog. */
+export function encodeCommand(
+  cm: CommandMessage,
+  states: ReadonlyMap<string, boolean>,
+  seq: number,
+  watchdogS: number,
+): CommandFrame {
+  const values: Record<string, number> = { [COMMAND_SEQ]: seq & 0xff, [COMMAND_WATCHDOG]: watchdogS };
+  for (const [actuator, signal] of cm.outputs) values[signal] = states.get(actuator) ? 1 : 0;
+  const m = cm.message;
+  return { message: m.name, id: m.id, ext: m.extended, fd: m.fd, data: toHex(encodeMessage(m, values)) };
+}
