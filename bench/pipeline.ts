@@ -15,6 +15,7 @@ import { projectPath } from "../pipeline/runtime/paths.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
 import { packEntries } from "../stages/decode/pack.js";
 import { decodePacked, unpackSignals } from "../stages/decode/signals.js";
+import { Deriver } from "../stages/derived.js";
 import { expectedRows } from "../stages/expected.js";
 import { resolveReadings } from "../stages/resolve-sensor.js";
 import { loadDecodeTable } from "../stages/sensor-map.js";
@@ -35,7 +36,10 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 //      is taken against the faster of the two;
 //  (c) a naive consumer: XREAD + one INSERT per reading (autocommit);
 //  (d) latency XADD → visible after COMMIT at the nominal 50 sensors × 1 Hz;
-//  (e) CPU seconds and peak RSS (VmHWM) of scanner and worker at that load.
+//  (e) CPU seconds and peak RSS (VmHWM) of scanner and worker at that load;
+//  (f) the derived stage's cost: decode + resolve-sensor of the pre-filled
+//      batches in process, without and with the derived stage (grower metrics),
+//      alternated five times, best of each.
 // Every database is a fresh clone of a template with schema + site; every Redis
 // key is under a random prefix; everything is removed at the end.
 
@@ -210,12 +214,14 @@ const bench: Bench = async (ctx) => {
 
     // the same rows the worker will write, as COPY text in the worker's batch size
     const chunks: string[] = [];
+    const pages: string[][][] = [];
     const binChunks: Buffer[] = [];
     let measurements = 0;
     for (let start = "-"; ; ) {
       const page = await redis.xrange(stream, start, "+", "COUNT", BATCH);
       if (page.length === 0) break;
       const fields = page.map(([, f]) => f);
+      pages.push(fields);
       const batch: Batch = {
         seq: 0,
         ids: page.map(([id]) => id),
@@ -227,6 +233,7 @@ const bench: Bench = async (ctx) => {
       const out = decodePacked({ ...packEntries(fields, () => false), table });
       const { rows } = resolveReadings(batch, unpackSignals(out, table));
       if (out.dead.length || batch.dead.size) throw new Error("pre-filled stream holds undecodable frames");
+      new Deriver(0).add(table.derived, rows); // the worker writes the derived rows too
       chunks.push(copyText(rows));
       binChunks.push(Buffer.from(encodeBinaryCopy(rows)));
       measurements += rows.count;
@@ -234,6 +241,47 @@ const bench: Bench = async (ctx) => {
     }
     Object.assign(params, { frames, measurements });
     ctx.log(`${frames} frames, ${measurements} measurements`);
+
+    // ---- (f) the derived stage's cost, in process, before the services load the machine
+    // the pages again and again up to about 300 000 frames a measurement, so a small scale still times something
+    const reps = Math.max(1, Math.ceil(300_000 / frames));
+    const prepareAll = (derived: boolean) => {
+      const deriver = new Deriver(10e6);
+      let n = 0;
+      let derivedMs = 0;
+      const t0 = performance.now();
+      for (let k = 0; k < reps; k++)
+        for (const fields of pages) {
+          const batch: Batch = {
+            seq: 0,
+            ids: fields.map((_, i) => `0-${i + 1}`),
+            fields,
+            deliveries: null,
+            dead: new Map(),
+            skip: new Set(),
+          };
+          const out = decodePacked({ ...packEntries(fields, () => false), table });
+          const { rows } = resolveReadings(batch, unpackSignals(out, table));
+          if (derived) {
+            const t = performance.now();
+            deriver.add(table.derived, rows);
+            derivedMs += performance.now() - t;
+          }
+          n += rows.count;
+        }
+      return { ms: performance.now() - t0, rows: n, derivedMs };
+    };
+    let base = { ms: Number.POSITIVE_INFINITY, rows: 0, derivedMs: 0 };
+    let withDerived = { ...base };
+    for (let k = 0; k < 5; k++) {
+      const b = prepareAll(false);
+      if (b.ms < base.ms) base = b;
+      const d = prepareAll(true);
+      if (d.ms < withDerived.ms) withDerived = d;
+    }
+    const baseRate = ((frames * reps) / base.ms) * 1000;
+    const derivedRate = ((frames * reps) / withDerived.ms) * 1000;
+    Object.assign(params, { derived_rows: (withDerived.rows - base.rows) / reps });
 
     // ---- (a) end to end, pool and inline decode, each on a fresh database
     let runs = 0;
@@ -582,6 +630,20 @@ const bench: Bench = async (ctx) => {
         value: wk?.cpu ?? Number.NaN,
         unit: "CPU s",
         note: `over ${nominalSeconds} s incl. start-up and decode threads; ${(((wk?.cpu ?? 0) / nominalSeconds) * 100).toFixed(1)}% of one core`,
+      },
+      {
+        case: "decode + resolve-sensor, in process",
+        value: baseRate,
+        unit: "frames/s",
+        note: `${base.rows} readings (${reps} × the pre-filled frames), best of 5 alternated with the next`,
+      },
+      {
+        case: "decode + resolve-sensor + derived, in process",
+        value: derivedRate,
+        unit: "frames/s",
+        baseline: "decode + resolve-sensor, in process",
+        ratio: derivedRate / baseRate,
+        note: `${withDerived.rows - base.rows} derived rows added; the derived stage itself ${withDerived.derivedMs.toFixed(1)} ms = ${((withDerived.derivedMs / withDerived.ms) * 100).toFixed(1)}% of the run`,
       },
       { case: "scanner peak RSS", value: sc?.hwmMiB ?? Number.NaN, unit: "MiB" },
       { case: "worker peak RSS", value: wk?.hwmMiB ?? Number.NaN, unit: "MiB" },

@@ -124,6 +124,90 @@ export const deviceSchema = z.strictObject({
   sensors: z.array(sensorSchema).min(1),
 });
 
+// ---------------------------------------------------------------- derived sensors
+// Grower metrics computed from a room's air temperature and relative humidity
+// by stages/derived.ts (pipeline/runtime/psychro.ts): per room, the two input
+// sensors, the derived sensors (kind air_vpd, leaf_vpd, dew_point) and the leaf
+// temperature offset. They belong to a virtual device of the room (no CAN node,
+// device_type "derived"), which `cea site sync` creates with them.
+
+export const DERIVED_KINDS = ["air_vpd", "leaf_vpd", "dew_point"] as const;
+export type DerivedKind = (typeof DERIVED_KINDS)[number];
+
+export const derivedRoomSchema = z.strictObject({
+  room_id: id,
+  /** The virtual device of the room that holds the derived sensors (not a CAN node). */
+  device: z.strictObject({ id, name }),
+  /** Sensor id of the room's dry-bulb air temperature (kind air_temperature). */
+  temperature_sensor: id,
+  /** Sensor id of the room's relative humidity (kind relative_humidity). */
+  humidity_sensor: id,
+  /** Leaf minus air temperature, °C (usually −1…−3); required for a leaf_vpd sensor. */
+  leaf_offset_c: z.number().finite().min(-20).max(20).optional(),
+  sensors: z
+    .array(
+      z.strictObject({
+        id,
+        name: z.string().regex(/^[a-z][a-z0-9_]*$/, "lower-case letters, digits and _ only"),
+        kind: z.enum(DERIVED_KINDS),
+      }),
+    )
+    .min(1),
+});
+export type DerivedRoom = z.infer<typeof derivedRoomSchema>;
+
+type Issue = { code: "custom"; path: (string | number)[]; message: string };
+
+/** The references of the derived section: rooms, input sensors and their kinds, ids and names unique site-wide. */
+function checkDerived(
+  site: { rooms: { id: number }[]; devices: SiteDevice[]; derived: DerivedRoom[] },
+  addIssue: (i: Issue) => void,
+): void {
+  const issue = (path: (string | number)[], message: string) => addIssue({ code: "custom", path, message });
+  const rooms = new Set(site.rooms.map((r) => r.id));
+  const sensorIds = new Map<number, { kind?: string | undefined; room: number }>();
+  const sensorNames = new Set<string>();
+  for (const d of site.devices)
+    for (const s of d.sensors) {
+      sensorIds.set(s.id, { kind: s.kind, room: d.room_id });
+      sensorNames.add(s.name);
+    }
+  const deviceIds = new Set(site.devices.map((d) => d.id));
+  const deviceNames = new Set(site.devices.map((d) => d.name));
+  const seenRooms = new Set<number>();
+  site.derived.forEach((g, i) => {
+    const at = (...p: (string | number)[]) => ["derived", i, ...p];
+    if (!rooms.has(g.room_id)) issue(at("room_id"), `no room with id ${g.room_id}`);
+    if (seenRooms.has(g.room_id)) issue(at("room_id"), `room ${g.room_id} already has derived sensors`);
+    seenRooms.add(g.room_id);
+    if (deviceIds.has(g.device.id)) issue(at("device", "id"), `duplicate device id ${g.device.id}`);
+    if (deviceNames.has(g.device.name)) issue(at("device", "name"), `duplicate device name ${g.device.name}`);
+    deviceIds.add(g.device.id);
+    deviceNames.add(g.device.name);
+    const input = (field: "temperature_sensor" | "humidity_sensor", kind: string) => {
+      const s = sensorIds.get(g[field]);
+      if (!s) issue(at(field), `no sensor with id ${g[field]} on a device of the site file`);
+      // a sensor the file gives no kind keeps the database's: only another kind is refused
+      else if (s.kind !== undefined && s.kind !== kind)
+        issue(at(field), `sensor ${g[field]} is of kind ${s.kind}, not ${kind}`);
+      else if (s.room !== g.room_id) issue(at(field), `sensor ${g[field]} is in room ${s.room}, not ${g.room_id}`);
+    };
+    input("temperature_sensor", "air_temperature");
+    input("humidity_sensor", "relative_humidity");
+    const kinds = new Set<string>();
+    g.sensors.forEach((s, j) => {
+      if (sensorIds.has(s.id)) issue(at("sensors", j, "id"), `duplicate sensor id ${s.id}`);
+      if (sensorNames.has(s.name)) issue(at("sensors", j, "name"), `duplicate sensor name ${s.name}`);
+      if (kinds.has(s.kind)) issue(at("sensors", j, "kind"), `duplicate derived kind ${s.kind} in room ${g.room_id}`);
+      sensorIds.set(s.id, { kind: s.kind, room: g.room_id });
+      sensorNames.add(s.name);
+      kinds.add(s.kind);
+      if (s.kind === "leaf_vpd" && g.leaf_offset_c === undefined)
+        issue(at("leaf_offset_c"), "a leaf_vpd sensor needs leaf_offset_c (leaf minus air temperature, °C)");
+    });
+  });
+}
+
 export const siteSchema = z
   .strictObject({
     facility: z.strictObject({
@@ -152,8 +236,11 @@ export const siteSchema = z
       .min(1),
     devices: z.array(deviceSchema).min(1),
     actuators: z.array(actuatorSchema).default([]),
+    /** Derived sensors per room (block above). */
+    derived: z.array(derivedRoomSchema).default([]),
   })
   .superRefine((site, ctx) => {
+    checkDerived(site, (i) => ctx.addIssue(i));
     const unique = <T>(items: T[], key: (t: T) => unknown, path: (i: number) => (string | number)[], what: string) => {
       const seen = new Map<unknown, number>();
       items.forEach((item, i) => {
@@ -380,6 +467,8 @@ export interface SyncReport {
   racks: number;
   devices: number;
   sensors: number;
+  /** Derived sensors (on the rooms' virtual devices), not counted in `sensors`. */
+  derived_sensors: number;
   /** Sensors in the database that the site file no longer names (kept: they have history). */
   unlisted_sensors: string[];
 }
@@ -480,6 +569,7 @@ async function syncOnce(db: pg.ClientBase, site: Site, opts: SyncOptions): Promi
         );
       }
     }
+    const derivedSensors = await syncDerived(db, site, opts);
     // a room's bands are exactly the file's (they have no history to keep)
     for (const r of site.rooms) {
       await db.query("DELETE FROM room_band WHERE room_id = $1 AND NOT (kind = ANY($2::text[]))", [
@@ -494,7 +584,10 @@ async function syncOnce(db: pg.ClientBase, site: Site, opts: SyncOptions): Promi
           [r.id, b.kind, b.min ?? null, b.max ?? null, b.for_s],
         );
     }
-    const listed = site.devices.flatMap((d) => d.sensors.map((s) => s.id));
+    const listed = [
+      ...site.devices.flatMap((d) => d.sensors.map((s) => s.id)),
+      ...site.derived.flatMap((g) => g.sensors.map((s) => s.id)),
+    ];
     const { rows } = await db.query<{ name: string }>(
       "SELECT name FROM sensor WHERE NOT (sensor_id = ANY($1::int[])) ORDER BY sensor_id",
       [listed],
@@ -511,10 +604,48 @@ async function syncOnce(db: pg.ClientBase, site: Site, opts: SyncOptions): Promi
       racks,
       devices: site.devices.length,
       sensors,
+      derived_sensors: derivedSensors,
       unlisted_sensors: rows.map((r) => r.name),
     };
   } catch (err) {
     await db.query("ROLLBACK").catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * The derived section: each room's virtual device (no node, type "derived")
+ * and its derived sensors, channel = position in the list, unit from the kind,
+ * expected interval that of the slower input (a derived value is written per
+ * temperature reading that has a partner). Inside syncSite's transaction.
+ */
+async function syncDerived(db: pg.ClientBase, site: Site, opts: SyncOptions): Promise<number> {
+  const interval = new Map<number, number | undefined>();
+  for (const d of site.devices)
+    for (const s of d.sensors) interval.set(s.id, s.interval_s ?? opts.defaultIntervalS?.get(s.id));
+  let n = 0;
+  for (const g of site.derived) {
+    await db.query(
+      `INSERT INTO device (device_id, room_id, rack_id, name, device_type, node_id, ip_address, serial_number)
+       VALUES ($1, $2, NULL, $3, 'derived', NULL, NULL, NULL)
+       ON CONFLICT (device_id) DO UPDATE SET room_id = EXCLUDED.room_id, rack_id = NULL, name = EXCLUDED.name,
+         device_type = EXCLUDED.device_type, node_id = NULL, ip_address = NULL, serial_number = NULL`,
+      [g.device.id, g.room_id, g.device.name],
+    );
+    const inputs = [interval.get(g.temperature_sensor), interval.get(g.humidity_sensor)];
+    const expected = inputs.every((v) => v !== undefined) ? Math.max(...(inputs as number[])) : null;
+    for (const [channel, s] of g.sensors.entries()) {
+      n++;
+      await db.query(
+        `INSERT INTO sensor (sensor_id, device_id, name, unit, data_type, channel, calibration_offset, kind,
+           expected_interval_s)
+         VALUES ($1, $2, $3, $4, 'float', $5, 0, $6, $7)
+         ON CONFLICT (sensor_id) DO UPDATE SET device_id = EXCLUDED.device_id, name = EXCLUDED.name,
+           unit = EXCLUDED.unit, data_type = EXCLUDED.data_type, channel = EXCLUDED.channel,
+           calibration_offset = 0, kind = EXCLUDED.kind, expected_interval_s = EXCLUDED.expected_interval_s`,
+        [s.id, g.device.id, s.name, SENSOR_KINDS[s.kind].unit, channel, s.kind, expected],
+      );
+    }
+  }
+  return n;
 }

@@ -13,6 +13,7 @@ import type { IngestLedger } from "./append/ledger.js";
 import { batchCopyStage } from "./batch-copy.js";
 import { CAN_FRAMES, canIngestStage } from "./can-ingest.js";
 import { decodeStage, type TableSource } from "./decode.js";
+import { derivedStage } from "./derived.js";
 import { resolveSensorStage } from "./resolve-sensor.js";
 import { streamAppendStage } from "./stream-append.js";
 
@@ -35,6 +36,7 @@ export function workerStages(d: WorkerChainDeps) {
   return {
     decode: use(decodeStage(d.map), { threads: c.CEA_DECODE_THREADS }),
     resolveSensor: use(resolveSensorStage(), {}),
+    derived: use(derivedStage(), { pairWindowS: c.CEA_DERIVED_PAIR_WINDOW_S }),
     batchCopy: use(
       batchCopyStage({
         pool: d.pool,
@@ -50,10 +52,10 @@ export function workerStages(d: WorkerChainDeps) {
   };
 }
 
-/** decode → resolve-sensor → batch-copy → ack. */
+/** decode → resolve-sensor → derived → batch-copy → ack. */
 export function workerChain(d: WorkerChainDeps): Chain<StreamEntries, unknown> {
   const s = workerStages(d);
-  return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy).pipe(s.ack);
+  return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.derived).pipe(s.batchCopy).pipe(s.ack);
 }
 
 export interface ScannerChainDeps {

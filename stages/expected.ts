@@ -4,11 +4,14 @@ import { UnrecoverableError } from "../pipeline/runtime/errors.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
 import { packFrames } from "./decode/pack.js";
 import { decodePacked, unpackSignals } from "./decode/signals.js";
+import { Deriver } from "./derived.js";
 import { resolveReadings } from "./resolve-sensor.js";
 
 // The rows the worker stores for one raw-stream entry, computed by the very
-// decode and resolve-sensor code the worker runs, without Redis or PostgreSQL:
-// the reconciliation key of the tests and benchmarks.
+// decode, resolve-sensor and derived code the worker runs, without Redis or
+// PostgreSQL: the reconciliation key of the tests and benchmarks. Derived rows
+// are those of the entry's own humidity partner (no memory of earlier entries:
+// exact for rooms whose temperature and humidity share a CAN frame).
 
 export interface ExpectedRow {
   sensor_id: number;
@@ -36,6 +39,7 @@ export function expectedRows(
   const { rows } = resolveReadings(batch, unpackSignals(out, table));
   const d = batch.dead.get(0);
   if (d) throw new UnrecoverableError(d.reason, d.reason);
+  new Deriver(0).add(table.derived, rows);
   return Array.from({ length: rows.count }, (_, r) => ({
     sensor_id: rows.sensor[r]!,
     time: frame.ts,

@@ -1,5 +1,6 @@
 import { ReadingColumns, statusCode } from "../db/readings.js";
 import { messageKey } from "../pipeline/can/model.js";
+import type { DerivedInputs } from "../pipeline/can/table.js";
 import { type Batch, entryField, noOptions, port, type StageSpec, settled } from "../pipeline/runtime/stage.js";
 import { NO_MESSAGE, type SignalRows } from "./decode/signals.js";
 import { DECODED_SIGNALS } from "./decode.js";
@@ -30,6 +31,8 @@ export interface SensorReadings {
   rows: ReadingColumns;
   /** One stored key per entry past its delivery limit: if it is stored, the entry was committed before. */
   probes: { entry: number; sensor: number; timeUs: number }[];
+  /** The rooms' derived sensors of the table these readings were resolved with (stages/derived.ts). */
+  derived: DerivedInputs[];
 }
 
 export const SENSOR_READINGS = port<SensorReadings>("sensor-readings");
@@ -119,7 +122,7 @@ export function resolveReadings(batch: Batch, sig: SignalRows): SensorReadings {
     // an entry that names no mapped message or no valid time could never have been stored
     if (sensor && !Number.isNaN(timeUs)) probes.push({ entry: e, sensor, timeUs });
   }
-  return { rows, probes };
+  return { rows, probes, derived: table.derived };
 }
 
 /** The message key of an entry from its id and ext fields alone (the entry is not decoded). */

@@ -74,9 +74,10 @@ export function reportLoad(log: Logger, files: SensorMapFiles, loaded: LoadedDec
     );
 }
 
-/** Sensor ids of the table that the database lacks (site not synced). */
+/** Sensor ids of the table (derived sensors included) that the database lacks (site not synced). */
 export async function missingSensors(db: pg.Pool | pg.ClientBase, table: DecodeTable): Promise<number[]> {
   const ids = Object.values(table.messages).flatMap((m) => m.signals.filter((s) => s.sensorId).map((s) => s.sensorId));
+  for (const d of table.derived) for (const id of [d.airVpd, d.leafVpd, d.dewPoint]) if (id) ids.push(id);
   const { rows } = await db.query<{ sensor_id: number }>(SENSORS_PRESENT, [ids]);
   const have = new Set(rows.map((r) => r.sensor_id));
   return ids.filter((id) => !have.has(id));

@@ -50,6 +50,34 @@ export interface DecodeTable {
   refused: Record<number, string>;
   /** Content hash of the sensor mapping; changes when the site changes. */
   version: string;
+  /** The rooms' derived sensors (site file `derived`), computed by stages/derived.ts from the same batch. */
+  derived: DerivedInputs[];
+}
+
+/** One room's derived sensors and their inputs, as sensor ids; 0 = that derived kind is not declared. */
+export interface DerivedInputs {
+  room: number;
+  temperature: number;
+  humidity: number;
+  leafOffsetC: number;
+  airVpd: number;
+  leafVpd: number;
+  dewPoint: number;
+}
+
+function derivedInputs(site: Site): DerivedInputs[] {
+  return site.derived.map((g) => {
+    const id = (kind: string) => g.sensors.find((s) => s.kind === kind)?.id ?? 0;
+    return {
+      room: g.room_id,
+      temperature: g.temperature_sensor,
+      humidity: g.humidity_sensor,
+      leafOffsetC: g.leaf_offset_c ?? 0,
+      airVpd: id("air_vpd"),
+      leafVpd: id("leaf_vpd"),
+      dewPoint: id("dew_point"),
+    };
+  });
 }
 
 export interface DecodeTableResult {
@@ -156,8 +184,9 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
   const refused: Record<number, string> = {};
   for (const r of db.refused)
     if (r.id !== undefined && r.extended !== undefined) refused[messageKey(r.id, r.extended)] = r.text;
-  const version = JSON.stringify([...wanted.entries()].sort());
-  return { table: { messages, refused, version: hashString(version) }, unmapped };
+  const derived = derivedInputs(site);
+  const version = JSON.stringify([[...wanted.entries()].sort(), derived]);
+  return { table: { messages, refused, version: hashString(version), derived }, unmapped };
 }
 
 function hashString(s: string): string {

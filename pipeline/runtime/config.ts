@@ -97,6 +97,12 @@ export const configSchema = z.object({
   CEA_DECODE_THREADS: int(0, 0),
   /** Batches the can-worker writes at once, each in its own transaction on its own connection. */
   CEA_WRITE_CONCURRENCY: int(2, 1),
+  /**
+   * Derived stage (stages/derived.ts): seconds a room's latest humidity reading
+   * may be older than a temperature reading of another entry it is paired
+   * with; 0 = only the same entry (same CAN frame).
+   */
+  CEA_DERIVED_PAIR_WINDOW_S: z.coerce.number().min(0).max(3_600).default(10),
   CEA_AGG_REFRESH_MS: int(60_000, 1_000),
   CEA_HEALTH_TTL_S: int(30, 1),
   /**

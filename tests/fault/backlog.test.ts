@@ -89,7 +89,8 @@ describe("worker down for an hour of traffic", () => {
     expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     const r = await reconcile(db.pool, await expectedRowsOf(frames));
     expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
-    expect(r.expected).toBe(HOUR * 50);
+    // 50 signals a second, and 3 derived sensors in each of the 3 rooms with derived ones
+    expect(r.expected).toBe(HOUR * (50 + 3 * 3));
   }, 400_000);
 
   it("past the hard limit: dropped_hard_limit is exactly the number of frames missing from the table", async () => {
@@ -114,6 +115,8 @@ describe("worker down for an hour of traffic", () => {
     const site = await loadSite(projectPath("ops/site.json"));
     const messageOf = new Map<number, string>();
     for (const d of site.devices) for (const s of d.sensors) messageOf.set(s.id, s.signal.split(".")[0]!);
+    // a derived row belongs to the frame of its temperature input
+    for (const g of site.derived) for (const s of g.sensors) messageOf.set(s.id, messageOf.get(g.temperature_sensor)!);
     const { rows } = await db.pool.query<{ sensor_id: number; time: string }>(
       "SELECT sensor_id, time::text AS time FROM measurement",
     );
@@ -167,6 +170,9 @@ describe("worker down for an hour of traffic", () => {
     // and exactly the dropped frames are missing
     const messageOf = new Map<number, string>();
     for (const d of opts.site.devices) for (const s of d.sensors) messageOf.set(s.id, s.signal.split(".")[0]!);
+    // a derived row belongs to the frame of its temperature input
+    for (const g of opts.site.derived)
+      for (const s of g.sensors) messageOf.set(s.id, messageOf.get(g.temperature_sensor)!);
     const { rows } = await db.pool.query<{ sensor_id: number; time: string }>(
       "SELECT sensor_id, time::text AS time FROM measurement",
     );
@@ -206,6 +212,8 @@ describe("worker down for an hour of traffic", () => {
     const site = await loadSite(projectPath("ops/site.json"));
     const messageOf = new Map<number, string>();
     for (const d of site.devices) for (const s of d.sensors) messageOf.set(s.id, s.signal.split(".")[0]!);
+    // a derived row belongs to the frame of its temperature input
+    for (const g of site.derived) for (const s of g.sensors) messageOf.set(s.id, messageOf.get(g.temperature_sensor)!);
     const { rows } = await db.pool.query<{ sensor_id: number; time: string }>(
       "SELECT sensor_id, time::text AS time FROM measurement",
     );

@@ -100,7 +100,7 @@ describe("Redis restarted under load", () => {
     const r = await reconcile(db.pool, await expectedRowsOf(frames));
     expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
     // every sensor once per simulated second, nothing missing from the stream either
-    expect(r.expected).toBe(1_800 * 50);
+    expect(r.expected).toBe(1_800 * (50 + 3 * 3)); // 50 signals and 9 derived sensors a second
     expect(await redis.xlen(keys.dead)).toBe(0);
   }, 420_000);
 });

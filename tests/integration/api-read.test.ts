@@ -52,6 +52,9 @@ describe("metadata", () => {
     expect(sensorIds.sort()).toEqual([
       ...Array.from({ length: 10 }, (_, i) => 101 + i),
       ...Array.from({ length: 10 }, (_, i) => 201 + i),
+      911, // the room's derived sensors (air VPD, leaf VPD, dew point) on its virtual device
+      912,
+      913,
     ]);
     expect(flower.devices[0].sensors[0]).toEqual({
       id: 101,
@@ -64,9 +67,14 @@ describe("metadata", () => {
 
   it("GET /sensors filters by room, device and unit", async () => {
     const all = (await get("/sensors")).json().sensors;
-    expect(all).toHaveLength(50);
+    expect(all).toHaveLength(50 + 9); // the nodes' sensors and the derived ones
     const veg = (await get("/sensors?room_id=2")).json().sensors;
-    expect(veg.map((s: { id: number }) => s.id)).toEqual(Array.from({ length: 10 }, (_, i) => 301 + i));
+    expect(veg.map((s: { id: number }) => s.id)).toEqual([
+      ...Array.from({ length: 10 }, (_, i) => 301 + i),
+      921,
+      922,
+      923,
+    ]);
     const dev = (await get(`/sensors?device_id=${veg[0].device_id}`)).json().sensors;
     expect(dev).toHaveLength(10);
     const celsius = (await get(`/sensors?unit=${encodeURIComponent("°C")}`)).json().sensors;
@@ -226,9 +234,12 @@ describe("history", () => {
     expect(res.statusCode).toBe(200);
     const h = res.json();
     expect(h).toMatchObject({ room: { id: 2, name: "Veg Room" }, resolution: "hourly" });
-    expect(h.series.map((s: { sensor_id: number }) => s.sensor_id)).toEqual(
-      Array.from({ length: 10 }, (_, i) => 301 + i),
-    );
+    expect(h.series.map((s: { sensor_id: number }) => s.sensor_id)).toEqual([
+      ...Array.from({ length: 10 }, (_, i) => 301 + i),
+      921, // the derived sensors of the room
+      922,
+      923,
+    ]);
     const bySensor = new Map(h.series.map((s: { sensor_id: number; points: AggPoint[] }) => [s.sensor_id, s.points]));
     expect((bySensor.get(301) as AggPoint[]).every((p) => p.count === 60)).toBe(true);
     expect((bySensor.get(302) as AggPoint[]).map((p) => p.count)).toEqual(Array(72).fill(6));

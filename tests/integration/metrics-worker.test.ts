@@ -89,12 +89,12 @@ describe("can-worker metrics", () => {
   it("batches, rows written and inserted, dead letters by reason", async () => {
     const s = await metricsWhen(
       "102 entries processed",
-      (x) => value(x, "cea_worker_entries_total") === 102 && value(x, "cea_worker_rows_inserted_total") === 400,
+      (x) => value(x, "cea_worker_entries_total") === 102 && value(x, "cea_worker_rows_inserted_total") === 700,
     );
     expect(value(s, "cea_worker_batches_total")).toBeGreaterThanOrEqual(1);
-    // 100 frames of 4 signals each
-    expect(value(s, "cea_worker_rows_written_total")).toBe(400);
-    expect(value(s, "cea_worker_rows_inserted_total")).toBe(400);
+    // 100 Climate_N1 frames of 4 signals each, and the Flower Room's 3 derived sensors from each
+    expect(value(s, "cea_worker_rows_written_total")).toBe(700);
+    expect(value(s, "cea_worker_rows_inserted_total")).toBe(700);
     expect(value(s, "cea_worker_dead_letters_total", { reason: "unknown_id" })).toBe(1);
     expect(value(s, "cea_worker_dead_letters_total", { reason: "malformed_entry" })).toBe(1);
     expect(value(s, "cea_worker_dead_letters_total", { reason: "delivery_limit" })).toBe(0);
@@ -133,7 +133,7 @@ describe("can-worker metrics", () => {
     const up = await metricsWhen(
       "recovered",
       // the writer's row counters arrive with the worker's next health report (every second here)
-      (x) => value(x, "cea_database_up") === 1 && value(x, "cea_worker_rows_inserted_total") === 440,
+      (x) => value(x, "cea_database_up") === 1 && value(x, "cea_worker_rows_inserted_total") === 770,
     );
     expect(value(up, "cea_worker_degraded")).toBe(0);
     expect(value(up, "cea_worker_entries_total")).toBe(112);

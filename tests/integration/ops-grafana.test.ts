@@ -132,7 +132,7 @@ describe("Grafana provisioning files", () => {
 describe("dashboard SQL on a real database", () => {
   it("the variables list the rooms and the sensors of the site", () => {
     expect(allRooms).toEqual(["Flower Room", "Lab", "Outside", "Veg Room"]);
-    expect(allSensors).toHaveLength(50);
+    expect(allSensors).toHaveLength(50 + 9); // the CAN nodes' sensors and the derived ones
   });
 
   const ranges: [string, number][] = [
@@ -150,7 +150,8 @@ describe("dashboard SQL on a real database", () => {
         ran++;
       }
     }
-    expect(ran).toBe(4 * 3 + 2);
+    // five climate panels of three ranges each, the actuator timeline, samples per hour, latest reading
+    expect(ran).toBe(5 * 3 + 1 + 2);
   });
 
   /** Rows of each target of a panel for a range, for the Flower Room only. */
@@ -184,6 +185,66 @@ describe("dashboard SQL on a real database", () => {
     expect(veryLong.B).toEqual([]);
     expect(veryLong.C!.length).toBeGreaterThanOrEqual(2);
     expect(veryLong.C!.every((r) => r.metric === "co2_b" && r.value === 900)).toBe(true);
+  });
+
+  it("the VPD and dew point panels show the derived sensors by kind next to the nodes' own", async () => {
+    // derived rows of the Flower Room (911 air VPD, 912 leaf VPD, 913 dew point) in the last hour
+    const t = new Date(now.getTime() - 30 * 60_000);
+    const c = await db.pool.connect();
+    try {
+      await c.query("BEGIN");
+      await writeMeasurements(c, [
+        { time: t, sensor_id: 911, value: 1.27 },
+        { time: t, sensor_id: 912, value: 0.91 },
+        { time: t, sensor_id: 913, value: 16.7 },
+      ]);
+      await c.query("COMMIT");
+    } finally {
+      c.release();
+    }
+    const vpd = await rowsByTarget("VPD", 6 * HOUR);
+    expect(new Set(vpd.A!.map((r) => r.metric))).toEqual(
+      new Set(["vpd_b", "air_vpd_flower_calc", "leaf_vpd_flower_calc"]),
+    );
+    const dew = await rowsByTarget("Dew point", 6 * HOUR);
+    expect(dew.A!.map((r) => [r.metric, r.value])).toEqual([["dew_point_flower_calc", 16.7]]);
+    await db.pool.query("DELETE FROM measurement WHERE sensor_id IN (911, 912, 913)");
+  });
+
+  it("the actuator timeline: each actuator's state from actuator_events, the state at the range start first", async () => {
+    // events of node-1's heater in the Flower Room, and one of the Veg Room's node that must not show
+    const at = (minAgo: number) => new Date(now.getTime() - minAgo * 60_000);
+    const events: [number, string, string, Date][] = [
+      [1, "heater", "on", at(120)], // before the range: the state at its start
+      [1, "heater", "off", at(50)],
+      [1, "heater", "safe", at(20)],
+      [1, "heater", "hold", at(10)], // not a state change: left out
+      [1, "humidifier", "on", at(30)],
+      [3, "heater", "on", at(40)],
+    ];
+    for (const [device, actuator, action, time] of events)
+      await db.pool.query("INSERT INTO actuator_events (device_id, actuator, action, time) VALUES ($1, $2, $3, $4)", [
+        device,
+        actuator,
+        action,
+        time,
+      ]);
+    try {
+      const from = at(60);
+      const sql = expand(panel("Actuators").targets![0]!.rawSql, from, now, {
+        room: ["Flower Room"],
+        sensor: allSensors,
+      });
+      const rows = (await reader.query<{ time: Date; metric: string; value: number }>(sql)).rows;
+      expect(rows.map((r) => [r.time.getTime(), r.metric, r.value])).toEqual([
+        [from.getTime(), "node-1 heater", 1],
+        [at(50).getTime(), "node-1 heater", 0],
+        [at(30).getTime(), "node-1 humidifier", 1],
+        [at(20).getTime(), "node-1 heater", 2],
+      ]);
+    } finally {
+      await db.pool.query("DELETE FROM actuator_events");
+    }
   });
 
   it("the samples-per-hour panel lists every hour, with 0 where there is no data", async () => {

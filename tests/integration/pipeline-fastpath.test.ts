@@ -9,7 +9,16 @@ import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import { appendEntries, pendingCount } from "../../pipeline/runtime/stream.js";
 import { createTestDatabase, isCommunity, type TestDatabase, testPrefix } from "../support/db.js";
-import { asEntry, readingsOf, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
+import {
+  asEntry,
+  readingsOf,
+  reconcile,
+  SIM_ROWS_PER_SECOND,
+  siteTable,
+  startTestWorker,
+  testConfig,
+  waitFor,
+} from "./pipeline-helpers.js";
 
 // The can-worker's fast write path (db/measurements.ts writeReadings): binary
 // COPY straight into `measurement`, falling back to staging + ON CONFLICT when
@@ -93,10 +102,10 @@ describe("fast write path", () => {
       await c.query("BEGIN");
       const r2 = await writeReadings(c, decode(second), queue);
       await c.query("COMMIT");
-      expect(r2).toEqual({ inserted: 100 * 50, fast: false });
+      expect(r2).toEqual({ inserted: 100 * SIM_ROWS_PER_SECOND, fast: false });
       expect(await reconcile(db.pool, table, [...first, ...second])).toEqual({
-        expected: 700 * 50,
-        stored: 700 * 50,
+        expected: 700 * SIM_ROWS_PER_SECOND,
+        stored: 700 * SIM_ROWS_PER_SECOND,
         lost: 0,
         duplicated: 0,
         unexpected: 0,
@@ -108,7 +117,7 @@ describe("fast write path", () => {
     if (queue) {
       // exactly the touched buckets: those of the direct COPY and those of the fallback's new rows
       expect(await queued()).toEqual(await touched());
-      expect((await touched()).length).toBe(50 * 3);
+      expect((await touched()).length).toBe(SIM_ROWS_PER_SECOND * 3);
     } else {
       expect(await queued()).toEqual([]);
     }
@@ -167,7 +176,7 @@ describe("can-worker on the fast path", () => {
   it("a redelivered entry inside a batch: fallback, nothing stored twice, queue = touched buckets, hourly = raw", async () => {
     // a scanner that re-sent a chunk after a lost connection: entries 1 000..1 499 appear twice,
     // the copies in later batches that also hold new entries; two batches are written at once
-    const entries = await simEntries(400, "2024-05-05T23:57:00Z"); // 6 000 frames, 20 000 rows, two hours
+    const entries = await simEntries(400, "2024-05-05T23:57:00Z"); // 6 000 frames, 400 s of rows, two hours
     const resent = [...entries.slice(0, 2_000), ...entries.slice(1_000, 1_500), ...entries.slice(2_000)];
     await appendEntries(redis, keys().raw, resent);
     const w = await startTestWorker(
@@ -179,11 +188,11 @@ describe("can-worker on the fast path", () => {
       await w.stop();
     }
     expect(w.counters("batch-copy").fallbacks).toBeGreaterThanOrEqual(1);
-    expect(w.counters("batch-copy").inserted).toBe(20_000);
-    expect(w.counters("batch-copy").rows).toBe(20_000 + decode(entries.slice(1_000, 1_500)).count);
+    expect(w.counters("batch-copy").inserted).toBe(400 * SIM_ROWS_PER_SECOND);
+    expect(w.counters("batch-copy").rows).toBe(400 * SIM_ROWS_PER_SECOND + decode(entries.slice(1_000, 1_500)).count);
     expect(await reconcile(db.pool, table, entries)).toEqual({
-      expected: 20_000,
-      stored: 20_000,
+      expected: 400 * SIM_ROWS_PER_SECOND,
+      stored: 400 * SIM_ROWS_PER_SECOND,
       lost: 0,
       duplicated: 0,
       unexpected: 0,
@@ -197,7 +206,7 @@ describe("can-worker on the fast path", () => {
       return;
     }
     expect(await queued()).toEqual(await touched());
-    expect((await queued()).length).toBe(50 * 2);
+    expect((await queued()).length).toBe(SIM_ROWS_PER_SECOND * 2);
     await db.pool.query("SELECT cea_refresh_aggregates()");
     // every raw hour has its aggregate row and nothing else is there; avg compared to rounding (summation order)
     const { rows: diff } = await db.pool.query(
@@ -212,7 +221,9 @@ describe("can-worker on the fast path", () => {
           OR abs(h.avg_value - raw.avg_value) > 1e-9 * greatest(1, abs(raw.avg_value))`,
     );
     expect(diff).toEqual([]);
-    expect((await db.pool.query("SELECT count(*)::int AS n FROM measurement_hourly")).rows[0].n).toBe(100);
+    expect((await db.pool.query("SELECT count(*)::int AS n FROM measurement_hourly")).rows[0].n).toBe(
+      SIM_ROWS_PER_SECOND * 2,
+    );
   });
 
   it("a row the database rejects on the binary path: its entry is dead-lettered by splitting, the rest committed", async () => {
@@ -225,7 +236,8 @@ describe("can-worker on the fast path", () => {
     try {
       await db.pool.query("DELETE FROM sensor WHERE sensor_id = $1", [victim]);
       await appendEntries(redis, keys().raw, entries);
-      await waitFor("all entries", () => w.handle.stats.entries >= entries.length);
+      // about a thousand small transactions while splitting: slow on a loaded 2-core machine (~20 s idle)
+      await waitFor("all entries", () => w.handle.stats.entries >= entries.length, 120_000);
     } finally {
       await w.stop();
       const cols = Object.keys(saved[0]);
@@ -246,7 +258,7 @@ describe("can-worker on the fast path", () => {
     const reasons = (await redis.xrange(keys().dead, "-", "+")).map(([, f]) => f[f.indexOf("reason") + 1]);
     expect(reasons.length).toBe(100);
     expect(reasons.every((x) => /rejected by the database: .*foreign key.*\(23503\)/.test(x ?? ""))).toBe(true);
-  });
+  }, 180_000);
 });
 
 function hasSensor(e: Entry, sensor: number): boolean {

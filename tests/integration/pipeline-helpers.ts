@@ -16,6 +16,7 @@ import { type Component, startWorker, type WorkerHandle, workerSettings } from "
 import { type WorkerChainDeps, workerChain } from "../../stages/chains.js";
 import { packEntries } from "../../stages/decode/pack.js";
 import { decodePacked, unpackSignals } from "../../stages/decode/signals.js";
+import { Deriver } from "../../stages/derived.js";
 import { expectedRows } from "../../stages/expected.js";
 import { AggregateMaintenance } from "../../stages/maintenance.js";
 import { resolveReadings } from "../../stages/resolve-sensor.js";
@@ -96,7 +97,7 @@ export async function startTestWorker(
   };
 }
 
-/** The readings the worker's decode + resolve-sensor make of these entries (no Redis, no database). */
+/** The readings the worker's decode + resolve-sensor + derived make of these entries (no Redis, no database). */
 export function readingsOf(
   table: DecodeTable,
   entries: readonly { ts: string; id: number | string; data: string; src?: string }[],
@@ -117,6 +118,7 @@ export function readingsOf(
   const out = decodePacked({ ...packEntries(fields, () => false), table });
   const { rows } = resolveReadings(batch, unpackSignals(out, table));
   if (batch.dead.size) throw new Error(`readingsOf: ${[...batch.dead.values()][0]!.reason}`);
+  new Deriver(0).add(table.derived, rows);
   return rows;
 }
 
@@ -148,6 +150,13 @@ export async function waitFor(what: string, cond: () => Promise<boolean> | boole
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Rows one simulated second of ops/site.json gives: its 50 mapped signals, and
+ * the derived sensors of its 3 rooms with derived ones (3 each), whose inputs
+ * share the Climate frame.
+ */
+export const SIM_ROWS_PER_SECOND = 50 + 3 * 3;
 
 export interface Reconciliation {
   expected: number;

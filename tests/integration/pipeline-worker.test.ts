@@ -11,7 +11,15 @@ import { appendEntries, ensureGroup, pendingCount, readGroup } from "../../pipel
 import { RAW_ENTRIES } from "../../pipeline/runtime/worker.js";
 import { workerStages } from "../../stages/chains.js";
 import { createTestDatabase, type TestDatabase, testPrefix } from "../support/db.js";
-import { asEntry, reconcile, siteTable, startTestWorker, testConfig, waitFor } from "./pipeline-helpers.js";
+import {
+  asEntry,
+  reconcile,
+  SIM_ROWS_PER_SECOND,
+  siteTable,
+  startTestWorker,
+  testConfig,
+  waitFor,
+} from "./pipeline-helpers.js";
 
 // The can-worker runtime on the real stack (in-process workers; the compiled
 // entry points are exercised by the demo test and by the fault tests).
@@ -54,7 +62,7 @@ beforeEach(async () => {
 
 describe("can-worker", () => {
   it("simulated frames end to end on the decode pool: every value and time exact, nothing pending", async () => {
-    const entries = await simEntries(600); // 9 000 frames, 30 000 rows
+    const entries = await simEntries(600); // 9 000 frames, 600 s of rows
     await appendEntries(redis, keys().raw, entries);
     const w = await startTestWorker(cfg({ CEA_DECODE_THREADS: "2", CEA_BATCH_SIZE: "1000" }));
     try {
@@ -63,7 +71,14 @@ describe("can-worker", () => {
       await w.stop();
     }
     const r = await reconcile(db.pool, table, entries);
-    expect(r).toEqual({ expected: 30_000, stored: 30_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    expect(r).toEqual({
+      expected: 600 * SIM_ROWS_PER_SECOND,
+      stored: 600 * SIM_ROWS_PER_SECOND,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
     expect(w.handle.stats.batches).toBeGreaterThanOrEqual(9);
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
     expect(await redis.xlen(keys().dead)).toBe(0);
@@ -85,7 +100,14 @@ describe("can-worker", () => {
     }
     expect(w.handle.stats.batches).toBe(1);
     const r = await reconcile(db.pool, table, entries);
-    expect(r).toMatchObject({ expected: 10_000, stored: 10_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    expect(r).toMatchObject({
+      expected: 200 * SIM_ROWS_PER_SECOND,
+      stored: 200 * SIM_ROWS_PER_SECOND,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
     const dead = await redis.xrange(keys().dead, "-", "+");
     const asObj = dead.map(([, f]) =>
       Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]])),
@@ -112,19 +134,19 @@ describe("can-worker", () => {
   });
 
   it("the same entry delivered twice and the same key twice in one batch write nothing new and raise no error", async () => {
-    const entries = await simEntries(40); // 600 frames, 2 000 rows
-    // first delivery: committed but never acked (a chain without the ack stage)
+    const entries = await simEntries(40); // 600 frames, 40 s of rows
+    // first delivery: committed but never acked (the product chain without the ack stage)
     await appendEntries(redis, keys().raw, entries);
     const noAck = await startTestWorker(cfg({ CEA_DECODE_THREADS: "0" }), (d) => {
       const s = workerStages(d);
-      return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.batchCopy);
+      return chain(RAW_ENTRIES).pipe(s.decode).pipe(s.resolveSensor).pipe(s.derived).pipe(s.batchCopy);
     });
     try {
       await waitFor("first delivery", () => noAck.handle.stats.entries >= entries.length);
     } finally {
       await noAck.stop();
     }
-    expect(noAck.counters("batch-copy").inserted).toBe(2_000);
+    expect(noAck.counters("batch-copy").inserted).toBe(40 * SIM_ROWS_PER_SECOND);
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(600);
     // second delivery of the same entries to the same consumer (own pending first), plus every frame
     // appended again twice in a row, so that one batch holds the same key twice
@@ -137,16 +159,23 @@ describe("can-worker", () => {
       await w.stop();
     }
     expect(w.counters("batch-copy").inserted).toBe(0);
-    expect(w.counters("batch-copy").rows).toBe(2_000 * 3);
+    expect(w.counters("batch-copy").rows).toBe(40 * SIM_ROWS_PER_SECOND * 3);
     expect(w.handle.stats.dead).toBe(0);
     const r = await reconcile(db.pool, table, entries);
-    expect(r).toEqual({ expected: 2_000, stored: 2_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    expect(r).toEqual({
+      expected: 40 * SIM_ROWS_PER_SECOND,
+      stored: 40 * SIM_ROWS_PER_SECOND,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
     expect(await redis.xlen(keys().dead)).toBe(0);
   });
 
   it("two workers in one group: 0 lost, 0 duplicated, both did work", async () => {
-    const entries = await simEntries(1000); // 15 000 frames, 50 000 rows
+    const entries = await simEntries(1000); // 15 000 frames
     await appendEntries(redis, keys().raw, entries);
     const opts = { CEA_DECODE_THREADS: "0", CEA_BATCH_SIZE: "500" };
     const [a, b] = await Promise.all([
@@ -162,7 +191,14 @@ describe("can-worker", () => {
     expect(b!.handle.stats.entries).toBeGreaterThan(0);
     expect(a!.handle.stats.entries + b!.handle.stats.entries).toBe(entries.length);
     const r = await reconcile(db.pool, table, entries);
-    expect(r).toEqual({ expected: 50_000, stored: 50_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    expect(r).toEqual({
+      expected: 1000 * SIM_ROWS_PER_SECOND,
+      stored: 1000 * SIM_ROWS_PER_SECOND,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
   });
 
@@ -182,7 +218,14 @@ describe("can-worker", () => {
     }
     expect(w.handle.stats.claimed).toBe(400);
     const r = await reconcile(db.pool, table, entries);
-    expect(r).toEqual({ expected: 5_000, stored: 5_000, lost: 0, duplicated: 0, unexpected: 0, wrongValue: 0 });
+    expect(r).toEqual({
+      expected: 100 * SIM_ROWS_PER_SECOND,
+      stored: 100 * SIM_ROWS_PER_SECOND,
+      lost: 0,
+      duplicated: 0,
+      unexpected: 0,
+      wrongValue: 0,
+    });
     expect(await pendingCount(redis, keys().raw, "can-worker-group")).toBe(0);
     expect(await redis.xlen(keys().dead)).toBe(0);
   });

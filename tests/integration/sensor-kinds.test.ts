@@ -37,7 +37,7 @@ describe("sensor kinds in the schema and the site file", () => {
     const { rows } = await db.pool.query<{ name: string; kind: string; unit: string; expected_interval_s: number }>(
       "SELECT s.name, s.kind, s.unit, s.expected_interval_s FROM sensor s ORDER BY s.sensor_id",
     );
-    expect(rows).toHaveLength(50);
+    expect(rows).toHaveLength(50 + 9); // the nodes' sensors and the rooms' derived ones
     for (const r of rows) {
       expect(SENSOR_KINDS[r.kind as keyof typeof SENSOR_KINDS]?.unit, r.name).toBe(r.unit);
       // every message of ops/cea.kcd has interval="1000"
@@ -54,7 +54,7 @@ describe("sensor kinds in the schema and the site file", () => {
     const site = parseSite(siteText(), "site.json");
     const kcd = loadCanDb(projectPath("ops/cea.kcd"));
     const intervals = cycleIntervals(kcd, site);
-    expect(intervals.size).toBe(50);
+    expect(intervals.size).toBe(50); // the nodes' sensors (derived ones have no CAN message)
     expect(intervals.get(101)).toBe(1);
     const slow = structuredClone(kcd);
     for (const m of slow.messages) if (m.name === "Air_N1") m.cycleTimeMs = 30_000;

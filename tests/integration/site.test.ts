@@ -66,6 +66,78 @@ describe("site file", () => {
       },
       /rooms\.0: Unrecognized key: "colour"/,
     ],
+    [
+      "derived sensors of an unknown room",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[0].room_id = 99;
+        return JSON.stringify(j);
+      },
+      /derived\.0\.room_id: no room with id 99/,
+    ],
+    [
+      "a derived input of another kind",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[0].humidity_sensor = 105;
+        return JSON.stringify(j);
+      },
+      /derived\.0\.humidity_sensor: sensor 105 is of kind co2, not relative_humidity/,
+    ],
+    [
+      "a derived input in another room",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[1].temperature_sensor = 101;
+        return JSON.stringify(j);
+      },
+      /derived\.1\.temperature_sensor: sensor 101 is in room 1, not 2/,
+    ],
+    [
+      "a derived input that is no sensor",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[2].temperature_sensor = 4242;
+        return JSON.stringify(j);
+      },
+      /derived\.2\.temperature_sensor: no sensor with id 4242/,
+    ],
+    [
+      "a derived sensor id a node's sensor has",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[0].sensors[0].id = 101;
+        return JSON.stringify(j);
+      },
+      /derived\.0\.sensors\.0\.id: duplicate sensor id 101/,
+    ],
+    [
+      "a derived kind that is not air_vpd, leaf_vpd or dew_point",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[0].sensors[0].kind = "co2";
+        return JSON.stringify(j);
+      },
+      /derived\.0\.sensors\.0\.kind: /,
+    ],
+    [
+      "a leaf VPD without a leaf temperature offset",
+      (s: string) => {
+        const j = JSON.parse(s);
+        delete j.derived[0].leaf_offset_c;
+        return JSON.stringify(j);
+      },
+      /derived\.0\.leaf_offset_c: a leaf_vpd sensor needs leaf_offset_c/,
+    ],
+    [
+      "a virtual device id a node has",
+      (s: string) => {
+        const j = JSON.parse(s);
+        j.derived[0].device.id = 1;
+        return JSON.stringify(j);
+      },
+      /derived\.0\.device\.id: duplicate device id 1/,
+    ],
   ])("rejects %s naming the file and the path", async (_what, mutate, message) => {
     const text = mutate(await siteText());
     expect(() => parseSite(text, "ops/site.json")).toThrow(ConfigError);
@@ -99,11 +171,12 @@ describe("site sync", () => {
       const first = await snapshot();
       await syncSite(c, site);
       expect(await snapshot()).toEqual(first);
-      expect(first).toHaveLength(50);
+      expect(first).toHaveLength(50 + 9); // the nodes' sensors and the derived ones
       const counts = await c.query(
         "SELECT (SELECT count(*) FROM room)::int AS rooms, (SELECT count(*) FROM device)::int AS devices, (SELECT count(*) FROM facility)::int AS f",
       );
-      expect(counts.rows[0]).toEqual({ rooms: 4, devices: 5, f: 1 });
+      // five nodes and the virtual devices of the three rooms with derived sensors
+      expect(counts.rows[0]).toEqual({ rooms: 4, devices: 5 + 3, f: 1 });
     } finally {
       c.release();
     }

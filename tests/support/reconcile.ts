@@ -91,7 +91,13 @@ export async function checkIndependently(
     for (const s of d.sensors) sensorOf.set(s.signal, { id: s.id, cal: s.calibration_offset });
   const want: string[] = [];
   const values = new Map<string, number>();
+  // the rooms' derived sensors, recomputed here from the independently decoded inputs of the same frame
+  const inRange = (v: number, min: number | undefined, max: number | undefined) =>
+    (min === undefined || v >= min - 1e-9 * Math.max(1, Math.abs(min))) &&
+    (max === undefined || v <= max + 1e-9 * Math.max(1, Math.abs(max)));
+  const es = (t: number) => 0.6108 * Math.exp((17.27 * t) / (t + 237.3));
   for (const f of frames) {
+    const good = new Map<number, number>();
     const m = db.messages.find((x) => x.id === f.id);
     if (!m) throw new Error(`independent decode: no message 0x${f.id.toString(16)}`);
     const bytes = Buffer.from(f.data, "hex");
@@ -115,10 +121,29 @@ export async function checkIndependently(
         raw = (all >> BigInt(bytes.length * 8 - fromTop - s.length)) & mask;
       }
       if (s.valueType === "signed" && raw >= 1n << BigInt(s.length - 1)) raw -= 1n << BigInt(s.length);
-      const v = Number(raw) * s.factor + s.offset + sensor.cal;
+      const physical = Number(raw) * s.factor + s.offset;
+      const v = physical + sensor.cal;
       const k = `${sensor.id}|${canonicalTime(f.ts)}`;
       want.push(k);
       values.set(k, v);
+      if (inRange(physical, s.min, s.max)) good.set(sensor.id, v);
+    }
+    for (const g of site.derived) {
+      const t = good.get(g.temperature_sensor);
+      const rh = good.get(g.humidity_sensor);
+      if (t === undefined || rh === undefined || !(rh > 0 && rh <= 100)) continue;
+      const ea = (es(t) * rh) / 100;
+      const lnRatio = Math.log(ea / 0.6108);
+      const derived: Record<string, number> = {
+        air_vpd: es(t) - ea,
+        leaf_vpd: es(t + (g.leaf_offset_c ?? 0)) - ea,
+        dew_point: (237.3 * lnRatio) / (17.27 - lnRatio),
+      };
+      for (const s of g.sensors) {
+        const k = `${s.id}|${canonicalTime(f.ts)}`;
+        want.push(k);
+        values.set(k, derived[s.kind]!);
+      }
     }
   }
   const got = new Map(rows.map((r) => [`${r.sensor_id}|${canonicalTime(r.time)}`, r.value]));
