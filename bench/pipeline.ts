@@ -66,7 +66,10 @@ interface Child {
 function startService(entry: string, env: Record<string, string>): Child {
   const base: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("CEA_")) base[k] = v;
-  const proc = spawn(process.execPath, [projectPath(`dist/pipeline/${entry}.js`)], {
+  // CEA_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to every service's node: profiles of
+  // the services as the benchmark drives them
+  const nodeArgs = (process.env.CEA_BENCH_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+  const proc = spawn(process.execPath, [...nodeArgs, projectPath(`dist/pipeline/${entry}.js`)], {
     env: { ...base, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
