@@ -38,18 +38,27 @@ export interface LoadedDecodeTable {
   unmapped: string[];
 }
 
-/** Load, validate and join site + CAN database; ConfigError names the file and element. */
-export async function loadDecodeTable(files: SensorMapFiles, log?: Logger): Promise<LoadedDecodeTable> {
+/** Both files' content and its digest: what a periodic check compares before it parses anything. */
+async function readSources(files: SensorMapFiles): Promise<{ siteText: string; hash: string }> {
   const siteText = await readFile(files.siteFile, "utf8").catch((err: Error) => {
     throw new ConfigError(`${files.siteFile}: cannot read site file: ${err.message}`);
   });
   const dbBytes = await readFile(files.canDbFile).catch((err: Error) => {
     throw new ConfigError(`${files.canDbFile}: cannot read CAN database: ${err.message}`);
   });
+  return { siteText, hash: createHash("sha1").update(siteText).update("\0").update(dbBytes).digest("hex") };
+}
+
+/** Load, validate and join site + CAN database; ConfigError names the file and element. */
+export async function loadDecodeTable(
+  files: SensorMapFiles,
+  log?: Logger,
+  read?: { siteText: string; hash: string },
+): Promise<LoadedDecodeTable> {
+  const { siteText, hash } = read ?? (await readSources(files));
   const site = parseSite(siteText, files.siteFile);
   const db = loadCanDb(files.canDbFile);
   const { table, unmapped } = buildDecodeTable(db, site, files.siteFile);
-  const hash = createHash("sha1").update(siteText).update("\0").update(dbBytes).digest("hex");
   const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped };
   if (log) reportLoad(log, files, loaded);
   return loaded;
@@ -130,8 +139,10 @@ export class SensorMap implements Component {
     if (this.refreshing || !this.current) return;
     this.refreshing = true;
     try {
-      const next = await loadDecodeTable(this.files);
-      if (next.hash === this.current.hash) return;
+      // unchanged files (every periodic check but the rare edit): no parse, no allocation of a new table
+      const read = await readSources(this.files);
+      if (read.hash === this.current.hash) return;
+      const next = await loadDecodeTable(this.files, undefined, read);
       const gone = await missingSensors(this.pool, next.table);
       if (gone.length) throw new ConfigError(`sensors ${gone.join(", ")} are not in the database; run: cea site sync`);
       this.current = next;
