@@ -166,13 +166,16 @@ export class AutomationService {
       try {
         readings = await this.readLive();
       } catch (err) {
-        outage.redis = `Redis unreachable: ${(err as Error).message}`;
+        // an error reply (WRONGTYPE, OOM, NOSCRIPT…) from a Redis that is up is not unreachability
+        outage.redis = `${this.redisUp() ? "Redis error" : "Redis unreachable"}: ${(err as Error).message}`;
       }
     try {
       setpoints = await this.readSetpoints(nowMs);
     } catch (err) {
       const c = classifyDbError(err);
-      outage.db = `PostgreSQL unreachable${c.code ? ` (${c.code})` : ""}: ${(err as Error).message}`;
+      // a server that answers (a missing table, a revoked grant, a timeout) is an outage too, but not "unreachable"
+      const gone = !c.code || !/^[0-9A-Z]{5}$/.test(c.code) || /^(08|53|57P)/.test(c.code);
+      outage.db = `PostgreSQL ${gone ? "unreachable" : "failed"}${c.code ? ` (${c.code})` : ""}: ${(err as Error).message}`;
     }
     for (const k of ["redis", "db"] as const)
       if (outage[k] !== this.outage[k])

@@ -254,6 +254,21 @@ describe("automation-service loop", () => {
     expect((await health()).reason).toContain("bad status");
   });
 
+  it("a Redis error reply (a live key of the wrong type) is an outage named as an error, not as unreachability", async () => {
+    await climate(21, 60, 900);
+    const svc = service();
+    await svc.cycle();
+    now += 1_000;
+    await redis.del(keys.live);
+    await redis.set(keys.live, "not a hash");
+    await svc.cycle();
+    const safe = (await events()).find((r) => r.actuator === "flower_heater" && r.action === "safe");
+    expect(safe?.reason).toMatch(/^fail-safe: Redis error: WRONGTYPE/);
+    expect(svc.state.get("flower_heater")?.on).toBe(false);
+    expect((await health()).reason).toContain("Redis error: WRONGTYPE");
+    await redis.del(keys.live);
+  });
+
   it("--dry-run decides and records (dry_run = true) but sends nothing", async () => {
     await climate(21, 60, 900);
     const svc = service(true);
