@@ -101,14 +101,14 @@ export function canIngestStage(
         live.clear();
         await redis.hset(keys.live, ...fields);
       };
-      let busy = false;
+      // the round in flight, so that close() waits for it before the last write
+      let inFlight: Promise<void> | null = null;
       const timer = setInterval(() => {
-        if (redis.status !== "ready" || busy) return;
-        busy = true;
-        flushLive()
+        if (redis.status !== "ready" || inFlight) return;
+        inFlight = flushLive()
           .catch((err: Error) => ctx.log.warn({ err: err.message }, "live values update failed; next round retries"))
           .finally(() => {
-            busy = false;
+            inFlight = null;
           });
       }, o.liveEveryMs);
       return {
@@ -124,7 +124,17 @@ export function canIngestStage(
         counters: () => ({ undecodable: ledger.stats.undecodable, liveSensors: live.size }),
         async close() {
           clearInterval(timer);
-          if (redis.status === "ready") await atMost(flushLive(), o.finalStepMs);
+          // a round still in flight took its values out of `live`: let it land before the last write and the exit.
+          // Not only when "ready": a short replay can end before the connection is (the stream entries wait in the
+          // appender), and the client's queue sends the write once it connects; atMost bounds it if Redis is down.
+          if (redis.status !== "end")
+            await atMost(
+              (async () => {
+                if (inFlight) await inFlight;
+                await flushLive();
+              })(),
+              o.finalStepMs,
+            );
         },
       };
     },
