@@ -1,3 +1,4 @@
+import type { SetpointRow } from "../../db/queries/automation.js";
 import type { ControlledQuantity, Site, SiteActuator } from "../../db/site.js";
 import { actuatorConflicts } from "../../db/site.js";
 import { airVpd } from "../runtime/psychro.js";
@@ -37,16 +38,10 @@ export interface Reading {
   status: string | null;
 }
 
-export interface Setpoint {
-  setpoint_id: number;
-  room_id: number;
-  quantity: ControlledQuantity;
-  period: "day" | "night" | "any";
-  target: number;
-  /** The band: tolerance on each side of the target. */
-  tolerance: number | null;
+/** A stored setpoint as the controller reads it (tolerance: the band on each side of the target). */
+export type Setpoint = Pick<SetpointRow, "setpoint_id" | "room_id" | "quantity" | "period" | "target" | "tolerance"> & {
   effectiveFromMs: number;
-}
+};
 
 export interface ActuatorState {
   on: boolean;
