@@ -110,12 +110,11 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
         });
     });
     // entries deleted from the stream (trimmed past the hard limit) have no fields: acknowledged, nothing else
-    r.fields.forEach((f, i) => {
-      if (f === null) {
+    for (let i = 0; i < r.fields.length; i++)
+      if (r.fields.deleted(i)) {
         batch.dead.delete(i);
         batch.skip.add(i);
       }
-    });
     const f: InFlight = { batch, data: { ids: r.ids, fields: r.fields } satisfies StreamEntries };
     try {
       for (const s of prepareStages) await runStage(s, f, runCtx);
