@@ -120,7 +120,13 @@ describe("metadata", () => {
   it("GET /sensors/:id: the sensor with its device and room; 404 / 400 otherwise", async () => {
     const res = await get("/sensors/301");
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ id: 301, room_id: 2, room_name: "Veg Room", unit: expect.any(String) });
+    expect(res.json()).toMatchObject({
+      id: 301,
+      room_id: 2,
+      room_name: "Veg Room",
+      unit: expect.any(String),
+      labels: null,
+    });
     expect((await get("/sensors/9999")).statusCode).toBe(404);
     expect((await get("/sensors/x")).statusCode).toBe(400);
   });
