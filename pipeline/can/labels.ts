@@ -60,7 +60,8 @@ export function valueLabels(signal: SignalDef, calibration: number): ValueLabels
   }
   const inWide = (value: number): string | null => {
     const raw = rawOfStored(codec, value - calibration);
-    if (raw === undefined) return null;
+    // labels name integer raw values (a float signal's raw value may have a fraction)
+    if (raw === undefined || !Number.isInteger(raw)) return null;
     for (const l of wide) if (raw >= l.from && raw <= l.to && stored(raw) === value) return l.name;
     return null;
   };

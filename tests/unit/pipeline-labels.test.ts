@@ -92,4 +92,14 @@ describe("valueLabels", () => {
     expect(l?.of(100_001)).toBeNull();
     expect(l?.of(120_002)).toBeNull();
   });
+
+  it("a float signal: only integer raw values are named", () => {
+    const l = valueLabels(
+      signal({ length: 32, valueType: "float32", labels: [{ from: 0, to: 100_000, name: "Valid" }] }),
+      0,
+    );
+    expect(l?.of(5)).toBe("Valid");
+    expect(l?.of(5.5)).toBeNull();
+    expect(l?.of(-1)).toBeNull();
+  });
 });
