@@ -4,7 +4,6 @@ import type { CanFrame } from "../pipeline/can/frame.js";
 import { simulatedSecond } from "../pipeline/can/simulator.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
-import { FieldTable } from "../pipeline/runtime/stream.js";
 import { packEntries } from "../stages/decode/pack.js";
 import { decodePacked, unpackSignals } from "../stages/decode/signals.js";
 import { loadDecodeTable, resolveReadings } from "../stages/resolve-sensor.js";
@@ -63,12 +62,12 @@ function measure(f: Frames): { frames: number; rows: number } {
       const batch: Batch = {
         seq: 0,
         ids: fields.map(() => "0-1"),
-        fields: FieldTable.of(fields),
+        fields,
         deliveries: null,
         dead: new Map(),
         skip: new Set(),
       };
-      const out = decodePacked({ ...packEntries(batch.fields, () => false), table: f.table });
+      const out = decodePacked({ ...packEntries(fields, () => false), table: f.table });
       const readings = resolveReadings(batch, unpackSignals(out, f.table)).rows;
       if (out.dead.length || batch.dead.size) throw new Error("simulated frames dead-lettered");
       encodeBinaryCopy(readings);

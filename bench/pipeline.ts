@@ -13,7 +13,6 @@ import { loadSite, syncSite } from "../db/site.js";
 import { isoMicros } from "../pipeline/can/frame.js";
 import { projectPath } from "../pipeline/runtime/paths.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
-import { FieldTable } from "../pipeline/runtime/stream.js";
 import { packEntries } from "../stages/decode/pack.js";
 import { decodePacked, unpackSignals } from "../stages/decode/signals.js";
 import { Deriver } from "../stages/derived.js";
@@ -218,13 +217,13 @@ const bench: Bench = async (ctx) => {
 
     // the same rows the worker will write, as COPY text in the worker's batch size
     const chunks: string[] = [];
-    const pages: FieldTable[] = [];
+    const pages: string[][][] = [];
     const binChunks: Buffer[] = [];
     let measurements = 0;
     for (let start = "-"; ; ) {
       const page = await redis.xrange(stream, start, "+", "COUNT", BATCH);
       if (page.length === 0) break;
-      const fields = FieldTable.of(page.map(([, f]) => f));
+      const fields = page.map(([, f]) => f);
       pages.push(fields);
       const batch: Batch = {
         seq: 0,
@@ -258,7 +257,7 @@ const bench: Bench = async (ctx) => {
         for (const fields of pages) {
           const batch: Batch = {
             seq: 0,
-            ids: Array.from({ length: fields.length }, (_, i) => `0-${i + 1}`),
+            ids: fields.map((_, i) => `0-${i + 1}`),
             fields,
             deliveries: null,
             dead: new Map(),

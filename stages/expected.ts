@@ -2,7 +2,6 @@ import { READING_STATUS, type ReadingStatus } from "../db/readings.js";
 import type { DecodeTable } from "../pipeline/can/table.js";
 import { UnrecoverableError } from "../pipeline/runtime/errors.js";
 import type { Batch } from "../pipeline/runtime/stage.js";
-import { FieldTable } from "../pipeline/runtime/stream.js";
 import { packFrames } from "./decode/pack.js";
 import { decodePacked, unpackSignals } from "./decode/signals.js";
 import { Deriver } from "./derived.js";
@@ -36,14 +35,7 @@ export function expectedRows(
   if (dead) throw new UnrecoverableError(dead[1], dead[1]);
   const fields = ["ts", frame.ts, "id", String(frame.id), "data", frame.data];
   if (frame.src !== undefined) fields.push("src", frame.src);
-  const batch: Batch = {
-    seq: 0,
-    ids: ["0-1"],
-    fields: FieldTable.of([fields]),
-    deliveries: null,
-    dead: new Map(),
-    skip: new Set(),
-  };
+  const batch: Batch = { seq: 0, ids: ["0-1"], fields: [fields], deliveries: null, dead: new Map(), skip: new Set() };
   const { rows } = resolveReadings(batch, unpackSignals(out, table));
   const d = batch.dead.get(0);
   if (d) throw new UnrecoverableError(d.reason, d.reason);

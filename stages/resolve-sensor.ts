@@ -39,18 +39,17 @@ export const SENSOR_READINGS = port<SensorReadings>("sensor-readings");
 
 const OUT_OF_RANGE = statusCode("out_of_range");
 
-const SOURCES: [string, number][] = [
-  ["simulator", statusCode("simulated")],
-  ["socketcan", statusCode(null)],
-  ["replay", statusCode("replayed")],
-];
+const SOURCES: Record<string, number> = {
+  socketcan: statusCode(null),
+  simulator: statusCode("simulated"),
+  replay: statusCode("replayed"),
+};
 
 /** Status code of an entry's source, or null when `src` names no known source. Absent = an older scanner's live bus. */
 function sourceStatus(batch: Batch, i: number): number | null {
-  const f = batch.fields.find(i, "src");
-  if (f < 0) return statusCode(null);
-  for (const [name, code] of SOURCES) if (batch.fields.is(f, name)) return code;
-  return null;
+  const src = entryField(batch, i, "src");
+  if (src === undefined) return SOURCES.socketcan!;
+  return SOURCES[src] ?? null;
 }
 
 /** Epoch microseconds of an ISO 8601 receive time with 6 fractional digits, or NaN. */

@@ -40,15 +40,12 @@ export async function ackBatch(
   batch: Batch,
   rowsWritten: number,
 ): Promise<AckResult> {
-  const r = redis as Redis & {
-    ceaAck?: (...args: (string | number | Buffer)[]) => Promise<[number, number, number, number]>;
-  };
+  const r = redis as Redis & { ceaAck?: (...args: (string | number)[]) => Promise<[number, number, number, number]> };
   if (!r.ceaAck) {
     script ??= readFileSync(projectPath("pipeline/runtime/ack.lua"), "utf8");
     redis.defineCommand("ceaAck", { numberOfKeys: 4, lua: script });
   }
-  // a dead letter carries the entry's own fields as they were read: bytes, unchanged
-  const args: (string | number | Buffer)[] = [
+  const args: (string | number)[] = [
     group,
     limits.maxAgeS > 0 ? `${Date.now() - limits.maxAgeS * 1000}-0` : "",
     limits.maxLen,
@@ -56,7 +53,7 @@ export async function ackBatch(
     batch.dead.size,
   ];
   for (const [i, d] of batch.dead) {
-    const fields = batch.fields.entry(i) ?? [];
+    const fields = batch.fields[i] ?? [];
     args.push(batch.ids[i]!, d.reason, batch.deliveries?.[i] ?? 1, d.cause ?? "", fields.length, ...fields);
   }
   for (let i = 0; i < batch.ids.length; i++) if (!batch.dead.has(i)) args.push(batch.ids[i]!);

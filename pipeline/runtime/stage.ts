@@ -1,7 +1,6 @@
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
 import type { Logger } from "./log.js";
-import type { FieldTable } from "./stream.js";
 
 // Declarative stages. A stage module exports a StageSpec: the port it consumes
 // and the port it emits (each carries the TypeScript type of the data, so the
@@ -44,8 +43,8 @@ export interface Batch {
   readonly seq: number;
   /** Stream entry ids, in stream order. */
   readonly ids: readonly string[];
-  /** The entries' fields (flat lists [k, v, k, v, ...] as bytes; none for an entry deleted from the stream). */
-  readonly fields: FieldTable;
+  /** Flat field lists [k, v, k, v, ...]; null when the entry was deleted from the stream. */
+  readonly fields: readonly (readonly string[] | null)[];
   /** Delivery count per entry when known (pending/claimed reads), else null (first delivery). */
   readonly deliveries: readonly number[] | null;
   /** Entries to dead-letter (index → why); none of their rows is written. */
@@ -61,7 +60,10 @@ export function settled(batch: Batch, index: number): boolean {
 
 /** A field of an entry ("ts", "id", "data", "iface", "src"), or undefined. */
 export function entryField(batch: Batch, index: number, name: string): string | undefined {
-  return batch.fields.text(index, name);
+  const f = batch.fields[index];
+  if (!f) return undefined;
+  for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === name) return f[i + 1];
+  return undefined;
 }
 
 export interface Backoff {

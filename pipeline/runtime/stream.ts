@@ -1,116 +1,10 @@
 import type { Redis } from "ioredis";
 
 // The consumer-group side of the raw stream: group creation, reads of own
-// pending entries and of new ones, claims, delivery counts. The entries' fields
-// are read as bytes and kept in one buffer per read (FieldTable): a batch of
-// 5 000 entries of ~11 bulk strings each was 55 000 strings made from the
-// reply's Buffers, kept alive until the batch was acknowledged, which cost as
-// much CPU as parsing the reply and most of the worker's garbage collection.
+// pending entries and of new ones, claims, delivery counts. Replies are kept
+// as the flat field arrays Redis returns (no per-entry objects).
 
-/** Whether `b[from, to)` holds exactly the ASCII text `s`. */
-function bytesAt(b: Uint8Array, from: number, to: number, s: string): boolean {
-  if (to - from !== s.length) return false;
-  for (let k = 0; k < s.length; k++) if (b[from + k] !== s.charCodeAt(k)) return false;
-  return true;
-}
-
-/**
- * The flat field lists [k, v, k, v, ...] of a batch of stream entries, as
- * bytes: field f of the batch spans bytes[at[f], at[f + 1]); entry i has the
- * fields first[i] .. first[i + 1] - 1; an entry deleted from the stream (its
- * id listed, its fields nil) has none and is `deleted`. The decode stage reads
- * the bytes directly; everything else asks by entry and name.
- */
-export class FieldTable {
-  constructor(
-    readonly bytes: Uint8Array,
-    readonly at: Uint32Array,
-    readonly first: Uint32Array,
-    private readonly gone: Uint8Array,
-  ) {}
-
-  /** Field lists given as strings or Buffers (null = deleted entry): tests, tools, the reader. */
-  static of(lists: readonly (readonly (string | Uint8Array)[] | null)[]): FieldTable {
-    const n = lists.length;
-    let fields = 0;
-    let size = 0;
-    for (const l of lists)
-      if (l) {
-        fields += l.length;
-        for (const v of l) size += typeof v === "string" ? Buffer.byteLength(v, "utf8") : v.length;
-      }
-    const bytes = Buffer.allocUnsafe(size);
-    const at = new Uint32Array(fields + 1);
-    const first = new Uint32Array(n + 1);
-    const gone = new Uint8Array(n);
-    let f = 0;
-    let o = 0;
-    for (let i = 0; i < n; i++) {
-      first[i] = f;
-      const l = lists[i];
-      if (!l) {
-        gone[i] = 1;
-        continue;
-      }
-      for (const v of l) {
-        at[f++] = o;
-        if (typeof v === "string") o += bytes.write(v, o, "utf8");
-        else {
-          // a loop beats set() for these few bytes each (a native call per field)
-          for (let k = 0; k < v.length; k++) bytes[o + k] = v[k]!;
-          o += v.length;
-        }
-      }
-    }
-    first[n] = f;
-    at[f] = o;
-    return new FieldTable(bytes, at, first, gone);
-  }
-
-  /** Number of entries. */
-  get length(): number {
-    return this.gone.length;
-  }
-
-  /** True when the entry was deleted from the stream (no fields). */
-  deleted(i: number): boolean {
-    return this.gone[i] === 1;
-  }
-
-  /** Index (into `at`) of the value of field `name` of entry i, or -1. */
-  find(i: number, name: string): number {
-    const { bytes, at } = this;
-    for (let f = this.first[i]!; f + 1 < this.first[i + 1]!; f += 2)
-      if (bytesAt(bytes, at[f]!, at[f + 1]!, name)) return f + 1;
-    return -1;
-  }
-
-  /** Whether field f holds exactly the ASCII text `s`. */
-  is(f: number, s: string): boolean {
-    return bytesAt(this.bytes, this.at[f]!, this.at[f + 1]!, s);
-  }
-
-  /** Field f as bytes (a view). */
-  raw(f: number): Buffer {
-    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset + this.at[f]!, this.at[f + 1]! - this.at[f]!);
-  }
-
-  /** The value of field `name` of entry i as text, or undefined. */
-  text(i: number, name: string): string | undefined {
-    const f = this.find(i, name);
-    return f < 0 ? undefined : this.raw(f).toString("utf8");
-  }
-
-  /** All fields of entry i as bytes (a dead letter carries them unchanged), or null when deleted. */
-  entry(i: number): Buffer[] | null {
-    if (this.deleted(i)) return null;
-    const out: Buffer[] = [];
-    for (let f = this.first[i]!; f < this.first[i + 1]!; f++) out.push(this.raw(f));
-    return out;
-  }
-}
-
-export type StreamEntries = { ids: string[]; fields: FieldTable };
+export type StreamEntries = { ids: string[]; fields: (string[] | null)[] };
 
 /** XGROUP CREATE … 0 MKSTREAM: from the start of the stream, so entries appended before the group exist are read too. */
 export async function ensureGroup(redis: Redis, stream: string, group: string): Promise<boolean> {
@@ -127,19 +21,16 @@ export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
 }
 
-type RawEntry = [Buffer, Buffer[] | null];
+type RawEntry = [string, string[] | null];
 
 function split(entries: RawEntry[] | null | undefined): StreamEntries {
-  const list = entries ?? [];
-  const ids = new Array<string>(list.length);
-  const fields = new Array<Buffer[] | null>(list.length);
-  for (let i = 0; i < list.length; i++) {
-    const e = list[i]!;
-    ids[i] = e[0].toString("latin1"); // stream ids are ASCII
-    fields[i] = e[1];
+  const ids: string[] = [];
+  const fields: (string[] | null)[] = [];
+  for (const [id, f] of entries ?? []) {
+    ids.push(id);
+    fields.push(f);
   }
-  // the reply's Buffers die here, young: only the table lives on with the batch
-  return { ids, fields: FieldTable.of(fields) };
+  return { ids, fields };
 }
 
 /** XREADGROUP from `cursor` ("0"-style id = own pending after it, ">" = new). block = ms or null. */
@@ -155,7 +46,7 @@ export async function readGroup(
   const args: (string | number)[] = ["GROUP", group, consumer, "COUNT", count];
   if (blockMs !== null) args.push("BLOCK", blockMs);
   args.push("STREAMS", stream, cursor);
-  const reply = (await redis.callBuffer("XREADGROUP", ...args)) as [Buffer, RawEntry[]][] | null;
+  const reply = (await redis.call("XREADGROUP", ...args)) as [string, RawEntry[]][] | null;
   return split(reply?.[0]?.[1]);
 }
 
@@ -188,8 +79,8 @@ export async function claimIdle(
   ][];
   const next = pending.length < count ? "0-0" : pending[pending.length - 1]![0];
   const wanted = pending.filter((p) => !(p[1] === consumer && held.has(p[0])));
-  if (wanted.length === 0) return { next, entries: { ids: [], fields: FieldTable.of([]) }, deliveries: [], missed: 0 };
-  const reply = (await redis.callBuffer(
+  if (wanted.length === 0) return { next, entries: { ids: [], fields: [] }, deliveries: [], missed: 0 };
+  const reply = (await redis.call(
     "XCLAIM",
     stream,
     group,

@@ -110,11 +110,12 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
         });
     });
     // entries deleted from the stream (trimmed past the hard limit) have no fields: acknowledged, nothing else
-    for (let i = 0; i < r.fields.length; i++)
-      if (r.fields.deleted(i)) {
+    r.fields.forEach((f, i) => {
+      if (f === null) {
         batch.dead.delete(i);
         batch.skip.add(i);
       }
+    });
     const f: InFlight = { batch, data: { ids: r.ids, fields: r.fields } satisfies StreamEntries };
     try {
       for (const s of prepareStages) await runStage(s, f, runCtx);

@@ -1,5 +1,4 @@
 import { messageKey } from "../../pipeline/can/model.js";
-import { FieldTable } from "../../pipeline/runtime/stream.js";
 import { TS_LENGTH } from "./timestamp.js";
 
 // Packing a read batch for decode: message keys (id + extended flag), payload
@@ -40,6 +39,8 @@ export interface PackedFrames {
   n: number;
 }
 
+const payloadBytes = (data: string | undefined) => (data === undefined ? 0 : Math.min(MAX_DATA, data.length >> 1));
+
 interface Packing {
   buf: Buffer;
   ids: Uint32Array;
@@ -57,134 +58,87 @@ function packing(n: number, bytes: number): Packing {
 
 /** Pack frames given as stream fields (ts, id decimal, data hex, ext, fd) into one transferable buffer. */
 export function packFrames(frames: readonly EntryFields[]): PackedFrames {
-  const lists = frames.map((f) => {
-    const l: string[] = [];
-    if (f.ts !== undefined) l.push("ts", f.ts);
-    if (f.id !== undefined) l.push("id", String(f.id));
-    if (f.data !== undefined) l.push("data", f.data);
-    if (f.ext !== undefined) l.push("ext", f.ext);
-    if (f.fd !== undefined) l.push("fd", f.fd);
-    return l;
-  });
-  return packEntries(FieldTable.of(lists), () => false);
-}
-
-// field names by length and first bytes: ts, id, fd (2), ext (3), data (4)
-const C = (s: string) => s.charCodeAt(0);
-
-/**
- * Pack entries straight from the read's field table (bytes; no per-entry
- * objects, no strings). Entries with `skip(i)` true are packed as missing (not
- * decoded).
- */
-export function packEntries(fields: FieldTable, skip: (i: number) => boolean): PackedFrames {
-  const n = fields.length;
-  const { bytes: src, at, first } = fields;
+  const n = frames.length;
   let bytes = 0;
-  for (let i = 0; i < n; i++) {
-    if (skip(i)) continue;
-    const d = fields.find(i, "data");
-    if (d >= 0) bytes += Math.min(MAX_DATA, (at[d + 1]! - at[d]!) >> 1);
-  }
+  for (const f of frames) bytes += payloadBytes(f.data);
   const P = packing(n, bytes);
   for (let i = 0; i < n; i++) {
-    let ts = -1;
-    let id = -1;
-    let data = -1;
-    let ext = -1;
-    let fd = -1;
-    if (!skip(i)) {
-      for (let f = first[i]!; f + 1 < first[i + 1]!; f += 2) {
-        const k = at[f]!;
-        const len = at[f + 1]! - k;
-        const c0 = src[k];
-        if (len === 2) {
-          const c1 = src[k + 1];
-          if (c0 === C("t") && c1 === C("s")) ts = f + 1;
-          else if (c0 === C("i") && c1 === C("d")) id = f + 1;
-          else if (c0 === C("f") && c1 === C("d")) fd = f + 1;
-        } else if (len === 4 && c0 === C("d")) {
-          if (fields.is(f, "data")) data = f + 1;
-        } else if (len === 3 && c0 === C("e") && fields.is(f, "ext")) ext = f + 1;
-      }
-    }
-    packField(P, i, fields, ts, id, data, ext, fd);
+    const f = frames[i]!;
+    packOne(P, i, f.ts, f.id === undefined ? undefined : String(f.id), f.data, f.ext, f.fd);
   }
   return { buf: P.buf.buffer as ArrayBuffer, n };
 }
 
-const ZERO = 48;
-
-/** The decimal number of 1 to 10 ASCII digits in b[from, to), else NaN. */
-function decimal(b: Uint8Array, from: number, to: number): number {
-  if (to - from < 1 || to - from > 10) return Number.NaN;
-  let v = 0;
-  for (let k = from; k < to; k++) {
-    const c = b[k]! - ZERO;
-    if (c < 0 || c > 9) return Number.NaN;
-    v = v * 10 + c;
+/**
+ * Pack entries straight from XREADGROUP field lists (no per-entry objects).
+ * Entries with `skip(i)` true are packed as missing (not decoded).
+ */
+export function packEntries(fields: readonly (readonly string[] | null)[], skip: (i: number) => boolean): PackedFrames {
+  const n = fields.length;
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const f = fields[i];
+    if (f && !skip(i)) for (let k = 0; k + 1 < f.length; k += 2) if (f[k] === "data") bytes += payloadBytes(f[k + 1]);
   }
-  return v;
+  const P = packing(n, bytes);
+  for (let i = 0; i < n; i++) {
+    const f = skip(i) ? null : fields[i];
+    let ts: string | undefined;
+    let id: string | undefined;
+    let data: string | undefined;
+    let ext: string | undefined;
+    let fd: string | undefined;
+    if (f) {
+      for (let k = 0; k + 1 < f.length; k += 2) {
+        const key = f[k];
+        if (key === "ts") ts = f[k + 1];
+        else if (key === "id") id = f[k + 1];
+        else if (key === "data") data = f[k + 1];
+        else if (key === "ext") ext = f[k + 1];
+        else if (key === "fd") fd = f[k + 1];
+      }
+    }
+    packOne(P, i, ts, id, data, ext, fd);
+  }
+  return { buf: P.buf.buffer as ArrayBuffer, n };
 }
 
-/** Value of one ASCII hex digit, or -1. */
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
-
-/** One entry into its slots; ts … fd are field indexes into the table (-1 = absent). */
-function packField(
+function packOne(
   P: Packing,
   i: number,
-  t: FieldTable,
-  ts: number,
-  id: number,
-  data: number,
-  ext: number,
-  fd: number,
+  ts: string | undefined,
+  id: string | undefined,
+  data: string | undefined,
+  ext: string | undefined,
+  fd: string | undefined,
 ): void {
   const { buf, ids, offs, L } = P;
-  const { bytes: src, at } = t;
   offs[i] = P.at;
-  if (ts < 0 || id < 0 || data < 0) {
+  if (ts === undefined || id === undefined || data === undefined) {
     ids[i] = ID_BAD;
     buf[L.lens + i] = LEN_MISSING;
     return;
   }
-  const idNum = decimal(src, at[id]!, at[id + 1]!);
+  const idNum = /^\d{1,10}$/.test(id) ? Number(id) : Number.NaN;
   // ext absent: an entry of an older scanner, which wrote 29-bit ids without the flag (one above 0x7FF can only be one)
-  const extended = ext < 0 ? idNum > 0x7ff : t.is(ext, "1") ? true : t.is(ext, "0") ? false : null;
+  const extended = ext === undefined ? idNum > 0x7ff : ext === "1" ? true : ext === "0" ? false : null;
   ids[i] =
     extended !== null && Number.isInteger(idNum) && idNum <= (extended ? 0x1fffffff : 0x7ff)
       ? messageKey(idNum, extended)
       : ID_BAD;
-  const tsFrom = at[ts]!;
-  if (at[ts + 1]! - tsFrom !== TS_LENGTH) {
+  if (ts.length !== TS_LENGTH || buf.write(ts, L.ts + TS_LENGTH * i, TS_LENGTH, "latin1") !== TS_LENGTH) {
     buf[L.lens + i] = LEN_BAD_TS;
     return;
   }
-  const tsAt = L.ts + TS_LENGTH * i;
-  for (let k = 0; k < TS_LENGTH; k++) buf[tsAt + k] = src[tsFrom + k]!;
-  const dFrom = at[data]!;
-  const dLen = at[data + 1]! - dFrom;
-  const n = dLen >> 1;
-  if ((dLen & 1) !== 0 || n > (fd >= 0 && t.is(fd, "1") ? MAX_DATA : MAX_CLASSIC)) {
+  const bytes = data.length >> 1;
+  if (
+    (data.length & 1) !== 0 ||
+    bytes > (fd === "1" ? MAX_DATA : MAX_CLASSIC) ||
+    (bytes > 0 && buf.write(data, L.data + P.at, bytes, "hex") !== bytes)
+  ) {
     buf[L.lens + i] = LEN_BAD_DATA;
     return;
   }
-  const to = L.data + P.at;
-  for (let k = 0; k < n; k++) {
-    const hi = hexDigit(src[dFrom + 2 * k]!);
-    const lo = hexDigit(src[dFrom + 2 * k + 1]!);
-    if (hi < 0 || lo < 0) {
-      buf[L.lens + i] = LEN_BAD_DATA;
-      return;
-    }
-    buf[to + k] = (hi << 4) | lo;
-  }
-  buf[L.lens + i] = n;
-  P.at += n;
+  buf[L.lens + i] = bytes;
+  P.at += bytes;
 }

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import type { Batch, Chain } from "../../pipeline/runtime/stage.js";
-import { FieldTable, type StreamEntries } from "../../pipeline/runtime/stream.js";
+import type { StreamEntries } from "../../pipeline/runtime/stream.js";
 import { type Component, startWorker, type WorkerHandle, workerSettings } from "../../pipeline/runtime/worker.js";
 import { type WorkerChainDeps, workerChain } from "../../stages/chains.js";
 import { packEntries } from "../../stages/decode/pack.js";
@@ -110,12 +110,12 @@ export function readingsOf(
   const batch: Batch = {
     seq: 0,
     ids: fields.map((_, i) => `0-${i + 1}`),
-    fields: FieldTable.of(fields),
+    fields,
     deliveries: null,
     dead: new Map(),
     skip: new Set(),
   };
-  const out = decodePacked({ ...packEntries(batch.fields, () => false), table });
+  const out = decodePacked({ ...packEntries(fields, () => false), table });
   const { rows } = resolveReadings(batch, unpackSignals(out, table));
   if (batch.dead.size) throw new Error(`readingsOf: ${[...batch.dead.values()][0]!.reason}`);
   new Deriver(0).add(table.derived, rows);

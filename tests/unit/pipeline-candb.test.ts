@@ -20,7 +20,6 @@ import {
 import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import type { Batch } from "../../pipeline/runtime/stage.js";
-import { FieldTable } from "../../pipeline/runtime/stream.js";
 import { packEntries, packFrames } from "../../stages/decode/pack.js";
 import { decodePacked, unpackSignals } from "../../stages/decode/signals.js";
 import { decodeFrame } from "../../stages/decode.js";
@@ -256,12 +255,12 @@ describe("raw stream entries: ext and fd fields, out_of_range in both COPY forma
     const batch: Batch = {
       seq: 1,
       ids: ["1-1", "1-2"],
-      fields: FieldTable.of(entries),
+      fields: entries,
       deliveries: null,
       dead: new Map(),
       skip: new Set(),
     };
-    const out = decodePacked({ ...packEntries(batch.fields, () => false), table });
+    const out = decodePacked({ ...packEntries(entries, () => false), table });
     const { rows } = resolveReadings(batch, unpackSignals(out, table));
     const lines = Array.from(
       { length: rows.count },

@@ -6,7 +6,6 @@ import { isoMicros, parseIsoMicros } from "../../pipeline/can/frame.js";
 import { simulatedSecond } from "../../pipeline/can/simulator.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import type { Batch } from "../../pipeline/runtime/stage.js";
-import { FieldTable } from "../../pipeline/runtime/stream.js";
 import { packEntries, packFrames } from "../../stages/decode/pack.js";
 import { decodePacked, NO_MESSAGE, unpackSignals } from "../../stages/decode/signals.js";
 import { expectedRows } from "../../stages/expected.js";
@@ -24,7 +23,7 @@ function batchOf(entries: Record<string, string>[]): Batch {
   return {
     seq: 1,
     ids: entries.map((_, i) => `1-${i}`),
-    fields: FieldTable.of(entries.map((e) => Object.entries(e).flat())),
+    fields: entries.map((e) => Object.entries(e).flat()),
     deliveries: null,
     dead: new Map(),
     skip: new Set(),
@@ -85,7 +84,7 @@ describe("decode", () => {
 
   it("does not decode an entry that already has a verdict (skipped packing marks it missing)", async () => {
     const { table } = await loadDecodeTable(files);
-    const fields = FieldTable.of([["ts", ts, "id", String(0x405), "data", "D2049427"]]);
+    const fields = [["ts", ts, "id", String(0x405), "data", "D2049427"]];
     const out = decodePacked({ ...packEntries(fields, () => true), table });
     expect(out.count).toBe(0);
   });
