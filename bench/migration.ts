@@ -228,7 +228,7 @@ const bench: Bench = async (ctx) => {
         runMigration(
           mig,
           site,
-          { batch: "1d", verify: false, parallel: 2 },
+          { verify: false, parallel: 2 },
           {
             progress: quiet(ctx.log),
             // runMigration ends the sessions it opens
@@ -257,7 +257,7 @@ const bench: Bench = async (ctx) => {
 
     await one.query(WARM_UP);
     const [single, oneS] = await timed("migration on one session", () =>
-      runMigration(one, site, { batch: "1d", verify: false, parallel: 1 }, { progress: quiet(ctx.log) }),
+      runMigration(one, site, { verify: false, parallel: 1 }, { progress: quiet(ctx.log) }),
     );
     ctx.log(`  ${single.this_run.inserted} measurements in ${oneS.toFixed(1)} s`);
 
@@ -266,7 +266,7 @@ const bench: Bench = async (ctx) => {
       runMigration(
         sparse,
         site,
-        { batch: "1d", verify: false, parallel: 2 },
+        { verify: false, parallel: 2 },
         { progress: quiet(ctx.log), connect: () => open(names.sparse) },
       ),
     );
@@ -275,7 +275,7 @@ const bench: Bench = async (ctx) => {
       runMigration(
         naive,
         site,
-        { batch: "1d", verify: false, parallel: 2, legacyTimeZone: NAIVE_ZONE },
+        { verify: false, parallel: 2, legacyTimeZone: NAIVE_ZONE },
         { progress: quiet(ctx.log), connect: () => open(names.naive) },
       ),
     );
@@ -285,7 +285,7 @@ const bench: Bench = async (ctx) => {
       );
 
     const [verified, verS] = await timed("verification (--verify-only)", () =>
-      runMigration(mig, site, { batch: "1d", verifyOnly: true }, { progress: quiet(ctx.log) }),
+      runMigration(mig, site, { verifyOnly: true }, { progress: quiet(ctx.log) }),
     );
     if (!verified.verification?.ok) throw new Error("benchmark migration did not verify");
     // the verification before issue 10, one UTC day per query, on the same data
