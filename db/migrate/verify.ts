@@ -98,14 +98,25 @@ export async function verify(
     progress.update(done, 0, `verified up to ${e.slice(0, 10)}`);
   }
   progress.finish();
-  const { rows: orphans } = await db.query<{
-    sensor_id: number;
-    day: string;
-    day_start: string;
-    n: string;
-    first: string;
-    last: string;
-  }>(await sql("verify_orphans"), [key, chunks.map((c) => c[0]), chunks.map((c) => c[1]), first, last, nodes]);
+  // without JIT: the planner's row guesses for the ranges make it compile for
+  // a second or more a query that reads a few index entries
+  let orphans: { sensor_id: number; day: string; day_start: string; n: string; first: string; last: string }[];
+  await db.query("BEGIN");
+  try {
+    await db.query("SET LOCAL jit = off");
+    orphans = (
+      await db.query(await sql("verify_orphans"), [
+        key,
+        chunks.map((c) => c[0]),
+        chunks.map((c) => c[1]),
+        first,
+        last,
+        nodes,
+      ])
+    ).rows;
+  } finally {
+    await db.query("COMMIT");
+  }
   const orphanMismatches: VerifyMismatch[] = orphans.map((o) => ({
     sensor_id: o.sensor_id,
     sensor: names.get(o.sensor_id) ?? null,

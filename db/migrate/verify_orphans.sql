@@ -30,14 +30,22 @@ WITH covered AS (
 ), seen AS (
   SELECT unnest(covered.r * compared.r) AS r FROM covered, compared WHERE covered.r IS NOT NULL
 ), orphans AS (
-  SELECT m.sensor_id, m.time FROM rest
-  JOIN measurement m ON m.time >= lower(rest.r) AND m.time <= upper(rest.r) AND m.time <@ rest.r
-  WHERE m.status = 'migrated' AND m.sensor_id IN (SELECT sensor_id FROM cea_legacy_map)
+  -- one (sensor_id, time) index range per sensor and range (LATERAL, and
+  -- OFFSET 0 so that it is not flattened: never a scan of every sensor's rows
+  -- in the range)
+  SELECT m.sensor_id, m.time
+  FROM rest CROSS JOIN (SELECT DISTINCT sensor_id FROM cea_legacy_map) s
+  CROSS JOIN LATERAL (
+    SELECT m.sensor_id, m.time FROM measurement m
+    WHERE m.sensor_id = s.sensor_id AND m.time >= lower(rest.r) AND m.time <= upper(rest.r)
+      AND m.time <@ rest.r AND m.status = 'migrated' OFFSET 0) m
   UNION ALL
-  SELECT m.sensor_id, m.time FROM seen
-  JOIN measurement m ON m.time >= lower(seen.r) AND m.time <= upper(seen.r) AND m.time <@ seen.r
-  WHERE m.status = 'migrated'
-    AND m.sensor_id IN (SELECT sensor_id FROM cea_legacy_map WHERE NOT node_id = ANY ($6::bigint[]))
+  SELECT m.sensor_id, m.time
+  FROM seen CROSS JOIN (SELECT DISTINCT sensor_id FROM cea_legacy_map WHERE NOT node_id = ANY ($6::bigint[])) s
+  CROSS JOIN LATERAL (
+    SELECT m.sensor_id, m.time FROM measurement m
+    WHERE m.sensor_id = s.sensor_id AND m.time >= lower(seen.r) AND m.time <= upper(seen.r)
+      AND m.time <@ seen.r AND m.status = 'migrated' OFFSET 0) m
 )
 SELECT sensor_id,
        to_char(cea_daily_bucket(time) AT TIME ZONE cea_daily_timezone(), 'YYYY-MM-DD') AS day,
