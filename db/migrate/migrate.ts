@@ -98,7 +98,8 @@ export async function runMigration(
   const unmapped = content.nodes.filter((n) => !n.mapped).map((n) => ({ node_id: n.node_id, rows: n.legacy_rows }));
   report.unmapped_nodes = unmapped;
   const mappedNodes = content.nodes.filter((n) => n.mapped).map((n) => n.node_id as number);
-  const plan = await planWindows(db, src, o);
+  // --verify-only needs the windows only, not their counts
+  const plan = await planWindows(db, src, o, mode !== "verify-only");
   const windows = plan.windows;
   // without --batch: batches of about `target` legacy rows
   const target = plan.rows

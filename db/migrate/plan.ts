@@ -21,10 +21,13 @@ export interface Plan {
   rows: number[] | null;
 }
 
-/** The windows that hold legacy rows, in time order, with their row counts when batches are sized by rows. */
-export async function planWindows(db: pg.ClientBase, src: LegacySource, o: Options): Promise<Plan> {
+/**
+ * The windows that hold legacy rows, in time order, with their row counts when
+ * batches are sized by rows (`batches`: false when nothing will be moved).
+ */
+export async function planWindows(db: pg.ClientBase, src: LegacySource, o: Options, batches = true): Promise<Plan> {
   const step = o.batch ? batchMs(o.batch) : HOUR;
-  const counted = o.batch === undefined;
+  const counted = o.batch === undefined && batches;
   const { rows } = await db.query<{ s: string; n: string }>(await sql(src.timeIndexed ? "plan_index" : "plan_scan"), [
     step,
   ]);
