@@ -26,7 +26,8 @@ import type { Bench, BenchRow } from "./lib.js";
 // An "unconstrained" figure (a copy of the table without the
 // foreign key and with a non-unique key index) is reported for information.
 //
-// The migration runs as the command does (two batches in flight, checkpoints,
+// The migration runs as the command does (its default batches of about 100k
+// legacy rows, fewer for this small a table; two in flight, checkpoints,
 // statistics, aggregates at the end, no verification), and once more on one
 // session in a third copy. Every run reads its own copy of the legacy table
 // after the same warm-up scan and a CHECKPOINT (so no case pays for writing
