@@ -1,6 +1,6 @@
 import type { Site } from "../../db/site.js";
 import { encodeRaw, encodeSignal, physicalLimits } from "./codec.js";
-import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
+import { type CanFrame, type FrameSource, isoMicros, type OutgoingFrame } from "./frame.js";
 import { type CanDb, messageKey } from "./model.js";
 import { SimulatedNodes } from "./nodes.js";
 import { type RoomClimate, RoomModel } from "./room-model.js";
@@ -302,7 +302,9 @@ const sleep = (ms: number, wake?: Promise<void>) =>
  * side delivers frames to the simulated nodes at the current simulated time;
  * their answers go out at once (the pace's sleep is cut short).
  */
-export function simulatorSource(opts: SimOptions): FrameSource & { simulation: Simulation } {
+export function simulatorSource(
+  opts: SimOptions,
+): FrameSource & { simulation: Simulation; transmit(f: OutgoingFrame): Promise<void> } {
   let closed = false;
   const clock = opts.clock ?? Date.now;
   const sim = new Simulation(opts);
