@@ -173,8 +173,10 @@ export function simulatedSecond(
 ): CanFrame[] {
   const epochMs = opts.startMs + k * 1000;
   const epochS = epochMs / 1000;
+  // the actuator nodes' status messages are theirs to send (Simulation), never a sensor curve
+  const skip = loop?.skip ?? (opts.candb ? new SimulatedNodes(opts.candb, opts.site, opts.iface).statusKeys : null);
   const msgs: TableMessage[] = Object.values(opts.table.messages).filter(
-    (m) => m.mapped > 0 && !loop?.skip.has(messageKey(m.id, m.extended)),
+    (m) => m.mapped > 0 && !skip?.has(messageKey(m.id, m.extended)),
   );
   const frames: CanFrame[] = [];
   const states = new Map<number, RoomState>();

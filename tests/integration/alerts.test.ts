@@ -176,7 +176,7 @@ describe("alert conditions while PostgreSQL is read-only", () => {
     const d = a.active.find((x) => x.condition === "database_degraded");
     expect(d?.summary).toMatch(/read-only/);
     // the reads still work: the silent sensors are still listed
-    expect(a.silent_sensors.length).toBe(50 + 9);
+    expect(a.silent_sensors.length).toBe(65 + 9);
     expect(a.incomplete).toBeNull();
   });
 });

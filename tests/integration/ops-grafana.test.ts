@@ -132,7 +132,7 @@ describe("Grafana provisioning files", () => {
 describe("dashboard SQL on a real database", () => {
   it("the variables list the rooms and the sensors of the site", () => {
     expect(allRooms).toEqual(["Flower Room", "Lab", "Outside", "Veg Room"]);
-    expect(allSensors).toHaveLength(50 + 9); // the CAN nodes' sensors and the derived ones
+    expect(allSensors).toHaveLength(65 + 9); // the CAN nodes' sensors (with the applied outputs) and the derived ones
   });
 
   const ranges: [string, number][] = [
