@@ -199,6 +199,6 @@ describe("binary COPY encoding (the writer's)", () => {
       Date.UTC(1999, 11, 31, 23) / 3_600_000,
       Date.UTC(2000, 0, 1) / 3_600_000,
     ]);
-    expect(b.sensors.length).toBe((50 + 3 * 3) * 2);
+    expect(b.sensors.length).toBe((65 + 3 * 3) * 2);
   });
 });
