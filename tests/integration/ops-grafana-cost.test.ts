@@ -11,7 +11,7 @@ import { createTestDatabase, isCommunity, type TestDatabase } from "../support/d
 // wall time.
 //
 // The data set: a smaller-scale version of bench/api.ts's (50 sensors × 1 Hz ×
-// 30 days, about 130 M rows): the site's sensors (the 50 of the CAN nodes and
+// 30 days, about 130 M rows): the site's sensors (the 65 of the CAN nodes and
 // the 9 derived ones of ops/site.json) and 30 days ending now, one
 // reading per minute for the older part and 1 Hz for the last 6 hours, where
 // the raw-row panels read (about 3.2 M rows), with both aggregates built.
