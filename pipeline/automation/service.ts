@@ -106,6 +106,8 @@ export class AutomationService {
   /** Command messages whose last command went unacknowledged (an alert until the node acks again): message → why. */
   unacknowledged = new Map<string, string>();
   private ackCursor = "0";
+  /** Command ids of this run that carried recorded decisions: an outcome of another of this run's commands records nothing. */
+  private readonly carried = new Set<string>();
   private ackGroupReady = false;
   private readonly sensorPlace = new Map<string, { room: number; kind: string; name: string }>();
   private readonly sent = new Map<string, { states: string; atMs: number; seq: number }>();
@@ -210,6 +212,7 @@ export class AutomationService {
       if (dec.action !== "keep") this.stats.decisions.set(k, (this.stats.decisions.get(k) ?? 0) + 1);
       if (!dec.record) continue;
       const cmd = commandIds.get(dec.actuator);
+      if (cmd) this.carried.add(cmd);
       this.pending.push({
         time: new Date(nowMs),
         room_id: dec.room_id,
@@ -366,7 +369,10 @@ export class AutomationService {
                 : outcome === "no_ack_expected"
                   ? null
                   : "not_sent";
-          if (cm && cmdId && status && !Number.isNaN(cmdTs)) {
+          // a command of this run that carried no decision (a repeat for the watchdog) has no row to answer;
+          // one of an earlier run is looked up
+          const mayHaveRows = cmdId && (!cmdId.startsWith(`${this.bootId}-`) || this.carried.delete(cmdId));
+          if (cm && cmdId && mayHaveRows && status && !Number.isNaN(cmdTs)) {
             let applied: Record<string, number> | null = null;
             const sig = f.get("applied");
             if (sig) {

@@ -95,8 +95,9 @@ export class SimulatedNodes {
   /** The watchdogs at `nowMs`: a node whose last command ran out goes to its safe state and says so. */
   tick(nowMs: number): CanFrame[] {
     const out: CanFrame[] = [];
+    // more than watchdog_s without a command: a command exactly on time still counts
     for (const node of this.nodes)
-      if (node.deadlineMs !== null && nowMs >= node.deadlineMs) {
+      if (node.deadlineMs !== null && nowMs > node.deadlineMs) {
         node.deadlineMs = null;
         node.applied = new Map(node.safeState);
         node.safe = true;

@@ -28,14 +28,9 @@ function roleOf(a: Site["actuators"][number]): Role | null {
   return null;
 }
 
-/** Minutes after local midnight in `zone`. */
-function localMinutes(ms: number, zone: string): number {
-  const parts = new Intl.DateTimeFormat("en-GB", {
-    timeZone: zone,
-    hour: "2-digit",
-    minute: "2-digit",
-    hourCycle: "h23",
-  })
+/** Minutes after local midnight in the zone of `fmt`. */
+function localMinutes(ms: number, fmt: Intl.DateTimeFormat): number {
+  const parts = fmt
     .formatToParts(new Date(ms))
     .reduce<Record<string, string>>((o, p) => Object.assign(o, { [p.type]: p.value }), {});
   return Number(parts.hour) * 60 + Number(parts.minute);
@@ -48,13 +43,21 @@ export class RoomModel {
   private readonly roles: Map<string, Role>;
   private readonly lightsOn: number | null;
   private readonly lightsOff: number | null;
+  /** Built once: a formatter costs far more than a formatting. */
+  private readonly local: Intl.DateTimeFormat;
 
   constructor(
     readonly room: Site["rooms"][number],
     actuators: Site["actuators"],
-    private readonly zone: string,
+    zone: string,
     initial: RoomClimate,
   ) {
+    this.local = new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone,
+      hour: "2-digit",
+      minute: "2-digit",
+      hourCycle: "h23",
+    });
     this.climate = { ...initial };
     this.roles = new Map();
     for (const a of actuators) {
@@ -68,7 +71,7 @@ export class RoomModel {
   /** Lights on at `ms` (facility-local wall clock; a window may cross midnight; no schedule = always on). */
   lights(ms: number): boolean {
     if (this.lightsOn === null || this.lightsOff === null) return true;
-    const m = localMinutes(ms, this.zone);
+    const m = localMinutes(ms, this.local);
     return this.lightsOn <= this.lightsOff
       ? m >= this.lightsOn && m < this.lightsOff
       : m >= this.lightsOn || m < this.lightsOff;

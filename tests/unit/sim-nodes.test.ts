@@ -55,8 +55,8 @@ describe("simulated actuator nodes", async () => {
     });
     expect(nodes.outputs().get("flower_heater")).toBe(true);
     // commands stop (the service was killed): nothing until the watchdog runs out
-    expect(nodes.tick(t0 + 4_999)).toEqual([]);
-    const [safe] = nodes.tick(t0 + 5_000);
+    expect(nodes.tick(t0 + 5_000)).toEqual([]);
+    const [safe] = nodes.tick(t0 + 5_001);
     expect(report(safe!)).toEqual({
       seq: 42,
       safe: true,
@@ -80,9 +80,9 @@ describe("simulated actuator nodes", async () => {
     const frame = encodeCommand(cm, new Map([["flower_heater", true]]), 1, 30);
     sim.transmit({ id: frame.id, ext: false, data: Buffer.from(frame.data, "hex") }, sim.timeOf(1));
     expect(report(sim.answers()[0]!)).toMatchObject({ seq: 1, safe: false, applied: { heater: 1 } });
-    for (let i = 0; i < 30; i++) sim.next();
+    for (let i = 0; i < 31; i++) sim.next();
     expect(room.climate.t).toBeGreaterThan(t0 + 0.2);
-    // 30 s after the command: the watchdog puts the heater off and the node says so
+    // more than 30 s after the command: the watchdog puts the heater off and the node says so
     const frames = sim.next();
     const statuses = frames.filter((f) => f.id === status.id).map(report);
     expect(statuses[0]).toMatchObject({ safe: true, applied: { heater: 0 } });
