@@ -3,7 +3,7 @@ import { COMMAND_SEQ, decodeStatus, type StatusReport, statusMessageFor } from "
 import type { CanFrame, OutgoingFrame } from "../pipeline/can/frame.js";
 import { type CanDb, type MessageDef, messageKey } from "../pipeline/can/model.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
-import { backoffDelay, sleep } from "../pipeline/runtime/retry.js";
+import { atMost, backoffDelay, sleep } from "../pipeline/runtime/retry.js";
 import type { SourceEnvelope } from "../pipeline/runtime/scanner.js";
 import { noOptions, type StageSpec } from "../pipeline/runtime/stage.js";
 import { ensureGroup, readGroup } from "../pipeline/runtime/stream.js";
@@ -125,12 +125,14 @@ export class CommandTransmitter implements Component {
     this.loop = this.run();
   }
 
+  /** Stop reading; entries without a recorded outcome stay pending for the next start (bounded: Redis may be down). */
   async stop(): Promise<void> {
     this.stopper.abort();
     for (const w of this.waiters.values()) w.done({ seq: -1, safe: false, applied: {} });
-    await this.loop;
-    await Promise.all(this.queues.values());
+    // a blocked (or, with Redis down, queued) read ends with its connection
     this.reader?.disconnect();
+    await this.loop;
+    await atMost(Promise.all(this.queues.values()), 2_000);
   }
 
   /** Received frames (the command-status stage): a status frame answers the command waiting on its seq. */

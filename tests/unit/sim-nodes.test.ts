@@ -91,8 +91,14 @@ describe("simulated actuator nodes", async () => {
   it("socketcan's send side: classic and FD frames through the channel, a refused frame is an error naming the interface", () => {
     const calls: string[] = [];
     const channel: SendChannel = {
-      send: (m) => (calls.push(`send ${m.id} ${m.ext} ${m.data.toString("hex")}`), 16),
-      sendFD: (m) => (calls.push(`sendFD ${m.id} ${m.data.length}`), 72),
+      send: (m) => {
+        calls.push(`send ${m.id} ${m.ext} ${m.data.toString("hex")}`);
+        return 16;
+      },
+      sendFD: (m) => {
+        calls.push(`sendFD ${m.id} ${m.data.length}`);
+        return 72;
+      },
     };
     sendFrame(channel, "can0", { id: 0x501, ext: false, fd: false, data: Uint8Array.from([1, 2, 30, 0]) });
     sendFrame(channel, "can0", { id: 0x1234, ext: true, fd: true, data: new Uint8Array(12) });
