@@ -6,7 +6,7 @@ import { IngestLedger, spoolTarget } from "../stages/append/ledger.js";
 import { frameChunks } from "../stages/can-ingest.js";
 import { registerIngestMetrics } from "../stages/can-ingest-metrics.js";
 import { scannerChain } from "../stages/chains.js";
-import { CommandTransmitter } from "../stages/command-transmit.js";
+import { CommandTransmitter, registerCommandMetrics } from "../stages/command-transmit.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
 import { loadCanDb } from "./can/candb.js";
 import type { FrameSource } from "./can/frame.js";
@@ -161,6 +161,7 @@ async function main(): Promise<void> {
   if (config.CEA_METRICS) {
     const registry = createRegistry("can-scanner");
     registerIngestMetrics(registry, ledger.stats, { config, redis, keys });
+    registerCommandMetrics(registry, commands.stats);
     metrics = keepServingMetrics(registry, {
       host: config.CEA_METRICS_HOST,
       port: config.CEA_SCANNER_METRICS_PORT,

@@ -3,6 +3,7 @@ import { COMMAND_SEQ, decodeStatus, type StatusReport, statusMessageFor } from "
 import type { CanFrame, OutgoingFrame } from "../pipeline/can/frame.js";
 import { type CanDb, type MessageDef, messageKey } from "../pipeline/can/model.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
+import { counterFrom, type Registry } from "../pipeline/runtime/metrics.js";
 import { atMost, backoffDelay, sleep } from "../pipeline/runtime/retry.js";
 import type { SourceEnvelope } from "../pipeline/runtime/scanner.js";
 import { noOptions, type StageSpec } from "../pipeline/runtime/stage.js";
@@ -392,4 +393,28 @@ export function commandStatusStage(
       };
     },
   };
+}
+
+/** The command path's metrics, read from the transmitter's counters when Prometheus scrapes. */
+export function registerCommandMetrics(registry: Registry, stats: CommandStats): void {
+  counterFrom(
+    registry,
+    "cea_scanner_command_transmissions_total",
+    "Command frames written on the bus (retransmissions included)",
+    [],
+    () => [[{}, stats.transmissions]],
+  );
+  counterFrom(
+    registry,
+    "cea_scanner_command_outcomes_total",
+    "Outcomes of can:cmd entries: acked, unacknowledged, expired, not_transmitted, no_ack_expected",
+    ["outcome"],
+    () => [
+      [{ outcome: "acked" }, stats.acked],
+      [{ outcome: "unacknowledged" }, stats.unacknowledged],
+      [{ outcome: "expired" }, stats.expired],
+      [{ outcome: "not_transmitted" }, stats.notTransmitted + stats.malformed],
+      [{ outcome: "no_ack_expected" }, stats.noAckExpected],
+    ],
+  );
 }
