@@ -7,7 +7,7 @@ import { counterFrom, type Registry } from "../pipeline/runtime/metrics.js";
 import { atMost, backoffDelay, sleep } from "../pipeline/runtime/retry.js";
 import type { SourceEnvelope } from "../pipeline/runtime/scanner.js";
 import { noOptions, type StageSpec } from "../pipeline/runtime/stage.js";
-import { ensureGroup, readGroup } from "../pipeline/runtime/stream.js";
+import { ensureGroup, isNoGroup, readGroup } from "../pipeline/runtime/stream.js";
 import type { Component, ComponentContext } from "../pipeline/runtime/worker-contract.js";
 import { CAN_FRAMES } from "./can-ingest.js";
 
@@ -187,6 +187,8 @@ export class CommandTransmitter implements Component {
         });
       } catch (err) {
         if (signal.aborted) break;
+        // a Redis that lost its data (restarted without persistence) has no group: create it again
+        if (isNoGroup(err)) grouped = false;
         this.problem(`command stream ${keys.cmd} unreadable: ${(err as Error).message}`);
         await sleep(backoffDelay(BACKOFF, attempt++), signal);
       }
