@@ -166,6 +166,12 @@ export class CommandTransmitter implements Component {
     while (!signal.aborted) {
       try {
         if (!grouped) {
+          // without MKSTREAM: a scanner whose commands nobody sends (a dry run) leaves no can:cmd behind
+          if (!(await reader.exists(keys.cmd))) {
+            this.problem(null);
+            await sleep(1_000, signal);
+            continue;
+          }
           await ensureGroup(reader, keys.cmd, CMD_GROUP);
           grouped = true;
         }

@@ -107,10 +107,25 @@ export const COMMAND_PREFIX = "Cmd_";
 export const STATUS_PREFIX = "Status_";
 export const STATUS_SAFE = "safe";
 
+/** The name of the status message that answers command message `command` (null: not a command message). */
+export function statusNameFor(command: string): string | null {
+  return command.startsWith(COMMAND_PREFIX) ? STATUS_PREFIX + command.slice(COMMAND_PREFIX.length) : null;
+}
+
+/** The status messages the site file's actuator nodes send (by name; those the CAN database has are theirs). */
+export function nodeStatusNames(site: Pick<Site, "actuators">): Set<string> {
+  const out = new Set<string>();
+  for (const a of site.actuators) {
+    const s = statusNameFor(a.command.slice(0, a.command.lastIndexOf(".")));
+    if (s) out.add(s);
+  }
+  return out;
+}
+
 /** The status message that answers `command`, or null when the database has none (or it carries no seq). */
 export function statusMessageFor(db: Pick<CanDb, "messages">, command: string): MessageDef | null {
-  if (!command.startsWith(COMMAND_PREFIX)) return null;
-  const name = STATUS_PREFIX + command.slice(COMMAND_PREFIX.length);
+  const name = statusNameFor(command);
+  if (!name) return null;
   const m = db.messages.find((x) => x.name === name);
   return m?.signals.some((s) => s.name === COMMAND_SEQ) ? m : null;
 }

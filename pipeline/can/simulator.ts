@@ -1,5 +1,6 @@
 import type { Site } from "../../db/site.js";
 import { encodeRaw, encodeSignal, physicalLimits } from "./codec.js";
+import { nodeStatusNames } from "./commands.js";
 import { type CanFrame, type FrameSource, isoMicros, type OutgoingFrame } from "./frame.js";
 import { type CanDb, messageKey } from "./model.js";
 import { SimulatedNodes } from "./nodes.js";
@@ -174,9 +175,9 @@ export function simulatedSecond(
   const epochMs = opts.startMs + k * 1000;
   const epochS = epochMs / 1000;
   // the actuator nodes' status messages are theirs to send (Simulation), never a sensor curve
-  const skip = loop?.skip ?? (opts.candb ? new SimulatedNodes(opts.candb, opts.site, opts.iface).statusKeys : null);
+  const nodes = nodeStatusNames(opts.site);
   const msgs: TableMessage[] = Object.values(opts.table.messages).filter(
-    (m) => m.mapped > 0 && !skip?.has(messageKey(m.id, m.extended)),
+    (m) => m.mapped > 0 && !nodes.has(m.name) && !loop?.skip.has(messageKey(m.id, m.extended)),
   );
   const frames: CanFrame[] = [];
   const states = new Map<number, RoomState>();

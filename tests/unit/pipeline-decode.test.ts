@@ -165,9 +165,9 @@ describe("binary COPY encoding (the writer's)", () => {
       for (const r of expectedRows(table, { ts: f.ts, id: f.id, data: Buffer.from(f.data).toString("hex") }))
         cols.push(i, r.sensor_id, parseIsoMicros(r.time), r.value, i % 3 === 0 ? statusCode("simulated") : 0);
     });
-    // per simulated second: 65 mapped signals (without the CAN database's nodes the status frames are curves
-    // too), and 3 derived sensors in each of the 3 rooms with derived ones
-    expect(cols.count).toBe(4 * (65 + 3 * 3));
+    // per simulated second: the 50 mapped signals of the sensor frames (the actuator nodes' status frames
+    // are the nodes' to send, not simulated seconds), and 3 derived sensors in each of the 3 rooms with derived ones
+    expect(cols.count).toBe(4 * (50 + 3 * 3));
     const bin = encodeBinaryCopy(cols);
     const v = new DataView(bin.buffer, bin.byteOffset, bin.byteLength);
     expect(Buffer.from(bin.subarray(0, 11)).toString("latin1")).toBe("PGCOPY\n\xff\r\n\0");
@@ -199,6 +199,6 @@ describe("binary COPY encoding (the writer's)", () => {
       Date.UTC(1999, 11, 31, 23) / 3_600_000,
       Date.UTC(2000, 0, 1) / 3_600_000,
     ]);
-    expect(b.sensors.length).toBe((65 + 3 * 3) * 2);
+    expect(b.sensors.length).toBe((50 + 3 * 3) * 2);
   });
 });
