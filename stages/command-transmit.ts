@@ -152,8 +152,13 @@ export class CommandTransmitter implements Component {
     }
   }
 
-  private problem(cause: string | null): void {
-    this.ctx?.problem(cause);
+  /** The reading side's and the publishing side's problems, reported together (one health source). */
+  private readonly causes: { read: string | null; publish: string | null } = { read: null, publish: null };
+  private problem(cause: string | null, side: "read" | "publish" = "read"): void {
+    if (this.causes[side] === cause) return;
+    this.causes[side] = cause;
+    const all = [this.causes.read, this.causes.publish].filter((x) => x !== null);
+    this.ctx?.problem(all.length ? all.join("; ") : null);
   }
 
   private async run(): Promise<void> {
@@ -331,10 +336,10 @@ export class CommandTransmitter implements Component {
           .exec();
         const failed = res?.find(([e]) => e);
         if (!res || failed) throw failed?.[0] ?? new Error("transaction discarded");
-        this.problem(null);
+        this.problem(null, "publish");
         return;
       } catch (err) {
-        this.problem(`command outcomes not recorded (${keys.cmdAck}): ${(err as Error).message}`);
+        this.problem(`command outcomes not recorded (${keys.cmdAck}): ${(err as Error).message}`, "publish");
         // on stop the entry stays pending: the next start handles it again
         if (this.stopper.signal.aborted) return;
         await sleep(backoffDelay(BACKOFF, attempt), this.stopper.signal);

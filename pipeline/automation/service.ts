@@ -376,9 +376,17 @@ export class AutomationService {
             let applied: Record<string, number> | null = null;
             const sig = f.get("applied");
             if (sig) {
-              const bySignal = JSON.parse(sig) as Record<string, number>;
+              let bySignal: Record<string, unknown> = {};
+              try {
+                bySignal = JSON.parse(sig) as Record<string, unknown>;
+              } catch {
+                // not this platform's format: the ack is recorded without the applied state
+              }
               applied = {};
-              for (const [a, s] of cm.outputs) if (bySignal[s] !== undefined) applied[a] = bySignal[s];
+              for (const [a, s] of cm.outputs) {
+                const v = bySignal[s];
+                if (typeof v === "number") applied[a] = v;
+              }
             }
             const actuators = new Set(cm.outputs.keys());
             const tries = f.get("tries") ?? "?";
