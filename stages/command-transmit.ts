@@ -130,9 +130,10 @@ export class CommandTransmitter implements Component {
   async stop(): Promise<void> {
     this.stopper.abort();
     for (const w of this.waiters.values()) w.done({ seq: -1, safe: false, applied: {} });
-    // a blocked (or, with Redis down, queued) read ends with its connection
+    // a blocked read ends with its connection; one queued while Redis is down may never settle
+    // (a client that is reconnecting does not reject its offline queue on disconnect): bounded
     this.reader?.disconnect();
-    await this.loop;
+    await atMost(this.loop ?? Promise.resolve(), 1_000);
     await atMost(Promise.all(this.queues.values()), 2_000);
   }
 
