@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { loadavg } from "node:os";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
 import { edition } from "../db/schema.js";
 import { writeSchemas } from "../pipeline/backend/schemas.js";
@@ -20,8 +22,12 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 // with it off, CEA_API_GROUP_MAX=1); batch POST of new readings (first
 // writes) and of readings already stored, spread over the whole data set (a
 // client retrying after a timeout: replay), whose rate must stay within 2× of
-// the first writes'; and a 30-day hourly history query (sequential,
-// per-request latency). Every first write carries keys no other request used
+// the first writes'; a 30-day hourly history query (sequential,
+// per-request latency); and one hour of raw history (3 600 points) in req/s,
+// for a sensor without a value table and, on a second server, the same
+// sensor with one that names every stored value (a label on every point),
+// plus, when CEA_BENCH_BASELINE_DIST names the dist/ of an earlier build
+// (e.g. the commit before value labels), the same request on that build. Every first write carries keys no other request used
 // and lands in the day after the data set, which is dropped afterwards, so the
 // data set stays as loaded. The load generator (autocannon) runs on this
 // process's main thread: on a 2-core machine the servers, PostgreSQL and the
@@ -129,6 +135,22 @@ const checked = (what: string, r: AutocannonResult) => {
   return r;
 };
 
+/**
+ * ops/cea.kcd with a value table on sensor 101's signal (Climate_N1.dry_bulb,
+ * int16 × 0.01) naming every value the data set stores (k / 10 for k in
+ * 0…999): the worst case, a label on every point.
+ */
+function labelledKcd(dir: string): string {
+  const kcd = readFileSync(projectPath("ops/cea.kcd"), "utf8");
+  const at = kcd.indexOf('<Signal name="dry_bulb"', kcd.indexOf('name="Climate_N1"'));
+  const end = kcd.indexOf("</Signal>", at);
+  if (at < 0 || end < 0) throw new Error("ops/cea.kcd: Climate_N1.dry_bulb not found");
+  const labels = Array.from({ length: 1000 }, (_, k) => `<Label name="state ${k}" value="${k * 10}"/>`).join("");
+  const file = join(dir, "cea-labelled.kcd");
+  writeFileSync(file, `${kcd.slice(0, end)}<LabelSet>${labels}</LabelSet>${kcd.slice(end)}`);
+  return file;
+}
+
 const bench: Bench = async (ctx) => {
   const duration = Math.max(2, Math.round(10 * ctx.scale));
   const historyRequests = Math.max(50, Math.round(300 * ctx.scale));
@@ -137,6 +159,7 @@ const bench: Bench = async (ctx) => {
   const tag = randomBytes(3).toString("hex");
   const procs: ChildProcess[] = [];
   const rows: BenchRow[] = [];
+  const tmp = mkdtempSync(join(tmpdir(), "cea-bench-api-"));
 
   const ds = await ensureDataset(ctx.databaseUrl, days, ctx.log);
   const url = ds.url;
@@ -352,7 +375,8 @@ const bench: Bench = async (ctx) => {
       return { r, statuses, inserted, perSecond: (r["2xx"] * BATCH_SIZE) / r.duration };
     };
 
-    const perBatchS = BATCH_SIZE / sensors.length;
+    // whole seconds: the data set holds readings on whole seconds only (59 sensors do not divide 1 000)
+    const perBatchS = Math.ceil(BATCH_SIZE / sensors.length);
     ctx.log(`batch POST of ${BATCH_SIZE} new readings (first writes), 4 connections, ${duration} s`);
     const first = await batchRun(
       "batch POST",
@@ -457,6 +481,67 @@ const bench: Bench = async (ctx) => {
       met: p95 < 20,
       note: `${days * 24} points per answer; ratio = API p95 / ceiling p95 (higher is slower)`,
     });
+    // raw history, value labels: this build without and with a value table, and an earlier build if given
+    const rawQ = `start=${start.toISOString()}&end=${new Date(start.getTime() + 3_600_000).toISOString()}&resolution=raw`;
+    const labelledPort = await freePort();
+    const labelled = startProcess([projectPath("dist/pipeline/cea-backend.js")], {
+      ...apiEnv,
+      CEA_HTTP_PORT: String(labelledPort),
+      CEA_CAN_DB_FILE: labelledKcd(tmp),
+    });
+    procs.push(labelled.proc);
+    const servers: { name: string; base: string }[] = [
+      { name: "this build, no value table", base: apiBase },
+      { name: "this build, value table (label on every point)", base: `http://127.0.0.1:${labelledPort}` },
+    ];
+    await waitForHttp(`${servers[1]!.base}/api/v1/health`, labelled.proc, labelled.out);
+    const baselineDist = process.env.CEA_BENCH_BASELINE_DIST;
+    if (baselineDist) {
+      const beforePort = await freePort();
+      const before = startProcess([join(baselineDist, "pipeline/cea-backend.js")], {
+        ...apiEnv,
+        CEA_HTTP_PORT: String(beforePort),
+      });
+      procs.push(before.proc);
+      await waitForHttp(`http://127.0.0.1:${beforePort}/api/v1/health`, before.proc, before.out);
+      servers.unshift({ name: `baseline build (${baselineDist})`, base: `http://127.0.0.1:${beforePort}` });
+      params.baseline_dist = baselineDist;
+    }
+    const probe = await fetch(`${servers.at(-1)!.base}/api/v1/sensors/101/history?${rawQ}`, { headers: auth });
+    const probed = (await probe.json()) as { points: { label?: string | null }[] };
+    if (probed.points.length === 0 || probed.points.some((p) => typeof p.label !== "string"))
+      throw new Error("raw history of the labelled server: not every point has a label");
+    ctx.log(`raw history: 1 h (${probed.points.length} points), ${servers.length} servers, 3 rounds alternating`);
+    const rawDuration = Math.max(5, duration);
+    const rates = servers.map(() => [] as number[]);
+    for (let round = 0; round < 3; round++)
+      for (const [i, srv] of servers.entries()) {
+        const r = checked(
+          "raw history",
+          await autocannon({
+            url: `${srv.base}/api/v1/sensors/101/history?${rawQ}`,
+            connections: 4,
+            duration: rawDuration,
+            headers: auth,
+          }),
+        );
+        rates[i]!.push(r.requests.average);
+      }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const base0 = servers[0]!;
+    for (const [i, srv] of servers.entries())
+      rows.push({
+        case: `raw history 1 h (${probed.points.length} points), ${srv.name}`,
+        value: mean(rates[i]!),
+        unit: "req/s",
+        ...(i === 0
+          ? {}
+          : {
+              baseline: `raw history 1 h (${probed.points.length} points), ${base0.name}`,
+              ratio: mean(rates[i]!) / mean(rates[0]!),
+            }),
+        note: `4 connections, ${rawDuration} s × 3 rounds alternating; rounds: ${rates[i]!.map((r) => Math.round(r)).join(", ")}`,
+      });
     params.load_average_at_end = loadavg().map((l) => Math.round(l * 100) / 100);
     params.note = "shared 2-core machine with other work running: figures are indicative";
     params.load_generator =
@@ -465,6 +550,7 @@ const bench: Bench = async (ctx) => {
   } finally {
     await Promise.allSettled(procs.map(stop));
     await dropWrites();
+    rmSync(tmp, { recursive: true, force: true });
   }
 };
 

@@ -5,7 +5,8 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from "fast
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { PoolOptions } from "../../db/pool.js";
-import { loadSite, type Site } from "../../db/site.js";
+import type { Site } from "../../db/site.js";
+import { loadDecodeTable } from "../can/load.js";
 import type { Config } from "../runtime/config.js";
 import { redisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
@@ -18,6 +19,7 @@ import { Directory } from "./directory.js";
 import { GroupWriter } from "./group-writer.js";
 import { databaseUnavailable, frameworkErrors, HttpError, installErrorHandling } from "./http-errors.js";
 import { installJsonParser } from "./json-body.js";
+import { SensorLabels } from "./labels.js";
 import { registerBackendMetrics } from "./metrics.js";
 import { registerRoutes } from "./routes/index.js";
 import { API_PREFIX } from "./schemas.js";
@@ -33,6 +35,8 @@ export interface AppDeps {
   metrics?: Registry;
   /** the site file (default: loaded from CEA_SITE_FILE): its actuators bound the setpoints */
   site?: Site;
+  /** the sensors' value tables (default: from CEA_CAN_DB_FILE joined with CEA_SITE_FILE, as can-worker loads them) */
+  labels?: SensorLabels;
 }
 
 /**
@@ -84,6 +88,17 @@ async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps;
+  // the same files, loader and refusals as can-worker: a file that cannot be read stops start-up naming it,
+  // a message the loader refuses is logged once here
+  let { site, labels } = deps;
+  if (!site || !labels) {
+    const loaded = await loadDecodeTable(
+      { siteFile: projectPath(config.CEA_SITE_FILE), canDbFile: projectPath(config.CEA_CAN_DB_FILE) },
+      deps.log,
+    );
+    site ??= loaded.site;
+    labels ??= new SensorLabels(loaded.sensors);
+  }
   const app = Fastify({
     loggerInstance: deps.log,
     bodyLimit: config.CEA_BODY_LIMIT,
@@ -126,9 +141,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook("onReady", async () => alerts.start());
   app.addHook("onClose", async () => alerts.stop());
   const metrics = deps.metrics ? await registerBackendMetrics(app, deps.metrics, config, alerts) : undefined;
-  const site = deps.site ?? (await loadSite(projectPath(config.CEA_SITE_FILE)));
   const ctx: ApiContext = {
     actuators: site.actuators,
+    labels,
     config,
     pool: deps.pool,
     redis: deps.redis,

@@ -7,6 +7,7 @@ import type { RedisKeys } from "../runtime/keys.js";
 import type { AlertEvaluator } from "./alerts.js";
 import type { Directory } from "./directory.js";
 import type { GroupWriter } from "./group-writer.js";
+import type { SensorLabels } from "./labels.js";
 
 /** What every router gets: built once at start-up and handed in, never imported. */
 export interface ApiContext {
@@ -21,6 +22,8 @@ export interface ApiContext {
   alerts: AlertEvaluator;
   /** the site file's actuators: a setpoint is checked against those of its room */
   actuators: readonly SiteActuator[];
+  /** the sensors' value tables (CAN database): names of status values in live, history and sensor answers */
+  labels: SensorLabels;
   /** onRequest hook: 401 unless the request carries the bearer token */
   requireToken: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }

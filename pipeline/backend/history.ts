@@ -9,9 +9,11 @@ import {
 } from "../../db/queries/measurement.js";
 import type { Config } from "../runtime/config.js";
 import { HttpError } from "./http-errors.js";
+import type { SensorLabels } from "./labels.js";
 import type { HistoryQuery } from "./schemas.js";
 
-export type Point = Omit<RawPoint, "sensor_id"> | Omit<AggPoint, "sensor_id">;
+/** A raw point of a sensor with a value table also carries its value's name (null: none in the table). */
+export type Point = (Omit<RawPoint, "sensor_id"> & { label?: string | null }) | Omit<AggPoint, "sensor_id">;
 
 export interface History {
   resolution: Resolution;
@@ -64,6 +66,20 @@ export async function loadHistory(
 }
 
 /**
+ * Name the raw values of the sensors that have a value table (one lookup of
+ * the table per sensor, one Map probe per point; other sensors' points are
+ * left as they are). Aggregate points (min, max, avg) get no label.
+ */
+export function labelHistory(h: History, labels: SensorLabels): void {
+  if (h.resolution !== "raw" || labels.size === 0) return;
+  for (const [id, points] of h.bySensor) {
+    const table = labels.get(id);
+    if (!table) continue;
+    for (const p of points) if ("value" in p) p.label = table.of(p.value);
+  }
+}
+
+/**
  * A text cell (sensor name, status). A cell that begins with = + - @, a tab or
  * a carriage return is a formula to a spreadsheet (=HYPERLINK(…), =cmd|…):
  * it gets a leading apostrophe, as OWASP's CSV-injection guidance says, so
@@ -77,19 +93,23 @@ export function csvText(v: string | null): string {
 
 /**
  * CSV of a history answer: two comment lines (facility time zone, resolution),
- * a header, one line per point. Times are UTC, ISO 8601.
+ * a header, one line per point. Times are UTC, ISO 8601. Raw lines end with the
+ * value's label (empty when the sensor has no value table or the value no entry).
  */
 export function historyCsv(h: History, timezone: string, names: Map<number, string>): string {
   const agg = h.resolution !== "raw";
   const lines = [
     `# facility time zone: ${timezone}; times are UTC (ISO 8601)`,
     `# resolution: ${h.resolution}; window: [${h.start}, ${h.end})`,
-    agg ? "sensor_id,sensor,time,min,max,avg,count" : "sensor_id,sensor,time,value,status",
+    agg ? "sensor_id,sensor,time,min,max,avg,count" : "sensor_id,sensor,time,value,status,label",
   ];
   for (const [id, points] of h.bySensor) {
     const name = csvText(names.get(id) ?? "");
     for (const p of points) {
-      const rest = "value" in p ? `${p.value},${csvText(p.status)}` : `${p.min},${p.max},${p.avg},${p.count}`;
+      const rest =
+        "value" in p
+          ? `${p.value},${csvText(p.status)},${csvText(p.label ?? null)}`
+          : `${p.min},${p.max},${p.avg},${p.count}`;
       lines.push(`${id},${name},${p.time},${rest}`);
     }
   }

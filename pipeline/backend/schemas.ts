@@ -123,6 +123,25 @@ export const sensorQuery = z.strictObject({
   kind: z.enum(SENSOR_KIND_NAMES).optional(),
 });
 
+/**
+ * A status value's name from the CAN database's value table (KCD LabelSet, DBC VAL_). Present only for a
+ * sensor whose signal has a value table; null when the value has no entry in it.
+ */
+const label = z
+  .string()
+  .nullable()
+  .optional()
+  .describe(
+    "the value's name in the signal's value table (CAN database); null: the table has no entry for this value; absent: the sensor's signal has no value table",
+  );
+
+const valueTable = z
+  .record(z.string(), z.string())
+  .nullable()
+  .describe(
+    'the signal\'s value table as stored values → names, e.g. {"0": "OK", "255": "No sensor"}; a range of values is keyed "lo..hi"; null: no value table',
+  );
+
 export const sensor = z.object({
   id: z.number().int(),
   name: z.string(),
@@ -137,6 +156,7 @@ export const sensor = z.object({
   rack_id: z.number().int().nullable(),
   kind: z.string().nullable().describe("what it measures (sensor_kind); null when the site file gives none"),
   quantity: z.string().nullable(),
+  labels: valueTable,
 });
 
 export const sensorList = z.object({ sensors: z.array(sensor) });
@@ -202,7 +222,7 @@ export const historyQuery = z
   });
 export type HistoryQuery = z.infer<typeof historyQuery>;
 
-export const rawPoint = z.object({ time: z.string(), value: z.number(), status: z.string().nullable() });
+export const rawPoint = z.object({ time: z.string(), value: z.number(), status: z.string().nullable(), label });
 export const aggPoint = z.object({
   time: z.string().describe("bucket start, UTC"),
   min: z.number(),
@@ -212,7 +232,9 @@ export const aggPoint = z.object({
 });
 const points = z
   .array(z.union([rawPoint, aggPoint]))
-  .describe("raw: time, value, status; hourly/daily: time, min, max, avg, count");
+  .describe(
+    "raw: time, value, status (label for a sensor with a value table); hourly/daily: time, min, max, avg, count",
+  );
 
 const historyMeta = {
   resolution: z.enum(RESOLUTIONS).describe("the resolution used"),
@@ -244,6 +266,7 @@ export const liveValue = z.object({
     .string()
     .nullable()
     .describe("null = a good reading; out_of_range = outside the CAN database's physical range"),
+  label,
   age_s: z.number(),
   stale: z.boolean(),
 });

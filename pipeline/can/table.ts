@@ -1,7 +1,7 @@
 import type { Site } from "../../db/site.js";
 import { ConfigError } from "../runtime/errors.js";
 import { compileSignal, physicalValue, rawValue, type SignalCodec } from "./codec.js";
-import { type CanDb, type Label, messageKey } from "./model.js";
+import { type CanDb, type Label, messageKey, type SignalDef } from "./model.js";
 
 // The decode table: the CAN database joined with the site file and compiled.
 // It holds, per message (keyed by id and extended flag), only the signals
@@ -80,10 +80,20 @@ function derivedInputs(site: Site): DerivedInputs[] {
   });
 }
 
+/** A sensor of the site file with the CAN database signal it reads (the API names its values from it). */
+export interface SensorSignal {
+  sensorId: number;
+  message: string;
+  signal: SignalDef;
+  calibration: number;
+}
+
 export interface DecodeTableResult {
   table: DecodeTable;
   /** CAN database signals no sensor maps (not decoded, not stored). */
   unmapped: string[];
+  /** Every mapped sensor with its full signal definition (value table included); kept out of `table`, which travels to decode threads. */
+  sensors: SensorSignal[];
 }
 
 /** Map a site file "Message.Signal" to the message and signal, even when names contain dots. */
@@ -130,14 +140,17 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
   if (problems.length) throw new ConfigError(`site file and CAN database disagree\n${problems.join("\n")}`);
   const messages: Record<number, TableMessage> = {};
   const unmapped: string[] = [];
+  const sensors: SensorSignal[] = [];
   for (const m of db.messages) {
     const byName = new Map(m.signals.map((s) => [s.name, s]));
     const keep = new Set<string>();
     for (const s of m.signals) {
-      if (!wanted.has(`${m.name}.${s.name}`)) {
+      const sensor = wanted.get(`${m.name}.${s.name}`);
+      if (!sensor) {
         unmapped.push(`${m.name}.${s.name}`);
         continue;
       }
+      sensors.push({ sensorId: sensor.id, message: m.name, signal: s, calibration: sensor.calibration });
       // a mapped signal needs its multiplexer chain
       for (
         let cur: typeof s | undefined = s;
@@ -186,7 +199,7 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
     if (r.id !== undefined && r.extended !== undefined) refused[messageKey(r.id, r.extended)] = r.text;
   const derived = derivedInputs(site);
   const version = JSON.stringify([[...wanted.entries()].sort(), derived]);
-  return { table: { messages, refused, version: hashString(version), derived }, unmapped };
+  return { table: { messages, refused, version: hashString(version), derived }, unmapped, sensors };
 }
 
 function hashString(s: string): string {

@@ -120,7 +120,13 @@ describe("metadata", () => {
   it("GET /sensors/:id: the sensor with its device and room; 404 / 400 otherwise", async () => {
     const res = await get("/sensors/301");
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ id: 301, room_id: 2, room_name: "Veg Room", unit: expect.any(String) });
+    expect(res.json()).toMatchObject({
+      id: 301,
+      room_id: 2,
+      room_name: "Veg Room",
+      unit: expect.any(String),
+      labels: null,
+    });
     expect((await get("/sensors/9999")).statusCode).toBe(404);
     expect((await get("/sensors/x")).statusCode).toBe(400);
   });
@@ -216,9 +222,10 @@ describe("history", () => {
       const lines = res.body.trimEnd().split("\n");
       expect(lines[0]).toContain("Europe/Amsterdam");
       expect(lines[0]).toContain("UTC");
-      expect(lines[2]).toBe("sensor_id,sensor,time,value,status");
+      expect(lines[2]).toBe("sensor_id,sensor,time,value,status,label");
       expect(lines.slice(3)).toHaveLength(10);
-      expect(lines[3]).toMatch(/^301,[a-z0-9_]+,2024-03-01T00:00:00\.000000Z,[-0-9.]+,ok$/);
+      // the last cell is the label: empty, 301 has no value table
+      expect(lines[3]).toMatch(/^301,[a-z0-9_]+,2024-03-01T00:00:00\.000000Z,[-0-9.]+,ok,$/);
     }
     const agg = await get(`/sensors/301/history?start=${START}&end=${END}&resolution=daily&format=csv`);
     const lines = agg.body.trimEnd().split("\n");

@@ -33,6 +33,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
         continue;
       }
       const age = Math.max(0, (now - t) / 1000);
+      const labels = ctx.labels.get(sensorId.data);
       // judged by the response's own item schema: an entry the answer could not carry is unreadable, not a 500
       const item = liveValue.safeParse({
         sensor_id: sensorId.data,
@@ -40,6 +41,7 @@ export const liveRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
         value: entry.data.value,
         time: entry.data.time,
         status: entry.data.status ?? null,
+        ...(labels ? { label: labels.of(entry.data.value) } : {}),
         age_s: Math.round(age * 1000) / 1000,
         stale: age > staleAfter,
       });

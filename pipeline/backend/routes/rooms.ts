@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { getRoom, listSensors } from "../../../db/queries/metadata.js";
 import type { ApiContext } from "../context.js";
-import { historyCsv, loadHistory, wantsCsv } from "../history.js";
+import { historyCsv, labelHistory, loadHistory, wantsCsv } from "../history.js";
 import { dbCall, HttpError } from "../http-errors.js";
 import { errorBody, historyQuery, historyResponse, idParams, roomHistory } from "../schemas.js";
 
@@ -43,6 +43,7 @@ export const roomRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) =>
           req.query,
         ),
       );
+      labelHistory(h, ctx.labels);
       if (wantsCsv(req.query.format, req.headers.accept)) {
         reply.type("text/csv; charset=utf-8").header("x-facility-timezone", timezone);
         return historyCsv(h, timezone, new Map(sensors.map((s) => [s.id, s.name])));

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import { getSensor, listSensors } from "../../../db/queries/metadata.js";
+import { getSensor, listSensors, type SensorInfo } from "../../../db/queries/metadata.js";
 import type { ApiContext } from "../context.js";
-import { historyCsv, loadHistory, wantsCsv } from "../history.js";
+import { historyCsv, labelHistory, loadHistory, wantsCsv } from "../history.js";
 import { dbCall, HttpError } from "../http-errors.js";
 import {
   errorBody,
@@ -18,6 +18,7 @@ const notFound = (id: number) => new HttpError(404, "not_found", `no sensor with
 const errors = { 400: errorBody, 401: errorBody, 404: errorBody, 422: errorBody, 503: errorBody };
 
 export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) => {
+  const withLabels = (s: SensorInfo) => ({ ...s, labels: ctx.labels.get(s.id)?.table ?? null });
   app.get(
     "/sensors",
     {
@@ -29,7 +30,7 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       },
     },
     async (req) => ({
-      sensors: await dbCall(["room_id", "device_id", "unit"], () => listSensors(ctx.pool, req.query)),
+      sensors: (await dbCall(["room_id", "device_id", "unit"], () => listSensors(ctx.pool, req.query))).map(withLabels),
     }),
   );
 
@@ -46,7 +47,7 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
     async (req) => {
       const s = await dbCall(["id"], () => getSensor(ctx.pool, req.params.id));
       if (!s) throw notFound(req.params.id);
-      return s;
+      return withLabels(s);
     },
   );
 
@@ -70,6 +71,7 @@ export const sensorRoutes: FastifyPluginAsyncZod<ApiContext> = async (app, ctx) 
       );
       if (!s) throw notFound(req.params.id);
       const h = await dbCall(["start", "end"], () => loadHistory(ctx.pool, ctx.config, [s.id], req.query));
+      labelHistory(h, ctx.labels);
       if (wantsCsv(req.query.format, req.headers.accept)) {
         reply.type("text/csv; charset=utf-8").header("x-facility-timezone", timezone);
         return historyCsv(h, timezone, new Map([[s.id, s.name]]));
