@@ -73,8 +73,8 @@ describe("legacy migration: metadata only from the site file", () => {
     const { rows } = await client.query(
       "SELECT (SELECT count(*)::int FROM room) AS rooms, (SELECT count(*)::int FROM device) AS devices, (SELECT count(*)::int FROM sensor) AS sensors",
     );
-    // the site file's: five nodes with 50 sensors, three rooms' virtual devices with 9 derived sensors
-    expect(rows[0]).toEqual({ rooms: 4, devices: 5 + 3, sensors: 50 + 9 });
+    // the site file's: five nodes with 65 sensors, three rooms' virtual devices with 9 derived sensors
+    expect(rows[0]).toEqual({ rooms: 4, devices: 5 + 3, sensors: 65 + 9 });
   });
 });
 
