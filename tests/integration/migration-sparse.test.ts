@@ -35,7 +35,6 @@ describe("legacy migration: sparse history and a verification of content", () =>
     const r = await runMigration(client, site, { batch: "1h", dryRun: true }, { progress });
     // 300 ticks a minute apart from 00:00: windows 00:00 .. 04:00, plus the two strays
     expect(r.batches.total).toBe(7);
-    console.log(JSON.stringify(r.warnings), r.range);
     expect(r.outliers).toEqual([
       {
         from: "1999-03-01T12:00:00.000Z",
