@@ -26,13 +26,20 @@ import type { Bench, BenchRow } from "./lib.js";
 // An "unconstrained" figure (a copy of the table without the
 // foreign key and with a non-unique key index) is reported for information.
 //
-// The migration runs as the command does (two batches in flight, checkpoints,
+// The migration runs as the command does (its default batches of about 100k
+// legacy rows, fewer for this small a table; two in flight, checkpoints,
 // statistics, aggregates at the end, no verification), and once more on one
 // session in a third copy. Every run reads its own copy of the legacy table
-// after the same warm-up scan.
+// after the same warm-up scan and a CHECKPOINT (so no case pays for writing
+// out the pages an earlier case dirtied).
+//
+// CEA_BENCH_MIGRATION_ORDER=command-first runs the command before the two
+// ceilings (default ceiling-first): on a shared machine the order matters, so
+// runs alternate it and the ratio is judged over several runs.
 
 const TARGET_RATE = 300_000;
 const TARGET_RATIO = 0.7;
+const ORDERS = ["ceiling-first", "command-first"] as const;
 
 const CEILING_SELECT = `
 INSERT INTO measurement (time, sensor_id, value, status)
@@ -128,6 +135,9 @@ const quiet = (log: (m: string) => void): ProgressSink => {
 };
 
 const bench: Bench = async (ctx) => {
+  const order = process.env.CEA_BENCH_MIGRATION_ORDER ?? "ceiling-first";
+  if (!(ORDERS as readonly string[]).includes(order))
+    throw new Error(`CEA_BENCH_MIGRATION_ORDER: expected ${ORDERS.join(" or ")}, got ${JSON.stringify(order)}`);
   const rows = Math.round(10_000_000 * ctx.scale);
   const base = `cea_bench_migration_${randomBytes(3).toString("hex")}`;
   const names = {
@@ -185,57 +195,113 @@ const bench: Bench = async (ctx) => {
     await naive.query("ANALYZE can_messages");
     const legacyRows = Number((await mig.query<{ n: string }>("SELECT count(*) AS n FROM can_messages")).rows[0]!.n);
 
-    const timed = async <T>(what: string, f: () => Promise<T>): Promise<[T, number]> => {
+    // after a case that wrote, VACUUM ANALYZE its copy (not timed): otherwise
+    // autovacuum works through the new chunks while the next case runs
+    const timed = async <T>(what: string, f: () => Promise<T>, wrote?: pg.Client): Promise<[T, number]> => {
+      await admin.query("CHECKPOINT");
       ctx.log(`${what} ...`);
       const t0 = Date.now();
       const r = await f();
-      return [r, (Date.now() - t0) / 1000];
+      const s = (Date.now() - t0) / 1000;
+      if (wrote) await wrote.query("VACUUM ANALYZE");
+      return [r, s];
     };
 
-    await ceil.query(WARM_UP);
-    const [ceilRes, ceilS] = await timed("ceiling: plain INSERT … SELECT into measurement", () => ceil.query(CEILING));
-    const ceilRows = ceilRes.rowCount ?? 0;
-    ctx.log(`  ${ceilRows} rows in ${ceilS.toFixed(1)} s`);
-
-    await mig.query(WARM_UP);
-    const [report, migS] = await timed("migration (the command: two sessions)", () =>
-      runMigration(
-        mig,
-        site,
-        { batch: "1d", verify: false, parallel: 2 },
-        {
-          progress: quiet(ctx.log),
-          // runMigration ends the sessions it opens
-          connect: () => open(names.migration),
+    // the two ceilings on their copy (measurement emptied between them)
+    const ceilings = async () => {
+      await ceil.query(WARM_UP);
+      const [res, oneS] = await timed(
+        "ceiling: plain INSERT … SELECT into measurement",
+        () => ceil.query(CEILING),
+        ceil,
+      );
+      ctx.log(`  ${res.rowCount ?? 0} rows in ${oneS.toFixed(1)} s`);
+      await ceil.query("TRUNCATE measurement");
+      await ceil.query(WARM_UP);
+      const { rows: span } = await ceil.query<{ first: string; last: string }>(DAYS);
+      const [dayRows, dayS] = await timed(
+        "ceiling in one-day statements",
+        async () => {
+          let n = 0;
+          for (let d = Number(span[0]!.first); d <= Number(span[0]!.last); d += 86_400_000)
+            n +=
+              (await ceil.query(CEILING_DAY, [new Date(d).toISOString(), new Date(d + 86_400_000).toISOString()]))
+                .rowCount ?? 0;
+          return n;
         },
-      ),
-    );
+        ceil,
+      );
+      if (dayRows !== res.rowCount)
+        throw new Error(`per-day ceiling wrote ${dayRows} rows, the single statement ${res.rowCount}`);
+      return { ceilRows: dayRows, ceilS: oneS, dayRows, dayS };
+    };
+    const command = async () => {
+      await mig.query(WARM_UP);
+      const [rep, s] = await timed(
+        "migration (the command: two sessions)",
+        () =>
+          runMigration(
+            mig,
+            site,
+            { verify: false, parallel: 2 },
+            {
+              progress: quiet(ctx.log),
+              // runMigration ends the sessions it opens
+              connect: () => open(names.migration),
+            },
+          ),
+        mig,
+      );
+      ctx.log(
+        `  ${rep.this_run.inserted} measurements in ${s.toFixed(1)} s (batches ${rep.this_run.seconds.toFixed(1)} s)`,
+      );
+      return { report: rep, migS: s };
+    };
+    ctx.log(`order: ${order}`);
+    let c: Awaited<ReturnType<typeof ceilings>>;
+    let m: Awaited<ReturnType<typeof command>>;
+    if (order === "command-first") {
+      m = await command();
+      c = await ceilings();
+    } else {
+      c = await ceilings();
+      m = await command();
+    }
+    const { ceilRows, ceilS, dayRows, dayS } = c;
+    const { report, migS } = m;
     const migrated = report.this_run.inserted;
-    ctx.log(`  ${migrated} measurements in ${migS.toFixed(1)} s (batches ${report.this_run.seconds.toFixed(1)} s)`);
 
     await one.query(WARM_UP);
-    const [single, oneS] = await timed("migration on one session", () =>
-      runMigration(one, site, { batch: "1d", verify: false, parallel: 1 }, { progress: quiet(ctx.log) }),
+    const [single, oneS] = await timed(
+      "migration on one session",
+      () => runMigration(one, site, { verify: false, parallel: 1 }, { progress: quiet(ctx.log) }),
+      one,
     );
     ctx.log(`  ${single.this_run.inserted} measurements in ${oneS.toFixed(1)} s`);
 
     await sparse.query(WARM_UP);
-    const [sparseRep, sparseS] = await timed("migration, sparse (two rows decades away)", () =>
-      runMigration(
-        sparse,
-        site,
-        { batch: "1d", verify: false, parallel: 2 },
-        { progress: quiet(ctx.log), connect: () => open(names.sparse) },
-      ),
+    const [sparseRep, sparseS] = await timed(
+      "migration, sparse (two rows decades away)",
+      () =>
+        runMigration(
+          sparse,
+          site,
+          { verify: false, parallel: 2 },
+          { progress: quiet(ctx.log), connect: () => open(names.sparse) },
+        ),
+      sparse,
     );
     await naive.query(WARM_UP);
-    const [naiveRep, naiveS] = await timed(`migration, local time column (${NAIVE_ZONE}, indexed)`, () =>
-      runMigration(
-        naive,
-        site,
-        { batch: "1d", verify: false, parallel: 2, legacyTimeZone: NAIVE_ZONE },
-        { progress: quiet(ctx.log), connect: () => open(names.naive) },
-      ),
+    const [naiveRep, naiveS] = await timed(
+      `migration, local time column (${NAIVE_ZONE}, indexed)`,
+      () =>
+        runMigration(
+          naive,
+          site,
+          { verify: false, parallel: 2, legacyTimeZone: NAIVE_ZONE },
+          { progress: quiet(ctx.log), connect: () => open(names.naive) },
+        ),
+      naive,
     );
     if (sparseRep.this_run.inserted !== migrated + 2 || naiveRep.this_run.inserted !== migrated)
       throw new Error(
@@ -243,7 +309,7 @@ const bench: Bench = async (ctx) => {
       );
 
     const [verified, verS] = await timed("verification (--verify-only)", () =>
-      runMigration(mig, site, { batch: "1d", verifyOnly: true }, { progress: quiet(ctx.log) }),
+      runMigration(mig, site, { verifyOnly: true }, { progress: quiet(ctx.log) }),
     );
     if (!verified.verification?.ok) throw new Error("benchmark migration did not verify");
     // the verification before issue 10, one UTC day per query, on the same data
@@ -268,21 +334,6 @@ const bench: Bench = async (ctx) => {
     if (oldValues !== verified.verification.legacy_values)
       throw new Error(`old verification saw ${oldValues} values, the new one ${verified.verification.legacy_values}`);
     if (single.this_run.inserted !== migrated) throw new Error("the two migration runs moved different counts");
-
-    // the per-day ceiling on the same copy, measurement emptied first
-    await ceil.query("TRUNCATE measurement");
-    await ceil.query(WARM_UP);
-    const { rows: span } = await ceil.query<{ first: string; last: string }>(DAYS);
-    const [dayRows, dayS] = await timed("ceiling in one-day statements", async () => {
-      let n = 0;
-      for (let d = Number(span[0]!.first); d <= Number(span[0]!.last); d += 86_400_000)
-        n +=
-          (await ceil.query(CEILING_DAY, [new Date(d).toISOString(), new Date(d + 86_400_000).toISOString()]))
-            .rowCount ?? 0;
-      return n;
-    });
-    if (dayRows !== ceilRows)
-      throw new Error(`per-day ceiling wrote ${dayRows} rows, the single statement ${ceilRows}`);
 
     await ceil.query(UNCONSTRAINED_TABLE);
     await ceil.query(WARM_UP);
@@ -321,11 +372,20 @@ const bench: Bench = async (ctx) => {
         unit: "measurements/s",
         baseline: CEIL,
         ratio: migRate / ceilRate,
-        target: `>= ${TARGET_RATE.toLocaleString("en-US")}/s and >= ${TARGET_RATIO} of the ceiling`,
-        met: migRate >= TARGET_RATE && migRate / ceilRate >= TARGET_RATIO,
+        target: `>= 1.0 of the higher ceiling (issue 10); issue 5 asked >= ${TARGET_RATE.toLocaleString("en-US")}/s and >= ${TARGET_RATIO}`,
+        met: migRate / ceilRate >= 1,
         note:
           "whole command: legacy scans (nodes, keys), site sync, batches with checkpoints and statistics on two " +
           "sessions, aggregates over the migrated range at the end; against the higher ceiling, which uses one session",
+      },
+      {
+        case: "migration vs the one-statement ceiling",
+        value: Math.round(migRate),
+        unit: "measurements/s",
+        baseline: ONE,
+        ratio: migRate / oneStatementRate,
+        target: ">= 1.0",
+        met: migRate >= oneStatementRate,
       },
       {
         case: "migration batches only (2 sessions)",
@@ -390,6 +450,7 @@ const bench: Bench = async (ctx) => {
     return {
       rows: out,
       params: {
+        order,
         legacy_rows: legacyRows,
         measurements: migrated,
         ceiling_rows: ceilRows,

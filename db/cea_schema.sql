@@ -246,6 +246,28 @@ CREATE TABLE IF NOT EXISTS actuator_events (
 CREATE INDEX IF NOT EXISTS actuator_events_device_time_idx ON actuator_events (device_id, time DESC);
 CREATE INDEX IF NOT EXISTS actuator_events_room_time_idx ON actuator_events (room_id, time DESC);
 
+-- ---------------------------------------------------------------- legacy migration
+
+-- One row per committed batch of the legacy migration (db/migrate/), written in
+-- the batch's transaction; time_zone and ambiguous say how local times were read
+-- (NULL for a timestamptz column). See db/migrations/0006_migration_checkpoint.sql.
+CREATE TABLE IF NOT EXISTS migration_checkpoint (
+  source        text NOT NULL,
+  batch_start   timestamptz NOT NULL,
+  batch_end     timestamptz NOT NULL,
+  legacy_rows   bigint NOT NULL,
+  values_seen   bigint NOT NULL,
+  keys_numeric  bigint NOT NULL,
+  inserted      bigint NOT NULL,
+  stats         jsonb NOT NULL,
+  committed_at  timestamptz NOT NULL DEFAULT now(),
+  aggregated    boolean NOT NULL DEFAULT false,
+  time_zone     text,
+  ambiguous     text CHECK (ambiguous IN ('earlier', 'later')),
+  PRIMARY KEY (source, batch_end),
+  CHECK (batch_end > batch_start)
+);
+
 -- ---------------------------------------------------------------- platform state
 
 -- Settings the platform reads at run time (raw-data retention, ...).
@@ -919,5 +941,6 @@ INSERT INTO cea_schema_migration (version, name, checksum) VALUES
   (2, 'roles', 'd66cffce92de2e8adf150e54fb704fe91bcd10ec43bf9fbb00ae4109cba7d1f2'),
   (3, 'facility_local_days', 'b31666750396fe1929fbcb40ec880f789a8d3d1a1d511cb3c0c00f07c0875433'),
   (4, 'sensor_kind', '4fb993b97012ecd069106cdc8231070a6c319672225eb62416281e7cdb3256ce'),
-  (5, 'automation', 'a8cedda92e7bd82ec4458b034f0030c4b84fc0af6778f9f9147d0d9608008963')
+  (5, 'automation', 'a8cedda92e7bd82ec4458b034f0030c4b84fc0af6778f9f9147d0d9608008963'),
+  (6, 'migration_checkpoint', 'c6d7908b543261390346691fa093a63399f169ecce50cd29dbf7e00bedf68538')
 ON CONFLICT (version) DO NOTHING;

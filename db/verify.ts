@@ -39,6 +39,7 @@ const TABLES = [
   "measurement_agg_pending",
   "sensor_kind",
   "room_band",
+  "migration_checkpoint",
 ];
 
 // [table, columns, referenced table]

@@ -424,7 +424,9 @@ mon_run() {
 # "not evaluated", never "all clear".
 # automation-service: each actuator's room, state, last decision and reason
 # (hash automation:actuators, kept by the service with its health TTL), then
-# its health (an active fail-safe or outage makes it degraded, with the cause).
+# its health (an active fail-safe, an outage or a command the node did not
+# acknowledge makes it degraded, with the cause), and each unacknowledged
+# command message on a line of its own.
 mon_actuators() {
   local -A act=()
   local id json room state action reason failsafe colour
@@ -452,7 +454,13 @@ mon_actuators() {
     echo "${C_YEL}automation-service has no health key${C_OFF} (not running, or silent for its health TTL)"
   elif [[ "$health" =~ \"status\":\"degraded\" ]]; then
     [[ "$health" =~ \"reason\":\"(([^\"\\]|\\.)*)\" ]] && reason=${BASH_REMATCH[1]}
-    echo "${C_RED}FAIL-SAFE / OUTAGE${C_OFF}: ${reason:-degraded}"
+    echo "${C_RED}FAIL-SAFE / OUTAGE / ALERT${C_OFF}: ${reason:-degraded}"
+    local unacked=""
+    [[ "$health" =~ \"unacknowledged\":\{([^}]*)\} ]] && unacked=${BASH_REMATCH[1]}
+    while [[ "$unacked" =~ ^,?\"([^\"]+)\":\"(([^\"\\]|\\.)*)\"(.*)$ ]]; do
+      echo "${C_RED}UNACKNOWLEDGED${C_OFF} command ${BASH_REMATCH[1]}: ${BASH_REMATCH[2]:0:120}"
+      unacked=${BASH_REMATCH[4]}
+    done
   else
     [[ "$health" =~ \"dry_run\":true ]] && echo "automation-service: ok (dry run: decisions recorded, no command sent)" && return
     echo "${C_GRN}automation-service: ok${C_OFF}"

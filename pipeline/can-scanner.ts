@@ -6,13 +6,16 @@ import { IngestLedger, spoolTarget } from "../stages/append/ledger.js";
 import { frameChunks } from "../stages/can-ingest.js";
 import { registerIngestMetrics } from "../stages/can-ingest-metrics.js";
 import { scannerChain } from "../stages/chains.js";
+import { CommandTransmitter, registerCommandMetrics } from "../stages/command-transmit.js";
 import { loadDecodeTable } from "../stages/resolve-sensor.js";
+import { loadCanDb } from "./can/candb.js";
 import type { FrameSource } from "./can/frame.js";
 import { replaySource } from "./can/replay.js";
 import { simulatorSource } from "./can/simulator.js";
 import { socketcanSource } from "./can/socketcan.js";
 import { type Config, loadConfig } from "./runtime/config.js";
 import { ConfigError } from "./runtime/errors.js";
+import { Health } from "./runtime/health.js";
 import { redisKeys } from "./runtime/keys.js";
 import { createLogger, type Logger } from "./runtime/log.js";
 import { createRegistry, keepServingMetrics } from "./runtime/metrics.js";
@@ -40,6 +43,8 @@ async function openSource(config: Config, log: Logger, onSkip: (err: Error) => v
     const { table } = await loadDecodeTable(files);
     return simulatorSource({
       table,
+      // the actuator nodes answer the commands transmitted to them
+      candb: loadCanDb(files.canDbFile),
       site: await loadSite(files.siteFile),
       startMs: config.CEA_SIM_START ? Date.parse(config.CEA_SIM_START) : Date.now(),
       speed: config.CEA_SIM_SPEED,
@@ -113,12 +118,32 @@ async function main(): Promise<void> {
     redis.disconnect();
     throw err;
   }
+  // can:cmd → the bus, with the nodes' acknowledgements (a component beside the chain)
+  const transmit = source.transmit?.bind(source);
+  const commands = new CommandTransmitter({
+    redis,
+    keys,
+    candb: loadCanDb(projectPath(config.CEA_CAN_DB_FILE)),
+    source: { name: source.name, transmit },
+    consumer: "can-scanner-1",
+    ackMs: config.CEA_SCANNER_COMMAND_ACK_MS,
+    retries: config.CEA_SCANNER_COMMAND_RETRIES,
+  });
+  const health = new Health(log);
+  const extra = () => ({
+    problems: Object.entries(health.report().problems).map(([k, v]) => `${k}: ${v}`),
+    fields: { commands: { ...commands.stats } },
+  });
   // the chain is validated (options, links) before anything runs: a wrong one stops start-up naming it
   try {
     scanner = await startScanner({
       log,
       source: frameChunks(source),
+      components: [commands],
+      health,
       chain: scannerChain({
+        commands,
+        extra,
         config,
         redis,
         keys,
@@ -136,6 +161,7 @@ async function main(): Promise<void> {
   if (config.CEA_METRICS) {
     const registry = createRegistry("can-scanner");
     registerIngestMetrics(registry, ledger.stats, { config, redis, keys });
+    registerCommandMetrics(registry, commands.stats);
     metrics = keepServingMetrics(registry, {
       host: config.CEA_METRICS_HOST,
       port: config.CEA_SCANNER_METRICS_PORT,

@@ -38,7 +38,9 @@ FROM actuator_events WHERE time >= $1 ORDER BY event_id DESC LIMIT 6`;
 
 const PROGRESS = `SELECT r.name AS room, count(*)::int AS rows,
   to_char(max(m.time) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS newest,
-  (array_agg(s.name || ' ' || round(m.value::numeric, 2) || ' ' || s.unit ORDER BY m.time DESC))[1] AS latest
+  -- a climate reading, not a node's applied output bit, when the room has one
+  (array_agg(s.name || ' ' || round(m.value::numeric, 2) || ' ' || s.unit
+     ORDER BY s.kind IS NOT DISTINCT FROM 'state', m.time DESC))[1] AS latest
 FROM measurement m JOIN sensor s USING (sensor_id) JOIN device d USING (device_id) JOIN room r USING (room_id)
 WHERE m.time >= $1 GROUP BY r.name ORDER BY r.name`;
 

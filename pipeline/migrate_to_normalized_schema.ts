@@ -16,8 +16,9 @@ import { withStackEnv } from "./runtime/stack-env.js";
 
 const USAGE = `usage: migrate_to_normalized_schema [options]
 Moves every numeric reading of the legacy can_messages table into measurement,
-in time-range batches with a checkpoint (an interrupted run resumes), then
-verifies per sensor per day. The legacy table is only read.
+in batches planned from the data, each committed with a checkpoint (an
+interrupted run resumes), then verifies per sensor per day. The legacy table
+is only read.
 
   --table NAME            legacy table, "table" or "schema.table" (default can_messages)
   --time-column NAME      default: the first of timestamp, created_at, time
@@ -27,7 +28,10 @@ verifies per sensor per day. The legacy table is only read.
   --legacy-time-zone TZ   zone of a time column without time zone (default UTC)
   --ambiguous WHICH       a local time the fall-back hour makes ambiguous: earlier
                           (default: the first of the two instants) or later
-  --batch DURATION        time range per batch: 6h, 1d, ... (default 1d)
+  --batch-rows N          legacy rows per batch, at most (default 100000; fewer
+                          for a small table so each session gets several)
+  --batch DURATION        instead: one batch per time range of 6h, 1d, ... that
+                          holds rows
   --max-batches N         stop after N batches (run again to resume)
   --dry-run               print what would be created and moved; write nothing
   --verify-only           only compare legacy and measurement per sensor per day
@@ -51,6 +55,7 @@ run that would stop): run again to resume; 2 verification mismatch.`;
 
 const argsSchema = z.object({
   "max-batches": z.coerce.number().int().positive().optional(),
+  "batch-rows": z.coerce.number().int().positive().optional(),
   parallel: z.coerce.number().int().positive().optional(),
   "database-url": z
     .string()
@@ -76,6 +81,7 @@ function parseCommandLine() {
         "legacy-time-zone": { type: "string" },
         batch: { type: "string" },
         "max-batches": { type: "string" },
+        "batch-rows": { type: "string" },
         "dry-run": { type: "boolean", default: false },
         "verify-only": { type: "boolean", default: false },
         "no-verify": { type: "boolean", default: false },
@@ -119,6 +125,7 @@ async function main(): Promise<void> {
     undo: values.undo,
     batch: values.batch,
     maxBatches: args.data["max-batches"],
+    batchRows: args.data["batch-rows"],
     dryRun: values["dry-run"],
     verifyOnly: values["verify-only"],
     verify: !values["no-verify"],

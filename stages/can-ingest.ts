@@ -45,7 +45,7 @@ export function frameChunks(source: FrameSource): ChunkSource<CanFrame[]> {
 }
 
 export const canIngestOptions = z.object({
-  liveEveryMs: z.number().int().min(100).default(1_000).describe("live hash update interval (ms)"),
+  liveEveryMs: z.number().int().min(10).default(1_000).describe("live hash update interval (ms)"),
   finalStepMs: z.number().int().min(0).default(1_500).describe("on stop: the last live hash write (ms)"),
 });
 

@@ -12,6 +12,7 @@ import { ackStage } from "./ack.js";
 import type { IngestLedger } from "./append/ledger.js";
 import { batchCopyStage } from "./batch-copy.js";
 import { CAN_FRAMES, canIngestStage } from "./can-ingest.js";
+import { type CommandTransmitter, commandStatusStage } from "./command-transmit.js";
 import { decodeStage, type TableSource } from "./decode.js";
 import { derivedStage } from "./derived.js";
 import { resolveSensorStage } from "./resolve-sensor.js";
@@ -67,11 +68,16 @@ export interface ScannerChainDeps {
   ledger: IngestLedger;
   spoolFile: string;
   source: { name: string; src: FrameSrc };
+  /** The command transmitter (a component beside the chain): the chain shows it every received frame. */
+  commands?: CommandTransmitter;
+  /** Problems of the scanner's components and their counters, for the health key. */
+  extra?: () => { problems: string[]; fields: Record<string, unknown> };
 }
 
 export function scannerStages(d: ScannerChainDeps) {
   const c = d.config;
   return {
+    commandStatus: d.commands ? use(commandStatusStage(d.commands), {}) : null,
     canIngest: use(
       canIngestStage({ redis: d.redis, keys: d.keys, table: d.table, src: d.source.src, ledger: d.ledger }),
       {},
@@ -86,6 +92,7 @@ export function scannerStages(d: ScannerChainDeps) {
         spoolFile: d.spoolFile,
         source: d.source,
         healthTtlS: c.CEA_HEALTH_TTL_S,
+        ...(d.extra ? { extra: d.extra } : {}),
       }),
       {
         buffer: c.CEA_SCANNER_BUFFER,
@@ -97,8 +104,12 @@ export function scannerStages(d: ScannerChainDeps) {
   };
 }
 
-/** The can-scanner's chain: the frame source → can-ingest → stream-append (run by pipeline/runtime/scanner.ts). */
+/**
+ * The can-scanner's chain: the frame source → [command-status →] can-ingest → stream-append
+ * (run by pipeline/runtime/scanner.ts; command-status when the command transmitter runs).
+ */
 export function scannerChain(d: ScannerChainDeps): Chain<CanFrame[], unknown, SourceEnvelope> {
   const s = scannerStages(d);
-  return chain<CanFrame[], SourceEnvelope>(CAN_FRAMES).pipe(s.canIngest).pipe(s.streamAppend);
+  const head = chain<CanFrame[], SourceEnvelope>(CAN_FRAMES);
+  return (s.commandStatus ? head.pipe(s.commandStatus) : head).pipe(s.canIngest).pipe(s.streamAppend);
 }

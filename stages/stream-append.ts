@@ -44,6 +44,8 @@ export interface StreamAppendDeps {
   spoolFile: string;
   source: { name: string; src: FrameSrc };
   healthTtlS: number;
+  /** Problems and counters of the scanner's components, for the health key. */
+  extra?: () => { problems: string[]; fields: Record<string, unknown> };
 }
 
 /** Raised at the end of a source when every frame was appended but the trim still fails. */

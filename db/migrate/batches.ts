@@ -116,6 +116,7 @@ export async function runBatches(
         inserted,
         stats,
         src.timeZone,
+        src.ambiguous,
       ]);
       await c.query("COMMIT");
       return { ...b, inserted };

@@ -7,7 +7,7 @@
 
 SELECT to_char(batch_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS batch_start,
        to_char(batch_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS batch_end,
-       legacy_rows, values_seen, keys_numeric, inserted, stats, time_zone
+       legacy_rows, values_seen, keys_numeric, inserted, stats, time_zone, ambiguous
 FROM migration_checkpoint
 WHERE source = $1
 ORDER BY batch_end

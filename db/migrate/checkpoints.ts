@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { ConfigError } from "../../pipeline/runtime/errors.js";
 import { sql } from "./options.js";
 import { type BatchStats, finishSensors, type MigrationReport, newSensor, type SensorReport } from "./report.js";
 
@@ -13,20 +14,42 @@ export interface CheckpointRow {
   inserted: string;
   stats: BatchStats;
   time_zone: string | null;
+  ambiguous: string | null;
 }
 
 export async function checkpoints(db: pg.ClientBase, key: string): Promise<CheckpointRow[]> {
   return (await db.query<CheckpointRow>(await sql("checkpoint_state"), [key])).rows;
 }
 
-export async function checkpointsIfAny(db: pg.ClientBase, key: string): Promise<CheckpointRow[]> {
-  const { rows } = await db.query<{ t: string | null }>("SELECT to_regclass('migration_checkpoint')::text AS t");
-  if (!rows[0]?.t) return [];
-  const { rows: col } = await db.query<{ ok: boolean }>(
-    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'migration_checkpoint'::regclass AND attname = 'time_zone') AS ok",
+/**
+ * The checkpoint table is the schema's (migration 0006). "missing" only on a
+ * database whose schema predates it and where no run ever created it; a table
+ * an older version of the command created, without the columns 0006 adds, is
+ * "outdated".
+ */
+export async function checkpointTable(db: pg.ClientBase): Promise<"ok" | "missing" | "outdated"> {
+  const { rows } = await db.query<{ t: string | null; current: boolean }>(
+    `SELECT to_regclass('migration_checkpoint')::text AS t,
+            EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('migration_checkpoint')
+                    AND attname = 'ambiguous' AND NOT attisdropped) AS current`,
   );
-  // a checkpoint table from before the time_zone column: bring it up to date first
-  if (!col[0]?.ok) await db.query(await sql("checkpoint"));
+  return !rows[0]?.t ? "missing" : rows[0].current ? "ok" : "outdated";
+}
+
+/** Stops the run, saying what to do, unless the schema has the checkpoint table as 0006 made it. */
+export async function requireCheckpointTable(db: pg.ClientBase): Promise<void> {
+  const state = await checkpointTable(db);
+  if (state !== "ok")
+    throw new ConfigError(
+      `the database's schema lacks migration 0006 (the table migration_checkpoint is ${state === "missing" ? "missing" : "of an older version"}): run \`cea schema apply\` first (it keeps the checkpoints of earlier runs)`,
+    );
+}
+
+/** Earlier runs' checkpoints; none when the schema has no checkpoint table yet. */
+export async function checkpointsIfAny(db: pg.ClientBase, key: string): Promise<CheckpointRow[]> {
+  const state = await checkpointTable(db);
+  if (state === "missing") return [];
+  if (state === "outdated") await requireCheckpointTable(db);
   return checkpoints(db, key);
 }
 

@@ -76,10 +76,9 @@ export async function missingPrivileges(db: pg.ClientBase, mode: "read" | "migra
   const out = rows[0]?.missing ? [rows[0].missing] : [];
   if (writes) {
     const { rows: cp } = await db.query<{ missing: string | null }>(
+      // a missing table (a schema before migration 0006) is told apart before this
       `SELECT CASE
-         WHEN to_regclass('migration_checkpoint') IS NULL THEN
-           CASE WHEN has_schema_privilege(current_schema(), 'CREATE') THEN NULL
-                ELSE format('CREATE on schema %s (for the table migration_checkpoint)', current_schema()) END
+         WHEN to_regclass('migration_checkpoint') IS NULL THEN NULL
          WHEN NOT has_table_privilege('migration_checkpoint', 'INSERT, UPDATE, DELETE') THEN
            'INSERT, UPDATE and DELETE on table migration_checkpoint'
        END AS missing`,

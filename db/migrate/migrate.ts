@@ -4,11 +4,11 @@ import { edition } from "../schema.js";
 import { type Site, syncSite } from "../site.js";
 import { refreshAggregates } from "./aggregates.js";
 import { runBatches } from "./batches.js";
-import { checkpoints, checkpointsIfAny, totalsFromCheckpoints } from "./checkpoints.js";
+import { checkpoints, checkpointsIfAny, requireCheckpointTable, totalsFromCheckpoints } from "./checkpoints.js";
 import { missingPrivileges } from "./failures.js";
 import { prepareSession, scanNodes, siteMapping, unknownKeys, wouldCreate } from "./mapping.js";
 import { iso, type MigrateOptions, migrateOptionsSchema, sql } from "./options.js";
-import { findOutliers, planWindows, uncovered, type Window } from "./plan.js";
+import { batchesByRows, findOutliers, planWindows, rowTarget, uncovered, uncoveredRows, type Window } from "./plan.js";
 import type { ProgressSink } from "./progress.js";
 import { emptyReport, finishSensors, type MigrationReport, newSensor, type SensorReport } from "./report.js";
 import { outlierMessage, unknownKeysMessage, unmappedMessage } from "./report-text.js";
@@ -47,6 +47,7 @@ export async function runMigration(
   const ed = await edition(db);
   const mapping = siteMapping(site);
   const src = await prepareSession(db, o, mapping);
+  if (mode === "migrate") await requireCheckpointTable(db);
   const missing = await missingPrivileges(db, mode === "migrate" || mode === "undo" ? mode : "read");
   if (missing.length)
     throw new ConfigError(
@@ -97,8 +98,19 @@ export async function runMigration(
   const unmapped = content.nodes.filter((n) => !n.mapped).map((n) => ({ node_id: n.node_id, rows: n.legacy_rows }));
   report.unmapped_nodes = unmapped;
   const mappedNodes = content.nodes.filter((n) => n.mapped).map((n) => n.node_id as number);
-  const windows = await planWindows(db, src, o);
-  report.batches.total = windows.length;
+  // --verify-only needs the windows only, not their counts
+  const plan = await planWindows(db, src, o, mode !== "verify-only");
+  const windows = plan.windows;
+  // without --batch: batches of about `target` legacy rows
+  const target = plan.rows
+    ? rowTarget(
+        plan.rows.reduce((a, n) => a + n, 0),
+        o,
+      )
+    : null;
+  const allBatches = plan.rows && target ? batchesByRows(windows, plan.rows, target).batches : windows;
+  if (target) report.batch = `about ${target} legacy rows (windows of 1h)`;
+  report.batches.total = allBatches.length;
   report.outliers = await findOutliers(db, windows);
   if (report.outliers.length) io.progress.line(outlierMessage(report.outliers, mode === "dry-run"));
 
@@ -125,24 +137,42 @@ export async function runMigration(
 
   if (mode === "dry-run") {
     report.would_create = await wouldCreate(db, site);
-    report.sensors = await dryRunSensors(db, windows, sensorName);
+    report.sensors = await dryRunSensors(db, allBatches, sensorName);
     report.finished_at = new Date().toISOString();
     return report;
   }
   if (report.problems.length && mode === "migrate") throw new ConfigError(report.problems.join("\n\n"));
 
   if (mode === "migrate") {
-    await db.query(await sql("checkpoint"));
     const done = await checkpoints(db, src.key);
+    const column = `${src.schema}.${src.table}.${src.timeColumn}`;
     const other = done.find((c) => c.time_zone !== null && c.time_zone !== src.timeZone);
     if (other)
       throw new ConfigError(
-        `earlier runs read ${src.schema}.${src.table}.${src.timeColumn} in time zone ${other.time_zone}, this one in ${src.timeZone}: ` +
+        `earlier runs read ${column} in time zone ${other.time_zone}, this one in ${src.timeZone}: ` +
           `rerun with --legacy-time-zone ${other.time_zone}, or undo those runs first (--undo --legacy-time-zone ${other.time_zone})`,
+      );
+    // the same for the reading of fall-back hours (NULL: a checkpoint of a
+    // version that did not record it, which cannot be told apart)
+    const otherChoice = done.find((c) => c.ambiguous !== null && c.ambiguous !== src.ambiguous);
+    if (otherChoice)
+      throw new ConfigError(
+        `earlier runs read the ambiguous local times of ${column} as the ${otherChoice.ambiguous} instant ` +
+          `(--ambiguous ${otherChoice.ambiguous}), this one as the ${src.ambiguous} (--ambiguous ${src.ambiguous}): ` +
+          `rerun with --ambiguous ${otherChoice.ambiguous}, or undo those runs first (--undo)`,
       );
     report.site_sync = await syncSite(db, site);
     const doneWindows = done.map((c): Window => [Date.parse(c.batch_start), Date.parse(c.batch_end)]);
-    const todo = o.ignoreCheckpoint ? windows : uncovered(windows, doneWindows);
+    const todo =
+      o.ignoreCheckpoint || done.length === 0
+        ? allBatches
+        : plan.rows && target
+          ? (() => {
+              const parts = uncoveredRows(windows, plan.rows, doneWindows);
+              return batchesByRows(parts.windows, parts.rows, target).batches;
+            })()
+          : uncovered(windows, doneWindows);
+    if (!o.ignoreCheckpoint) report.batches.total = done.length + todo.length;
     report.batches.before_this_run = done.length;
     const totalRows = content.nodes.reduce((a, n) => a + n.legacy_rows, 0) - content.noTime;
     const doneRows = o.ignoreCheckpoint ? 0 : done.reduce((a, c) => a + Number(c.legacy_rows), 0);
@@ -179,9 +209,20 @@ export async function runMigration(
   }
 
   // totals over every committed batch, this run's and earlier ones'
-  Object.assign(report, totalsFromCheckpoints(await checkpointsIfAny(db, src.key), sensorName));
-  if (!report.stopped_early && o.verify && content.first && content.last) {
-    report.verification = await verify(db, io.progress, windows, content.first, content.last, mappedNodes, sensorName);
+  const committed = await checkpointsIfAny(db, src.key);
+  Object.assign(report, totalsFromCheckpoints(committed, sensorName));
+  // also with an empty legacy table when earlier runs moved rows: those are then all unaccounted for
+  if (!report.stopped_early && o.verify && ((content.first && content.last) || committed.length > 0)) {
+    report.verification = await verify(
+      db,
+      io.progress,
+      windows,
+      content.first,
+      content.last,
+      mappedNodes,
+      sensorName,
+      src.key,
+    );
   }
   report.finished_at = new Date().toISOString();
   return report;

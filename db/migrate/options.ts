@@ -22,11 +22,19 @@ export const migrateOptionsSchema = z.object({
    * Temporal's "compatible" disambiguation do.
    */
   ambiguous: z.enum(["earlier", "later"]).default("earlier"),
-  /** batch length: <n>s, <n>m, <n>h or <n>d */
+  /**
+   * batch length: <n>s, <n>m, <n>h or <n>d; each batch is one such window that
+   * holds rows. Without it, batches are sized by rows (batchRows).
+   */
   batch: z
     .string()
     .regex(/^[1-9][0-9]*[smhd]$/, "expected <n>s, <n>m, <n>h or <n>d, e.g. 1d or 6h")
-    .default("1d"),
+    .optional(),
+  /**
+   * without --batch: legacy rows per batch (at most; fewer when the table is
+   * small, so that every session gets several batches)
+   */
+  batchRows: z.number().int().positive().default(100_000),
   /** stop after this many batches (resume later); for staged runs and the interruption test */
   maxBatches: z.number().int().positive().optional(),
   dryRun: z.boolean().default(false),
@@ -52,6 +60,7 @@ export type Options = z.infer<typeof migrateOptionsSchema>;
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 export const DAY = 86_400_000;
+export const HOUR = 3_600_000;
 export function batchMs(batch: string): number {
   return Number(batch.slice(0, -1)) * UNITS[batch.slice(-1)]!;
 }

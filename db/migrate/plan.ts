@@ -1,21 +1,48 @@
 import type pg from "pg";
-import { batchMs, DAY, iso, type Options, sql } from "./options.js";
+import { batchMs, DAY, HOUR, iso, type Options, sql } from "./options.js";
 import type { Outlier } from "./report.js";
 import type { LegacySource } from "./source.js";
 
-// Planning: the batch windows come from the data (the windows that hold rows),
+// Planning: the windows come from the data (the windows that hold rows),
 // never from the calendar between the first and the last row, so one stray row
-// decades away costs one more batch, not thousands. Windows are instant ranges
-// [s, s + batch) aligned to multiples of the batch length.
+// decades away costs one more window, not thousands. Windows are instant ranges
+// [s, s + length) aligned to multiples of their length: --batch, or one hour
+// when batches are sized by rows. Then (without --batch) the windows are cut
+// into batches of about the same number of legacy rows (batchesByRows): many
+// small windows make one statement, so a batch's fixed cost (planning, the
+// checkpoint row, the commit) is paid per ~100k rows rather than per window,
+// and an hour denser than that is split.
 
 export type Window = [number, number];
 
-/** The windows that hold legacy rows, in time order. */
-export async function planWindows(db: pg.ClientBase, src: LegacySource, o: Options): Promise<Window[]> {
-  const step = batchMs(o.batch);
-  const { rows } = await db.query<{ s: string }>(await sql(src.timeIndexed ? "plan_index" : "plan_scan"), [step]);
+/** The planned windows in time order, and the legacy rows of each (null: not counted, --batch given). */
+export interface Plan {
+  windows: Window[];
+  rows: number[] | null;
+}
+
+/**
+ * The windows that hold legacy rows, in time order, with their row counts when
+ * batches are sized by rows (`batches`: false when nothing will be moved).
+ */
+export async function planWindows(db: pg.ClientBase, src: LegacySource, o: Options, batches = true): Promise<Plan> {
+  const step = o.batch ? batchMs(o.batch) : HOUR;
+  const counted = o.batch === undefined && batches;
+  const { rows } = await db.query<{ s: string; n: string }>(await sql(src.timeIndexed ? "plan_index" : "plan_scan"), [
+    step,
+  ]);
   const rawStarts = rows.map((r) => Number(r.s));
-  if (src.timeWithZone) return rawStarts.map((s) => [s, s + step]);
+  // without an index one scan found the instant windows and counted them
+  if (!src.timeIndexed)
+    return {
+      windows: rawStarts.map((s): Window => [s, s + step]),
+      rows: counted ? rows.map((r) => Number(r.n)) : null,
+    };
+  if (src.timeWithZone) {
+    const windows = rawStarts.map((s): Window => [s, s + step]);
+    // after the loose index scan, one index range count per window
+    return counted ? countWindows(db, windows) : { windows, rows: null };
+  }
   // a local time column: a window of local times holds instants of the windows
   // that overlap it shifted by the zone's offsets; keep those that hold a row
   const { rows: z } = await db.query<{ lo: number; hi: number }>(
@@ -31,12 +58,95 @@ export async function planWindows(db: pg.ClientBase, src: LegacySource, o: Optio
     for (let s = from; s < a + step - minOff; s += step) candidates.add(s);
   }
   const starts = [...candidates].sort((x, y) => x - y);
-  if (starts.length === 0) return [];
-  const { rows: held } = await db.query<{ s: string }>(await sql("plan_probe"), [
-    starts.map(iso),
-    starts.map((s) => iso(s + step)),
+  const plan = await countWindows(
+    db,
+    starts.map((s): Window => [s, s + step]),
+  );
+  return counted ? plan : { windows: plan.windows, rows: null };
+}
+
+/** The windows that hold rows, with their counts (plan_count.sql: a range of the raw column each). */
+async function countWindows(db: pg.ClientBase, windows: Window[]): Promise<Plan> {
+  if (windows.length === 0) return { windows: [], rows: [] };
+  const { rows } = await db.query<{ s: string; n: string }>(await sql("plan_count"), [
+    windows.map((w) => iso(w[0])),
+    windows.map((w) => iso(w[1])),
   ]);
-  return held.map((r): Window => [Number(r.s), Number(r.s) + step]);
+  const byStart = new Map(windows.map((w) => [w[0], w]));
+  return {
+    windows: rows.map((r) => byStart.get(Number(r.s))!),
+    rows: rows.map((r) => Number(r.n)),
+  };
+}
+
+/** Batches in flight per session at least, when the table is small: the last round stays short. */
+const BATCHES_PER_SESSION = 4;
+
+/** The legacy rows per batch: at most `batchRows`, fewer for a small table (BATCHES_PER_SESSION). */
+export function rowTarget(total: number, o: Pick<Options, "batchRows" | "parallel">): number {
+  return Math.max(1, Math.min(o.batchRows, Math.ceil(total / (o.parallel * BATCHES_PER_SESSION))));
+}
+
+/**
+ * Windows (with their row counts) cut into batches of about `target` rows, in
+ * time order: neighbouring windows go together while the batch stays within
+ * the target and no gap longer than 30 days lies between them (a range far
+ * from the bulk stays a batch of its own); a window with more rows is split
+ * into equal time slices. A batch is an instant range like a window; the
+ * empty time between the windows it joins holds no legacy row.
+ */
+export function batchesByRows(
+  windows: Window[],
+  rows: number[],
+  target: number,
+): { batches: Window[]; rows: number[] } {
+  const batches: Window[] = [];
+  const counts: number[] = [];
+  for (let i = 0; i < windows.length; i++) {
+    const [s, e] = windows[i]!;
+    const n = rows[i] ?? 0;
+    if (n > target) {
+      const k = Math.ceil(n / target);
+      const bounds = Array.from({ length: k + 1 }, (_, j) => (j === k ? e : s + Math.floor(((e - s) * j) / k)));
+      for (let j = 0; j < k; j++)
+        if (bounds[j + 1]! > bounds[j]!) {
+          batches.push([bounds[j]!, bounds[j + 1]!]);
+          counts.push(Math.ceil(n / k));
+        }
+      continue;
+    }
+    const last = batches.at(-1);
+    const lastRows = counts.at(-1) ?? 0;
+    if (last && lastRows + n <= target && s >= last[1] && s - last[1] <= OUTLIER_GAP) {
+      last[1] = e;
+      counts[counts.length - 1] = lastRows + n;
+    } else {
+      batches.push([s, e]);
+      counts.push(n);
+    }
+  }
+  return { batches, rows: counts };
+}
+
+/**
+ * The parts of the windows that no committed batch covers, with their rows
+ * (a part of a window gets its share of the window's rows by length).
+ */
+export function uncoveredRows(
+  windows: Window[],
+  rows: number[],
+  done: Window[],
+): { windows: Window[]; rows: number[] } {
+  const parts = uncovered(windows, done);
+  const counts: number[] = [];
+  // the parts come in window order, each inside one window
+  let i = 0;
+  for (const p of parts) {
+    while (windows[i]![1] <= p[0]) i++;
+    const w = windows[i]!;
+    counts.push(Math.ceil(((rows[i] ?? 0) * (p[1] - p[0])) / (w[1] - w[0])));
+  }
+  return { windows: parts, rows: counts };
 }
 
 /** The parts of the windows that no committed batch covers, in time order. */

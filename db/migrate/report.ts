@@ -107,6 +107,7 @@ export interface MigrationReport {
   outliers: Outlier[];
   site_sync: SyncReport | null;
   would_create: { rooms: string[]; devices: string[]; sensors: string[] } | null;
+  /** --batch, or "about N legacy rows (windows of 1h)" */
   batch: string;
   batches: { total: number; before_this_run: number; this_run: number; remaining: number };
   this_run: {
@@ -210,7 +211,7 @@ export function emptyReport(
     outliers: [],
     site_sync: null,
     would_create: null,
-    batch: o.batch,
+    batch: o.batch ?? `about ${o.batchRows} legacy rows`,
     batches: { total: 0, before_this_run: 0, this_run: 0, remaining: 0 },
     this_run: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, seconds: 0, retries: 0 },
     totals: { legacy_rows: 0, values_seen: 0, keys_numeric: 0, inserted: 0, already_present: 0, duplicates: 0 },

@@ -34,6 +34,8 @@ export interface LegacySource {
   timeIndexed: boolean;
   /** the zone local times are read in; null for a timestamptz column */
   timeZone: string | null;
+  /** which instant an ambiguous local time is read as; null for a timestamptz column */
+  ambiguous: Options["ambiguous"] | null;
   /** the checkpoint key */
   key: string;
 }
@@ -145,6 +147,7 @@ export async function openSource(db: pg.ClientBase, o: Options): Promise<LegacyS
     dataType: json ? "json" : "jsonb",
     timeIndexed: indexed,
     timeZone: withZone ? null : o.legacyTimeZone,
+    ambiguous: withZone ? null : o.ambiguous,
     key: `${schema}.${table}(${time.name},${node.name},${data.name})`,
   };
 }

@@ -114,3 +114,39 @@ export async function listActuatorEvents(
   );
   return rows;
 }
+
+/** The outcome of a command frame as can-scanner reports it (stream can:cmd:ack). */
+export interface CommandOutcomeRecord {
+  command_id: string;
+  /** The command's decision time (its can:cmd entry's ts): the decisions it carries were recorded at it. */
+  command_time: Date;
+  /** Devices whose actuators the command's message drives (bounds the lookup to the device index). */
+  device_ids: number[];
+  time: Date;
+  ack_status: "acked" | "unacknowledged" | "not_sent";
+  reason: string;
+  /** Actuator → applied output (1/0) from the node's status frame; null when none came. */
+  applied: Record<string, number> | null;
+}
+
+/**
+ * actuator_events is append-only: the outcome of a command is one new row
+ * (action `ack`) per decision row that named it as `sent`, with the applied
+ * state when the node answered. A redelivered outcome adds nothing (the row of
+ * that outcome is there already). Returns the rows added.
+ */
+export async function insertCommandOutcome(db: Queryable, o: CommandOutcomeRecord): Promise<number> {
+  const { rowCount } = await db.query(
+    `INSERT INTO actuator_events (time, room_id, device_id, actuator, action, quantity, value, setpoint, band,
+       setpoint_id, state, reason, dry_run, command_id, ack_status)
+     SELECT $4, e.room_id, e.device_id, e.actuator, 'ack', e.quantity, NULL, e.setpoint, e.band, e.setpoint_id,
+       CASE WHEN $7::jsonb ? e.actuator THEN ($7::jsonb ->> e.actuator)::int = 1 END, $6, e.dry_run, e.command_id, $5
+     FROM actuator_events e
+     WHERE e.device_id = ANY ($3::int[]) AND e.time = $2 AND e.command_id = $1 AND e.ack_status = 'sent'
+       AND NOT EXISTS (SELECT 1 FROM actuator_events x
+                       WHERE x.device_id = e.device_id AND x.time = $4 AND x.command_id = $1
+                         AND x.actuator = e.actuator AND x.action = 'ack')`,
+    [o.command_id, o.command_time, o.device_ids, o.time, o.ack_status, o.reason, JSON.stringify(o.applied ?? {})],
+  );
+  return rowCount ?? 0;
+}

@@ -2,12 +2,18 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { classifyDbError } from "../../db/pg-errors.js";
 import type { Queryable } from "../../db/pool.js";
-import { type ActuatorEvent, insertActuatorEvents, setpointsInForce } from "../../db/queries/automation.js";
+import {
+  type ActuatorEvent,
+  insertActuatorEvents,
+  insertCommandOutcome,
+  setpointsInForce,
+} from "../../db/queries/automation.js";
 import type { ControlledQuantity, Site } from "../../db/site.js";
 import { type CommandTable, encodeCommand } from "../can/commands.js";
 import type { Config } from "../runtime/config.js";
 import type { RedisKeys } from "../runtime/keys.js";
 import type { Logger } from "../runtime/log.js";
+import { ensureGroup, readGroup } from "../runtime/stream.js";
 import {
   type ActuatorState,
   type ControlPlan,
@@ -72,6 +78,8 @@ export interface AutomationStats {
   cycles: number;
   decisions: Map<string, number>;
   commandsSent: number;
+  /** Command outcomes read from can:cmd:ack, by outcome. */
+  outcomes: Map<string, number>;
   eventsWritten: number;
   eventsDropped: number;
   lastCycleAt: number | null;
@@ -89,11 +97,18 @@ export class AutomationService {
     cycles: 0,
     decisions: new Map(),
     commandsSent: 0,
+    outcomes: new Map(),
     eventsWritten: 0,
     eventsDropped: 0,
     lastCycleAt: null,
   };
   pending: ActuatorEvent[] = [];
+  /** Command messages whose last command went unacknowledged (an alert until the node acks again): message → why. */
+  unacknowledged = new Map<string, string>();
+  private ackCursor = "0";
+  /** Command ids of this run that carried recorded decisions: an outcome of another of this run's commands records nothing. */
+  private readonly carried = new Set<string>();
+  private ackGroupReady = false;
   private readonly sensorPlace = new Map<string, { room: number; kind: string; name: string }>();
   private readonly sent = new Map<string, { states: string; atMs: number; seq: number }>();
   private readonly bootId = randomBytes(4).toString("hex");
@@ -197,6 +212,7 @@ export class AutomationService {
       if (dec.action !== "keep") this.stats.decisions.set(k, (this.stats.decisions.get(k) ?? 0) + 1);
       if (!dec.record) continue;
       const cmd = commandIds.get(dec.actuator);
+      if (cmd) this.carried.add(cmd);
       this.pending.push({
         time: new Date(nowMs),
         room_id: dec.room_id,
@@ -239,6 +255,8 @@ export class AutomationService {
         );
       }
     }
+    // outcomes after the decisions they answer are written (their rows are looked up)
+    if (!this.d.dryRun && !outage.db && !outage.redis && this.pending.length === 0) await this.readOutcomes();
     this.failsafes = new Map();
     for (const dec of r.decisions)
       if (dec.failsafe) {
@@ -303,6 +321,99 @@ export class AutomationService {
     return ids;
   }
 
+  /**
+   * The outcomes can-scanner reports for the command frames (stream
+   * can:cmd:ack, own consumer group; own pending entries first): each is
+   * recorded in actuator_events (a row per decision the command carried) and
+   * acknowledged after that commit; an unacknowledged command raises an alert
+   * (health degraded naming the message, a log line) that the node's next ack
+   * clears. A failure leaves the entries for the next cycle.
+   */
+  private async readOutcomes(): Promise<void> {
+    const { redis, keys, db, log, commands, site } = this.d;
+    const group = "automation-service";
+    try {
+      if (!this.ackGroupReady) {
+        await ensureGroup(redis, keys.cmdAck, group);
+        this.ackGroupReady = true;
+      }
+      for (let round = 0; round < 10; round++) {
+        const got = await readGroup(redis, keys.cmdAck, group, "automation-service-1", this.ackCursor, 100, null);
+        if (got.ids.length === 0) {
+          if (this.ackCursor === ">") return;
+          this.ackCursor = ">";
+          continue;
+        }
+        for (const [i, id] of got.ids.entries()) {
+          const f = new Map<string, string>();
+          const list = got.fields[i] ?? [];
+          for (let j = 0; j + 1 < list.length; j += 2) f.set(list[j]!, list[j + 1]!);
+          const outcome = f.get("outcome") ?? "?";
+          const message = f.get("message") ?? "";
+          this.stats.outcomes.set(outcome, (this.stats.outcomes.get(outcome) ?? 0) + 1);
+          const cm = commands.messages.get(message);
+          if (outcome === "unacknowledged") {
+            const why = f.get("reason") ?? "no answer";
+            if (!this.unacknowledged.has(message))
+              log.error({ message, cmd_id: f.get("cmd_id"), reason: why }, `alert: command ${message} unacknowledged`);
+            this.unacknowledged.set(message, why);
+          } else if (outcome === "acked" && this.unacknowledged.delete(message))
+            log.info({ message, cmd_id: f.get("cmd_id") }, `node answers again: command ${message} acknowledged`);
+          const cmdId = f.get("cmd_id");
+          const cmdTs = Date.parse(f.get("cmd_ts") ?? "");
+          const status =
+            outcome === "acked"
+              ? "acked"
+              : outcome === "unacknowledged"
+                ? "unacknowledged"
+                : outcome === "no_ack_expected"
+                  ? null
+                  : "not_sent";
+          // a command of this run that carried no decision (a repeat for the watchdog) has no row to answer;
+          // one of an earlier run is looked up
+          const mayHaveRows = cmdId && (!cmdId.startsWith(`${this.bootId}-`) || this.carried.delete(cmdId));
+          if (cm && cmdId && mayHaveRows && status && !Number.isNaN(cmdTs)) {
+            let applied: Record<string, number> | null = null;
+            const sig = f.get("applied");
+            if (sig) {
+              let bySignal: Record<string, unknown> = {};
+              try {
+                bySignal = JSON.parse(sig) as Record<string, unknown>;
+              } catch {
+                // not this platform's format: the ack is recorded without the applied state
+              }
+              applied = {};
+              for (const [a, s] of cm.outputs) {
+                const v = bySignal[s];
+                if (typeof v === "number") applied[a] = v;
+              }
+            }
+            const actuators = new Set(cm.outputs.keys());
+            const tries = f.get("tries") ?? "?";
+            await insertCommandOutcome(db, {
+              command_id: cmdId,
+              command_time: new Date(cmdTs),
+              device_ids: [...new Set(site.actuators.filter((a) => actuators.has(a.id)).map((a) => a.device_id))],
+              time: new Date(Date.parse(f.get("ts") ?? "") || cmdTs),
+              ack_status: status,
+              reason:
+                status === "acked"
+                  ? `acknowledged by the node (seq ${f.get("seq")}, ${tries} ${tries === "1" ? "try" : "tries"})`
+                  : `${outcome.replace("_", " ")}: ${f.get("reason") ?? ""}`,
+              applied,
+            });
+          }
+          await redis.xack(keys.cmdAck, group, id);
+          if (this.ackCursor !== ">") this.ackCursor = id;
+        }
+      }
+    } catch (err) {
+      this.ackGroupReady = false;
+      this.ackCursor = "0";
+      log.warn({ err: (err as Error).message }, "command outcomes kept for the next cycle");
+    }
+  }
+
   /** Health (read by cea-backend's alerts, /health and the monitors) and each actuator's state for the monitors. */
   private async publish(nowMs: number): Promise<void> {
     if (!this.redisUp()) return;
@@ -311,6 +422,7 @@ export class AutomationService {
     if (this.outage.redis) problems.push(this.outage.redis);
     if (this.outage.db) problems.push(this.outage.db);
     for (const [room, why] of this.failsafes) problems.push(`${room}: ${why}`);
+    for (const [message, why] of this.unacknowledged) problems.push(`command ${message} unacknowledged: ${why}`);
     const body = JSON.stringify({
       service: "automation-service",
       status: problems.length ? "degraded" : "ok",
@@ -320,6 +432,7 @@ export class AutomationService {
       at: new Date(nowMs).toISOString(),
       cycles: this.stats.cycles,
       pending_events: this.pending.length,
+      unacknowledged: Object.fromEntries(this.unacknowledged),
     });
     const fields: string[] = [];
     for (const dec of this.lastDecisions)

@@ -1,6 +1,6 @@
 import type { Site } from "../../db/site.js";
 import { ConfigError } from "../runtime/errors.js";
-import { encodeMessage } from "./codec.js";
+import { compileSignal, encodeMessage, physicalValue } from "./codec.js";
 import { toHex } from "./frame.js";
 import type { CanDb, MessageDef } from "./model.js";
 
@@ -95,4 +95,57 @@ export function encodeCommand(
   for (const [actuator, signal] of cm.outputs) values[signal] = states.get(actuator) ? 1 : 0;
   const m = cm.message;
   return { message: m.name, id: m.id, ext: m.extended, fd: m.fd, data: toHex(encodeMessage(m, values)) };
+}
+
+// The node's answer: a command message `Cmd_<x>` is acknowledged by the status
+// message `Status_<x>` of the same CAN database (the pair the database's
+// header describes), which carries the outputs as applied (same signal names),
+// `safe` (outputs in the node's safe state) and `seq` (the last command
+// applied). A command message without such a pair expects no answer.
+
+export const COMMAND_PREFIX = "Cmd_";
+export const STATUS_PREFIX = "Status_";
+export const STATUS_SAFE = "safe";
+
+/** The name of the status message that answers command message `command` (null: not a command message). */
+export function statusNameFor(command: string): string | null {
+  return command.startsWith(COMMAND_PREFIX) ? STATUS_PREFIX + command.slice(COMMAND_PREFIX.length) : null;
+}
+
+/** The status messages the site file's actuator nodes send (by name; those the CAN database has are theirs). */
+export function nodeStatusNames(site: Pick<Site, "actuators">): Set<string> {
+  const out = new Set<string>();
+  for (const a of site.actuators) {
+    const s = statusNameFor(a.command.slice(0, a.command.lastIndexOf(".")));
+    if (s) out.add(s);
+  }
+  return out;
+}
+
+/** The status message that answers `command`, or null when the database has none (or it carries no seq). */
+export function statusMessageFor(db: Pick<CanDb, "messages">, command: string): MessageDef | null {
+  const name = statusNameFor(command);
+  if (!name) return null;
+  const m = db.messages.find((x) => x.name === name);
+  return m?.signals.some((s) => s.name === COMMAND_SEQ) ? m : null;
+}
+
+/** A status frame decoded: the seq it echoes, the safe flag and every other signal (the outputs as applied). */
+export interface StatusReport {
+  seq: number;
+  safe: boolean;
+  applied: Record<string, number>;
+}
+
+export function decodeStatus(m: MessageDef, data: Uint8Array): StatusReport {
+  const applied: Record<string, number> = {};
+  let seq = -1;
+  let safe = false;
+  for (const s of m.signals) {
+    const v = physicalValue(data, 0, compileSignal(s));
+    if (s.name === COMMAND_SEQ) seq = v;
+    else if (s.name === STATUS_SAFE) safe = v === 1;
+    else applied[s.name] = v;
+  }
+  return { seq, safe, applied };
 }

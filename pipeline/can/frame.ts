@@ -31,7 +31,15 @@ export interface FrameSource {
   pausable: boolean;
   frames(): AsyncIterable<CanFrame[]>;
   close(): void;
+  /**
+   * The send side: puts one frame on the bus and resolves when it is written
+   * (rejects naming why not). Absent = a source without a bus (a replayed log).
+   */
+  transmit?(frame: OutgoingFrame): Promise<void>;
 }
+
+/** A frame to transmit. */
+export type OutgoingFrame = Pick<CanFrame, "id" | "ext" | "fd" | "data">;
 
 /** Epoch microseconds → "YYYY-MM-DDTHH:MM:SS.ffffffZ". */
 export function isoMicros(epochMicros: number): string {

@@ -1,6 +1,10 @@
 import type { Site } from "../../db/site.js";
 import { encodeRaw, encodeSignal, physicalLimits } from "./codec.js";
-import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
+import { nodeStatusNames } from "./commands.js";
+import { type CanFrame, type FrameSource, isoMicros, type OutgoingFrame } from "./frame.js";
+import { type CanDb, messageKey } from "./model.js";
+import { SimulatedNodes } from "./nodes.js";
+import { type RoomClimate, RoomModel } from "./room-model.js";
 import type { DecodeTable, TableMessage, TableSignal } from "./table.js";
 
 // The simulator: for every message of the CAN database that carries a sensor
@@ -14,6 +18,13 @@ import type { DecodeTable, TableMessage, TableSignal } from "./table.js";
 // sensor still reports once a second. Frames keep the message's id kind
 // (11/29-bit) and CAN FD flag. No node or sensor list is written here:
 // another site + CAN database (KCD or DBC) simulate without code changes.
+//
+// Closed loop: given the CAN database, the simulator also runs the actuator
+// nodes (pipeline/can/nodes.ts): the frames transmitted to it reach them,
+// their status frames go out on the simulated bus like any frame, and every
+// room with an actuator on such a node is a closed-loop room
+// (pipeline/can/room-model.ts) whose temperature, humidity and CO2 follow the
+// outputs the nodes apply instead of the day curves.
 
 export interface SimOptions {
   table: DecodeTable;
@@ -25,6 +36,20 @@ export interface SimOptions {
   /** Stop after this many simulated seconds (undefined = forever). */
   durationS?: number | undefined;
   iface: string;
+  /** The CAN database: with it the actuator nodes and closed-loop rooms are simulated. */
+  candb?: Pick<CanDb, "messages"> | undefined;
+  /** The real clock the pace follows (epoch ms; tests inject one); default Date.now. */
+  clock?: (() => number) | undefined;
+  /** Longest sleep between two looks at the clock (ms; tests with an injected clock use a short one). */
+  pollMs?: number | undefined;
+}
+
+/** What the closed loop changes in one simulated second: status messages the nodes send, rooms the models hold. */
+export interface ClosedLoop {
+  /** messageKey of the messages the nodes send: not simulated as sensor curves. */
+  skip: ReadonlySet<number>;
+  /** The climate of the room of node `salt` when a model holds it. */
+  climate(salt: number): RoomClimate | undefined;
 }
 
 interface RoomState {
@@ -141,10 +166,19 @@ function variants(m: TableMessage): { selectors: Map<number, number>; signals: T
 }
 
 /** All frames of simulated second `k` (k = 0 is startMs). Deterministic. */
-export function simulatedSecond(opts: SimOptions, k: number, rooms = messageRooms(opts.table, opts.site)): CanFrame[] {
+export function simulatedSecond(
+  opts: SimOptions,
+  k: number,
+  rooms = messageRooms(opts.table, opts.site),
+  loop?: ClosedLoop,
+): CanFrame[] {
   const epochMs = opts.startMs + k * 1000;
   const epochS = epochMs / 1000;
-  const msgs: TableMessage[] = Object.values(opts.table.messages).filter((m) => m.mapped > 0);
+  // the actuator nodes' status messages are theirs to send (Simulation), never a sensor curve
+  const nodes = nodeStatusNames(opts.site);
+  const msgs: TableMessage[] = Object.values(opts.table.messages).filter(
+    (m) => m.mapped > 0 && !nodes.has(m.name) && !loop?.skip.has(messageKey(m.id, m.extended)),
+  );
   const frames: CanFrame[] = [];
   const states = new Map<number, RoomState>();
   let idx = 0;
@@ -154,6 +188,13 @@ export function simulatedSecond(opts: SimOptions, k: number, rooms = messageRoom
     let st = states.get(salt);
     if (!st) {
       st = roomState(r?.room, epochS, salt);
+      const held = loop?.climate(salt);
+      if (held) {
+        // a node's own sensors differ a little from its neighbour's in the same room
+        st.temp = held.t + 0.05 * noise(salt * 31 + 1, Math.floor(epochS));
+        st.rh = Math.min(100, Math.max(0, held.rh + 0.2 * noise(salt * 31 + 2, Math.floor(epochS))));
+        st.co2 = Math.max(0, held.co2 + 3 * noise(salt * 31 + 3, Math.floor(epochS)));
+      }
       states.set(salt, st);
     }
     for (const v of variants(m)) {
@@ -176,33 +217,145 @@ export function simulatedSecond(opts: SimOptions, k: number, rooms = messageRoom
   return frames;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/**
+ * A simulation stepped one second at a time: the sensor frames, the nodes'
+ * watchdogs and status reports, and the closed-loop rooms. `transmit` puts a
+ * frame on the simulated bus at a given simulated time; the nodes' answers are
+ * collected for the next `answers()`.
+ */
+export class Simulation {
+  readonly nodes: SimulatedNodes | null;
+  readonly models = new Map<number, RoomModel>();
+  private readonly rooms: ReturnType<typeof messageRooms>;
+  private readonly modelOfSalt = new Map<number, RoomModel>();
+  private readonly loop: ClosedLoop;
+  private pending: CanFrame[] = [];
+  /** The next simulated second to produce (0 = startMs). */
+  k = 0;
 
-export function simulatorSource(opts: SimOptions): FrameSource {
+  constructor(readonly opts: SimOptions) {
+    this.rooms = messageRooms(opts.table, opts.site);
+    this.nodes = opts.candb ? new SimulatedNodes(opts.candb, opts.site, opts.iface) : null;
+    if (this.nodes?.nodes.length) {
+      const driven = new Set(this.nodes.nodes.flatMap((n) => [...n.actuators.values()]));
+      const startS = opts.startMs / 1000;
+      for (const room of opts.site.rooms) {
+        if (!opts.site.actuators.some((a) => a.room_id === room.id && driven.has(a.id))) continue;
+        const st = roomState(room, startS, room.id);
+        const model = new RoomModel(room, opts.site.actuators, opts.site.facility.timezone, {
+          t: st.temp,
+          rh: st.rh,
+          co2: st.co2,
+        });
+        this.models.set(room.id, model);
+        for (const d of opts.site.devices) if (d.room_id === room.id) this.modelOfSalt.set(d.node_id, model);
+      }
+    }
+    const skip = this.nodes?.statusKeys ?? new Set<number>();
+    this.loop = { skip, climate: (salt) => this.modelOfSalt.get(salt)?.climate };
+  }
+
+  /** The simulated time of second `k`. */
+  timeOf(k: number): number {
+    return this.opts.startMs + k * 1000;
+  }
+
+  /** A frame put on the simulated bus at simulated time `atMs`; a node's answer waits in answers(). */
+  transmit(frame: Pick<CanFrame, "id" | "ext" | "data">, atMs: number): void {
+    if (this.nodes) this.pending.push(...this.nodes.receive(frame, atMs));
+  }
+
+  /** The nodes' answers since the last call. */
+  answers(): CanFrame[] {
+    const out = this.pending;
+    this.pending = [];
+    return out;
+  }
+
+  /** The frames of the next simulated second (watchdogs first, then the rooms' physics over that second). */
+  next(): CanFrame[] {
+    const k = this.k++;
+    const ms = this.timeOf(k);
+    const frames: CanFrame[] = [];
+    if (this.nodes) {
+      frames.push(...this.nodes.tick(ms));
+      if (this.models.size) {
+        const outputs = this.nodes.outputs();
+        const outside = roomState(undefined, ms / 1000, 0).temp;
+        for (const m of this.models.values()) m.step(1, ms, outside, outputs);
+      }
+    }
+    frames.push(...simulatedSecond(this.opts, k, this.rooms, this.loop));
+    if (this.nodes) frames.push(...this.nodes.statusFrames(ms + 999));
+    return frames;
+  }
+}
+
+const sleep = (ms: number, wake?: Promise<void>) =>
+  new Promise<void>((r) => {
+    const t = setTimeout(r, ms);
+    void wake?.then(() => {
+      clearTimeout(t);
+      r();
+    });
+  });
+
+/**
+ * The simulator as a frame source, paced by the clock at `speed`. Its send
+ * side delivers frames to the simulated nodes at the current simulated time;
+ * their answers go out at once (the pace's sleep is cut short).
+ */
+export function simulatorSource(
+  opts: SimOptions,
+): FrameSource & { simulation: Simulation; transmit(f: OutgoingFrame): Promise<void> } {
   let closed = false;
+  const clock = opts.clock ?? Date.now;
+  const sim = new Simulation(opts);
+  let t0: number | null = null;
+  let wakeUp: (() => void) | null = null;
+  let woken = new Promise<void>((r) => {
+    wakeUp = r;
+  });
+  const wake = () => {
+    wakeUp?.();
+    woken = new Promise<void>((r) => {
+      wakeUp = r;
+    });
+  };
+  const nowSim = () => opts.startMs + (clock() - (t0 ?? clock())) * opts.speed;
   return {
     name: "simulator",
     src: "simulator",
     pausable: true,
+    simulation: sim,
     close() {
       closed = true;
+      wake();
+    },
+    async transmit(frame) {
+      sim.transmit(frame, nowSim());
+      wake();
     },
     async *frames() {
-      const rooms = messageRooms(opts.table, opts.site);
-      const t0 = Date.now();
+      t0 = clock();
       const end = opts.durationS === undefined ? Number.POSITIVE_INFINITY : Math.ceil(opts.durationS);
-      let k = 0;
-      while (!closed && k < end) {
-        const due = Math.min(end, Math.floor(((Date.now() - t0) * opts.speed) / 1000) + 1);
-        if (k >= due) {
-          const nextAt = t0 + (k * 1000) / opts.speed;
-          await sleep(Math.max(1, Math.min(1000, nextAt - Date.now())));
+      const poll = opts.pollMs ?? 1000;
+      while (!closed && sim.k < end) {
+        const answers = sim.answers();
+        if (answers.length) {
+          yield answers;
+          continue;
+        }
+        const due = Math.min(end, Math.floor(((clock() - t0) * opts.speed) / 1000) + 1);
+        if (sim.k >= due) {
+          const nextAt = t0 + (sim.k * 1000) / opts.speed;
+          await sleep(Math.max(1, Math.min(poll, nextAt - clock())), woken);
           continue;
         }
         // chunks of up to ~64 simulated seconds keep the memory flat at high speed
         const chunk: CanFrame[] = [];
-        const last = Math.min(due, k + 64);
-        for (; k < last; k++) chunk.push(...simulatedSecond(opts, k, rooms));
+        const last = Math.min(due, sim.k + 64);
+        while (sim.k < last) chunk.push(...sim.next());
         yield chunk;
       }
     },

@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { type CanFrame, type FrameSource, isoMicros } from "./frame.js";
+import { type CanFrame, type FrameSource, isoMicros, type OutgoingFrame } from "./frame.js";
 
 // SocketCAN through the socketcan package: a raw channel with kernel receive
 // timestamps, in CAN FD mode (classic and FD frames, 11- and 29-bit ids). This sandbox has no CAN support in its kernel, so this path is
@@ -22,11 +22,36 @@ interface RawChannel {
   stop(): void;
 }
 
+/** The send side of the package's raw channel: bytes written, or -1 (the socket refused it). */
+export interface SendChannel {
+  send(m: { id: number; ext: boolean; data: Buffer }): number;
+  sendFD(m: { id: number; ext: boolean; data: Buffer }): number;
+}
+
+/**
+ * Write one frame on a channel opened with non-blocking sends: a full transmit
+ * queue (the bus is off or saturated) or a closed socket is an error naming
+ * the interface, never a wait that would stall the scanner's event loop.
+ */
+export function sendFrame(channel: SendChannel, iface: string, f: OutgoingFrame): void {
+  if (!f.fd && f.data.length > 8) throw new Error(`${iface}: a classic CAN frame carries at most 8 bytes`);
+  const m = { id: f.id, ext: f.ext === true, data: Buffer.from(f.data) };
+  const n = f.fd ? channel.sendFD(m) : channel.send(m);
+  if (n < 0)
+    throw new Error(`${iface}: the kernel refused the frame 0x${f.id.toString(16)} (transmit queue full or bus off)`);
+}
+
 /** Open the interface now (throws when it cannot be opened). */
 export function socketcanSource(iface: string): FrameSource {
   const require = createRequire(import.meta.url);
-  const can = require("socketcan") as { createRawChannel(i: string, ts: boolean): RawChannel };
-  const channel = can.createRawChannel(iface, true);
+  const can = require("socketcan") as {
+    createRawChannelWithOptions(
+      i: string,
+      o: { timestamps: boolean; non_block_send: boolean },
+    ): RawChannel & SendChannel;
+  };
+  // non-blocking sends: a full transmit queue fails the send instead of blocking the event loop
+  const channel = can.createRawChannelWithOptions(iface, { timestamps: true, non_block_send: true });
   let queue: CanFrame[] = [];
   let wake: (() => void) | null = null;
   let stopped = false;
@@ -52,6 +77,10 @@ export function socketcanSource(iface: string): FrameSource {
       stopped = true;
       channel.stop();
       wake?.();
+    },
+    async transmit(f) {
+      if (stopped) throw new Error(`${iface}: the channel is closed`);
+      sendFrame(channel, iface, f);
     },
     async *frames() {
       while (!stopped || queue.length) {

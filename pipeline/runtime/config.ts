@@ -45,6 +45,8 @@ export const configSchema = z.object({
   CEA_DEAD_STREAM: z.string().default("can:dead"),
   /** Command frames for the bus: appended by automation-service, transmitted by can-scanner. */
   CEA_CMD_STREAM: z.string().default("can:cmd"),
+  /** The outcome of every command entry (acked, unacknowledged, expired, ...): appended by can-scanner, read by automation-service. */
+  CEA_CMD_ACK_STREAM: z.string().default("can:cmd:ack"),
   /** Most dead letters kept in the dead-letter stream (older ones are trimmed and counted). */
   CEA_DEAD_MAXLEN: int(10_000, 1),
   /** Dead letters older than this many seconds are trimmed (0 = no age limit; default 30 days). */
@@ -77,6 +79,10 @@ export const configSchema = z.object({
    * ($CEA_STATE_DIR or .state). Appended only to the Redis and stream it was written for.
    */
   CEA_SCANNER_SPOOL: z.string().optional(),
+  /** A transmitted command frame counts as acknowledged when the node's status frame echoes its seq within this time. */
+  CEA_SCANNER_COMMAND_ACK_MS: int(1_000, 10),
+  /** Retransmissions of an unacknowledged command frame before its outcome is "unacknowledged" (N retries = N + 1 tries). */
+  CEA_SCANNER_COMMAND_RETRIES: int(3, 0),
   /** Simulator: time acceleration (1 = real time; 3600 = one simulated hour per second). */
   CEA_SIM_SPEED: z.coerce.number().positive().default(1),
   /** Simulator: first simulated instant (default: now). */

@@ -20,13 +20,17 @@ import type { Config } from "./config.js";
  * - cmd:     stream of command frames for the bus (automation-service appends,
  *            can-scanner transmits): fields ts, id, data, ext, fd like raw, plus
  *            message, seq, watchdog_s, cmd_id; see ops/IMPLEMENTATION_SUMMARY.md
+ * - cmdAck:  stream of command outcomes (can-scanner appends, automation-service
+ *            reads): fields ts, cmd_entry, cmd_id, message, seq, outcome, tries,
+ *            status_message, applied, safe, reason; see ops/IMPLEMENTATION_SUMMARY.md
  * - automation: hash of automation-service's view for the monitors: field =
  *            actuator id, value = JSON {room, state, action, reason, time, failsafe}
  * - alerts:  hash of the active alert conditions (cea-backend): field = alert id,
  *            value = "severity|since|summary", plus _evaluated_at; with an expiry
  */
 export function redisKeys(
-  config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM"> & Partial<Pick<Config, "CEA_CMD_STREAM">>,
+  config: Pick<Config, "CEA_REDIS_PREFIX" | "CEA_STREAM" | "CEA_DEAD_STREAM"> &
+    Partial<Pick<Config, "CEA_CMD_STREAM" | "CEA_CMD_ACK_STREAM">>,
 ) {
   const p = config.CEA_REDIS_PREFIX;
   return {
@@ -38,6 +42,7 @@ export function redisKeys(
     stats: (service: string) => `${p}stats:${service}`,
     alerts: `${p}alerts`,
     cmd: p + (config.CEA_CMD_STREAM ?? "can:cmd"),
+    cmdAck: p + (config.CEA_CMD_ACK_STREAM ?? "can:cmd:ack"),
     automation: `${p}automation:actuators`,
   };
 }

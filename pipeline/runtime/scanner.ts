@@ -1,6 +1,8 @@
+import { Health } from "./health.js";
 import type { Logger } from "./log.js";
 import { backoffDelay, sleep } from "./retry.js";
 import { type Chain, chainOptions, checkChain, type FailurePolicy, type StageInstance } from "./stage.js";
+import type { Component } from "./worker-contract.js";
 
 // The scanner runtime: pumps a source's chunks through a declared chain of
 // stages, the same stage model as the worker's (pipeline/runtime/worker.ts):
@@ -19,7 +21,10 @@ import { type Chain, chainOptions, checkChain, type FailurePolicy, type StageIns
 // outage ("retry") is logged once per cause and the same chunk retried with
 // backoff until it passes or the scanner stops; "fatal" fails the run. The
 // runtime knows no domain: which source, what a chunk holds and what happens
-// to it belong to the stages.
+// to it belong to the stages. Domain work beside the chain (the command
+// transmitter) is a declared Component, as in the worker: started before the
+// first chunk, stopped after the stages have closed; its problems go to the
+// shared Health that the stage publishing the health key reads.
 
 /** What the runtime hands each stage with one chunk of the source. */
 export interface SourceEnvelope {
@@ -44,6 +49,10 @@ export interface ScannerDeps<T> {
   log: Logger;
   source: ChunkSource<T>;
   chain: Chain<T, unknown, SourceEnvelope>;
+  /** Run beside the chain: started before the first chunk, stopped after the stages have closed. */
+  components?: readonly Component[];
+  /** Where the components' problems go (a stage that publishes health reads it); default a new one. */
+  health?: Health;
 }
 
 export interface ScannerResult {
@@ -79,7 +88,20 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
   const stopper = new AbortController();
   let stopRequested = false;
   const instances: Running[] = [];
+  const components: Component[] = [];
+  const health = deps.health ?? new Health(log);
+  const stopComponents = async () => {
+    for (const c of components.reverse()) await c.stop();
+    components.length = 0;
+  };
   try {
+    for (const c of deps.components ?? []) {
+      await c.start({
+        log: log.child({ component: c.name }),
+        problem: (cause) => (cause === null ? health.recover(c.name) : health.degrade(c.name, cause)),
+      });
+      components.push(c);
+    }
     for (const [i, u] of deps.chain.stages.entries()) {
       const stage = await u.spec.create(
         { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
@@ -89,6 +111,7 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
     }
   } catch (err) {
     for (const s of instances) await s.stage.close?.();
+    await stopComponents();
     throw err;
   }
 
@@ -140,6 +163,11 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
       } catch (err) {
         failure ??= err;
       }
+    }
+    try {
+      await stopComponents();
+    } catch (err) {
+      failure ??= err;
     }
     if (failure) throw failure;
     return { reason: stopRequested ? "stop" : "end", chunks: seq, stages: counters() };

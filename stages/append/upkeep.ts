@@ -21,6 +21,8 @@ export interface UpkeepDeps {
   log: Logger;
   source: { name: string; src: FrameSrc };
   healthTtlS: number;
+  /** Problems of the scanner's components (the command transmitter) and their counters, shown in the health key. */
+  extra?: () => { problems: string[]; fields: Record<string, unknown> };
 }
 
 export interface UpkeepLimits {
@@ -95,6 +97,8 @@ export class StreamUpkeep {
     if (this.trimError) problems.push(`stream trim failing: ${this.trimError}`);
     if (ledger.unwritten.dropped_buffer > 0)
       problems.push(`${ledger.unwritten.dropped_buffer} frames dropped (buffer full)`);
+    const extra = this.d.extra?.();
+    if (extra) problems.push(...extra.problems);
     const body = JSON.stringify({
       service: "can-scanner",
       status: problems.length ? "degraded" : "ok",
@@ -104,6 +108,7 @@ export class StreamUpkeep {
       pid: process.pid,
       at: new Date().toISOString(),
       ...ledger.stats,
+      ...extra?.fields,
     });
     await redis.set(keys.health("can-scanner"), body, "EX", this.d.healthTtlS);
   }

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadSite } from "../../db/site.js";
-import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
+import { Simulation } from "../../pipeline/can/simulator.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
@@ -29,7 +30,9 @@ async function simulated(n: number, startIso = SIM_START): Promise<string[]> {
     iface: "sim0",
   };
   const out: string[] = [];
-  for (let k = 0; k < n; k++) for (const f of simulatedSecond(opts, k)) out.push(`${f.ts} ${f.id}`);
+  // the scanner's simulator: the sensor frames and the actuator nodes' status frames, second by second
+  const sim = new Simulation({ ...opts, candb: loadCanDb(files.canDbFile) });
+  for (let k = 0; k < n; k++) for (const f of sim.next()) out.push(`${f.ts} ${f.id}`);
   return out;
 }
 

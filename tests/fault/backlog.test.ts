@@ -1,8 +1,9 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { loadSite } from "../../db/site.js";
+import { loadCanDb } from "../../pipeline/can/candb.js";
 import { toHex } from "../../pipeline/can/frame.js";
-import { simulatedSecond } from "../../pipeline/can/simulator.js";
+import { Simulation } from "../../pipeline/can/simulator.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { loadDecodeTable } from "../../stages/resolve-sensor.js";
@@ -89,8 +90,9 @@ describe("worker down for an hour of traffic", () => {
     expect(await worker.kill("SIGTERM")).toEqual({ code: 0, signal: null });
     const r = await reconcile(db.pool, await expectedRowsOf(frames));
     expect(r).toMatchObject({ lost: 0, duplicated: 0, unexpected: 0, valueMismatches: 0 });
-    // 50 signals a second, and 3 derived sensors in each of the 3 rooms with derived ones
-    expect(r.expected).toBe(HOUR * (50 + 3 * 3));
+    // 65 signals a second (50 sensors, 15 applied outputs in the actuator nodes' status frames),
+    // and 3 derived sensors in each of the 3 rooms with derived ones
+    expect(r.expected).toBe(HOUR * (65 + 3 * 3));
   }, 400_000);
 
   it("past the hard limit: dropped_hard_limit is exactly the number of frames missing from the table", async () => {
@@ -159,9 +161,10 @@ describe("worker down for an hour of traffic", () => {
       iface: "sim0",
     };
     const sent: SentFrame[] = [];
+    // the scanner's simulator: the sensor frames and the actuator nodes' status frames, second by second
+    const sim = new Simulation({ ...opts, candb: loadCanDb(files.canDbFile) });
     for (let k = 0; k < HOUR; k++)
-      for (const f of simulatedSecond(opts, k))
-        sent.push({ ts: f.ts, id: f.id, data: toHex(f.data), src: "simulator" });
+      for (const f of sim.next()) sent.push({ ts: f.ts, id: f.id, data: toHex(f.data), src: "simulator" });
     expect(st.appended).toBe(sent.length);
     // what is stored is right: nothing unexpected, no wrong value
     const r = await reconcile(db.pool, await expectedRowsOf(sent));

@@ -33,7 +33,7 @@ describe("private PostgreSQL", () => {
     await c.connect();
     try {
       const { rows } = await c.query<{ n: number }>("SELECT count(*)::int AS n FROM sensor");
-      expect(rows[0]!.n).toBe(50 + 9); // the nodes' sensors and the derived ones
+      expect(rows[0]!.n).toBe(65 + 9); // the nodes' sensors (with the applied outputs) and the derived ones
       await c.query("BEGIN");
       await writeMeasurements(c, [{ time: "2026-03-01T00:00:00.000001Z", sensor_id: 101, value: 1.5 }]);
       await c.query("COMMIT");

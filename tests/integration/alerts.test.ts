@@ -83,7 +83,9 @@ describe("alert conditions on the real database and Redis", () => {
     for (const id of [101, 110, 201, 210, 501, 510]) expect(silent.get(id)?.age_s, `${id}`).toBeNull();
     // and the 9 derived sensors: their rows come from the worker, which did not run here
     for (const id of [911, 923, 933]) expect(silent.get(id)?.age_s, `${id}`).toBeNull();
-    expect(first.silent_sensors).toHaveLength(1 + 30 + 9);
+    // and the actuator nodes' applied outputs (111–115, 311–315, 411–415): no Status frame was stored here
+    for (const id of [111, 315, 415]) expect(silent.get(id)?.age_s, `${id}`).toBeNull();
+    expect(first.silent_sensors).toHaveLength(1 + 30 + 9 + 15);
   });
 
   it("the active alerts: silent sensor, rooms without a good reading, a room out of its band, backlog, dead letters, a degraded worker", () => {
@@ -176,7 +178,7 @@ describe("alert conditions while PostgreSQL is read-only", () => {
     const d = a.active.find((x) => x.condition === "database_degraded");
     expect(d?.summary).toMatch(/read-only/);
     // the reads still work: the silent sensors are still listed
-    expect(a.silent_sensors.length).toBe(50 + 9);
+    expect(a.silent_sensors.length).toBe(65 + 9);
     expect(a.incomplete).toBeNull();
   });
 });

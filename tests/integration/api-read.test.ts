@@ -50,7 +50,7 @@ describe("metadata", () => {
     expect(flower.racks.map((r: { name: string }) => r.name)).toEqual(["back", "front"]);
     const sensorIds = flower.devices.flatMap((d: { sensors: { id: number }[] }) => d.sensors.map((s) => s.id));
     expect(sensorIds.sort()).toEqual([
-      ...Array.from({ length: 10 }, (_, i) => 101 + i),
+      ...Array.from({ length: 15 }, (_, i) => 101 + i), // 111–115: node 1's applied outputs
       ...Array.from({ length: 10 }, (_, i) => 201 + i),
       911, // the room's derived sensors (air VPD, leaf VPD, dew point) on its virtual device
       912,
@@ -67,16 +67,16 @@ describe("metadata", () => {
 
   it("GET /sensors filters by room, device and unit", async () => {
     const all = (await get("/sensors")).json().sensors;
-    expect(all).toHaveLength(50 + 9); // the nodes' sensors and the derived ones
+    expect(all).toHaveLength(65 + 9); // the nodes' sensors (with the applied outputs) and the derived ones
     const veg = (await get("/sensors?room_id=2")).json().sensors;
     expect(veg.map((s: { id: number }) => s.id)).toEqual([
-      ...Array.from({ length: 10 }, (_, i) => 301 + i),
+      ...Array.from({ length: 15 }, (_, i) => 301 + i), // 311–315: node 3's applied outputs
       921,
       922,
       923,
     ]);
     const dev = (await get(`/sensors?device_id=${veg[0].device_id}`)).json().sensors;
-    expect(dev).toHaveLength(10);
+    expect(dev).toHaveLength(15);
     const celsius = (await get(`/sensors?unit=${encodeURIComponent("°C")}`)).json().sensors;
     expect(celsius.length).toBeGreaterThan(0);
     expect(celsius.length).toBeLessThan(50);
@@ -242,7 +242,7 @@ describe("history", () => {
     const h = res.json();
     expect(h).toMatchObject({ room: { id: 2, name: "Veg Room" }, resolution: "hourly" });
     expect(h.series.map((s: { sensor_id: number }) => s.sensor_id)).toEqual([
-      ...Array.from({ length: 10 }, (_, i) => 301 + i),
+      ...Array.from({ length: 15 }, (_, i) => 301 + i), // 311–315: node 3's applied outputs
       921, // the derived sensors of the room
       922,
       923,

@@ -115,8 +115,8 @@ describe("cea-backend metrics", () => {
     expect(value(s, "cea_room_out_of_band", { room: "Flower Room", kind: "air_temperature" })).toBe(0);
     expect(value(s, "cea_database_up")).toBe(1);
     expect(value(s, "cea_redis_up")).toBe(1);
-    // every sensor but the three written above: the nodes' 47 others and the 9 derived ones
-    expect(value(s, "cea_alerts_active", { condition: "sensor_silent", severity: "warning" })).toBe(47 + 9);
+    // every sensor but the three written above: the nodes' 62 others (15 of them applied outputs) and the 9 derived ones
+    expect(value(s, "cea_alerts_active", { condition: "sensor_silent", severity: "warning" })).toBe(62 + 9);
     expect(value(s, "cea_alert_evaluation_age_seconds")).toBeLessThan(30);
   });
 });

@@ -73,7 +73,7 @@ describe("legacy migration: migrate, verify, migrate again", () => {
     // rows in measurement, per sensor, against the generator's layout (not the report)
     const measured = await measuredBySensor(client);
     const expectedRows = Object.fromEntries(Object.entries(exp.sensors).map(([k, v]) => [k, v.numeric]));
-    expect(Object.keys(expectedRows)).toHaveLength(50);
+    expect(Object.keys(expectedRows)).toHaveLength(65);
     expect(measured).toEqual(expectedRows);
     const { rows: st } = await client.query("SELECT DISTINCT status FROM measurement");
     expect(st).toEqual([{ status: "migrated" }]);

@@ -136,6 +136,22 @@ describe("legacy migration: failures, odd data and exit statuses", () => {
     }
   });
 
+  it("a schema without migration 0006 (a checkpoint table of an older command) is told to apply the schema, writing nothing", async () => {
+    await client.query("ALTER TABLE migration_checkpoint DROP COLUMN ambiguous");
+    try {
+      oneLine(
+        await cli({}, "--batch", "1h"),
+        /^the database's schema lacks migration 0006 \(the table migration_checkpoint is of an older version\): run `cea schema apply` first/,
+      );
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM measurement");
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await client.query(
+        "ALTER TABLE migration_checkpoint ADD COLUMN ambiguous text CHECK (ambiguous IN ('earlier', 'later'))",
+      );
+    }
+  });
+
   it("stopped by --max-batches exits 1 saying so; the rerun finishes with 0", async () => {
     const stopped = await cli({}, "--batch", "1h", "--max-batches", "1");
     expect(stopped.code).toBe(1);

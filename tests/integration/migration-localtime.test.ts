@@ -97,8 +97,10 @@ describe("legacy migration: a local time column (timestamp without time zone)", 
       /4 local time\(s\) fall in a fall-back hour of America\/New_York and are ambiguous: read as the earlier instant/,
     );
     expect(progress.lines.join("\n")).toMatch(/3 local time\(s\) fall in a spring-forward gap/);
-    // one batch per UTC day that holds rows, not per calendar day between first and last
-    expect(r.batches.total).toBe(367);
+    // batches by rows (no --batch): 17 575 rows, two sessions with four batches each
+    // at least, so about 2 197 rows a batch; not one per window that holds rows
+    expect(r.batch).toBe("about 2197 legacy rows (windows of 1h)");
+    expect(r.batches.total).toBe(9);
     expect(r.verification?.ok).toBe(true);
     expect(await stored()).toEqual([
       { t: "2024-03-10T06:30Z", v: 1 },
@@ -109,6 +111,25 @@ describe("legacy migration: a local time column (timestamp without time zone)", 
       { t: "2024-11-03T05:45Z", v: 6 },
       { t: "2024-11-03T07:30Z", v: 7 },
     ]);
+  });
+
+  it("records --ambiguous with the checkpoints and refuses a rerun with the other choice naming both", async () => {
+    const { rows: recorded } = await client.query<{ time_zone: string; ambiguous: string; n: number }>(
+      "SELECT time_zone, ambiguous, count(*)::int AS n FROM migration_checkpoint GROUP BY 1, 2",
+    );
+    expect(recorded).toEqual([{ time_zone: ZONE, ambiguous: "earlier", n: expect.any(Number) }]);
+    const count = "SELECT count(*)::int AS n FROM measurement";
+    const before = (await client.query<{ n: number }>(count)).rows[0]!.n;
+    const other = runMigration(
+      client,
+      site,
+      { table: "local_frames", legacyTimeZone: ZONE, ambiguous: "later", ignoreCheckpoint: true },
+      { progress: recordingProgress() },
+    );
+    await expect(other).rejects.toThrow(
+      /earlier runs read the ambiguous local times of public\.local_frames\.timestamp as the earlier instant \(--ambiguous earlier\), this one as the later \(--ambiguous later\): rerun with --ambiguous earlier, or undo those runs first \(--undo\)/,
+    );
+    expect((await client.query<{ n: number }>(count)).rows[0]!.n).toBe(before);
   });
 
   it("refuses a rerun in another zone naming both; --undo removes the run, and a run in the other zone follows", async () => {
@@ -128,7 +149,7 @@ describe("legacy migration: a local time column (timestamp without time zone)", 
       { table: "local_frames", legacyTimeZone: ZONE, undo: true },
       { progress: recordingProgress() },
     );
-    expect(undo.undone).toMatchObject({ measurement_rows: before[0]!.n, checkpoints: 367 });
+    expect(undo.undone).toMatchObject({ measurement_rows: before[0]!.n, checkpoints: 9 });
     const { rows: after } = await client.query(
       "SELECT (SELECT count(*)::int FROM measurement) AS m, (SELECT count(*)::int FROM migration_checkpoint) AS cp, (SELECT count(*)::int FROM measurement_daily) AS daily, (SELECT count(*)::int FROM measurement_hourly) AS hourly",
     );

@@ -35,7 +35,6 @@ describe("legacy migration: sparse history and a verification of content", () =>
     const r = await runMigration(client, site, { batch: "1h", dryRun: true }, { progress });
     // 300 ticks a minute apart from 00:00: windows 00:00 .. 04:00, plus the two strays
     expect(r.batches.total).toBe(7);
-    console.log(JSON.stringify(r.warnings), r.range);
     expect(r.outliers).toEqual([
       {
         from: "1999-03-01T12:00:00.000Z",
@@ -163,5 +162,18 @@ describe("legacy migration: sparse history and a verification of content", () =>
       "content checksum differs (a value or a time was changed)",
     ]);
     expect(m.first_differences).toEqual([{ time: k.time, legacy: k.value, stored: k.value + 0.25, status: null }]);
+  });
+
+  it("fails verify on migrated rows whose legacy row was deleted after the migration (a day the plan no longer touches)", async () => {
+    await client.query(`DELETE FROM can_messages WHERE "timestamp" = '2100-07-01T08:00:00Z'`);
+    const r = await runMigration(client, site, { verifyOnly: true }, { progress: recordingProgress() });
+    expect(r.verification?.ok).toBe(false);
+    const gone = r.verification!.mismatches.filter((m) => m.day === "2100-07-01");
+    expect(gone.map((m) => m.sensor).sort()).toEqual(["dry_bulb_f", "rh_f"]);
+    expect(gone[0]!.problems).toEqual([
+      expect.stringMatching(
+        /^1 migrated row\(s\) \(2100-07-01T08:00:00\.000000Z\.\.2100-07-01T08:00:00\.000000Z\) in a range earlier runs moved, but no legacy row/,
+      ),
+    ]);
   });
 });

@@ -46,9 +46,9 @@ describe("legacy migration: metadata only from the site file", () => {
     expect(siteSchema.safeParse(edited).success).toBe(true);
 
     const { rows } = await client.query(
-      "SELECT (SELECT count(*)::int FROM measurement) AS m, to_regclass('migration_checkpoint') IS NULL AS no_cp, (SELECT count(*)::int FROM room) AS rooms",
+      "SELECT (SELECT count(*)::int FROM measurement) AS m, (SELECT count(*)::int FROM migration_checkpoint) AS cp, (SELECT count(*)::int FROM room) AS rooms",
     );
-    expect(rows[0]).toEqual({ m: 0, no_cp: true, rooms: site.rooms.length });
+    expect(rows[0]).toEqual({ m: 0, cp: 0, rooms: site.rooms.length });
   });
 
   it("with --skip-unmapped and --skip-unknown-keys, moves the rest and reports what it left out", async () => {
@@ -73,8 +73,8 @@ describe("legacy migration: metadata only from the site file", () => {
     const { rows } = await client.query(
       "SELECT (SELECT count(*)::int FROM room) AS rooms, (SELECT count(*)::int FROM device) AS devices, (SELECT count(*)::int FROM sensor) AS sensors",
     );
-    // the site file's: five nodes with 50 sensors, three rooms' virtual devices with 9 derived sensors
-    expect(rows[0]).toEqual({ rooms: 4, devices: 5 + 3, sensors: 50 + 9 });
+    // the site file's: five nodes with 65 sensors, three rooms' virtual devices with 9 derived sensors
+    expect(rows[0]).toEqual({ rooms: 4, devices: 5 + 3, sensors: 65 + 9 });
   });
 });
 

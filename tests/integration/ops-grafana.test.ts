@@ -132,7 +132,7 @@ describe("Grafana provisioning files", () => {
 describe("dashboard SQL on a real database", () => {
   it("the variables list the rooms and the sensors of the site", () => {
     expect(allRooms).toEqual(["Flower Room", "Lab", "Outside", "Veg Room"]);
-    expect(allSensors).toHaveLength(50 + 9); // the CAN nodes' sensors and the derived ones
+    expect(allSensors).toHaveLength(65 + 9); // the CAN nodes' sensors (with the applied outputs) and the derived ones
   });
 
   const ranges: [string, number][] = [
@@ -229,6 +229,12 @@ describe("dashboard SQL on a real database", () => {
         action,
         time,
       ]);
+    // a dry run decides without sending: its decisions switched nothing and must not show as switching
+    await db.pool.query(
+      `INSERT INTO actuator_events (device_id, actuator, action, time, dry_run)
+       VALUES (1, 'heater', 'on', $1, true), (1, 'co2_valve', 'on', $2, true), (1, 'humidifier', 'off', $3, true)`,
+      [at(45), at(90), at(25)],
+    );
     try {
       const from = at(60);
       const sql = expand(panel("Actuators").targets![0]!.rawSql, from, now, {

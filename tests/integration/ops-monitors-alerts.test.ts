@@ -79,7 +79,9 @@ describe("monitor_can_db.sh", () => {
     expect(byName.get("par_l")?.[2]).toBe("par");
     expect(byName.has("dry_bulb_l")).toBe(false);
     expect(byName.get("co2_b")?.[3]).toBe("none in 24 h");
-    expect(rows).toHaveLength(2 + 40 + 9); // and the 9 derived sensors: no worker computed them here
+    // and the 15 applied outputs of the actuator nodes (no Status frame stored) and the 9 derived sensors
+    // (no worker computed them here)
+    expect(rows).toHaveLength(2 + 40 + 15 + 9);
   });
 
   it("says the alert conditions were not evaluated when cea-backend has published none", async () => {

@@ -297,6 +297,33 @@ describe("actuators of automation-service in both monitors", () => {
       await redis.del(k("automation:actuators"), k("health:automation-service"));
     }
   });
+
+  it("shows a command the node did not acknowledge (the alert until the node acks again)", async () => {
+    const p = testPrefix();
+    const k = (x: string) => `${p}${x}`;
+    const why = "no Status_N1 echoing seq 7 within 1000 ms after 4 transmissions";
+    await redis.set(
+      k("health:automation-service"),
+      JSON.stringify({
+        service: "automation-service",
+        status: "degraded",
+        reason: `command Cmd_N1 unacknowledged: ${why}`,
+        unacknowledged: { Cmd_N1: why, Cmd_N3: "no Status_N3 echoing seq 2 within 1000 ms after 4 transmissions" },
+      }),
+      "EX",
+      60,
+    );
+    try {
+      for (const script of ["ops/monitor_redis_backend.sh", "ops/monitor_can_db.sh"]) {
+        const r = await runScript(script, ["--once", "--sample", "0"], { ...env, CEA_REDIS_PREFIX: p });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/UNACKNOWLEDGED\S* command Cmd_N1: no Status_N1 echoing seq 7 within 1000 ms after 4/);
+        expect(r.stdout).toMatch(/UNACKNOWLEDGED\S* command Cmd_N3: no Status_N3 echoing seq 2/);
+      }
+    } finally {
+      await redis.del(k("health:automation-service"));
+    }
+  });
 });
 
 describe("a dependency that is down", () => {

@@ -82,7 +82,7 @@ describe("can-scanner", () => {
     expect(await scanner.waitExit(60_000)).toEqual({ code: 0, signal: null });
     // the declared chain, described at start-up like the worker's
     expect(scanner.logs.find((l) => l.msg === "stage chain")?.chain).toBe(
-      "can-frames → can-ingest → can-entries → stream-append → raw-stream",
+      "can-frames → command-status → can-frames → can-ingest → can-entries → stream-append → raw-stream",
     );
     const entries = await redis.xrange(keys.raw, "-", "+");
     expect(entries.length).toBeGreaterThan(0);

@@ -193,7 +193,7 @@ describe.runIf(!isCommunity())("Apache edition: the queued refresh", () => {
     const all = (await db.pool.query<{ id: number }>("SELECT sensor_id AS id FROM sensor ORDER BY 1")).rows.map(
       (r) => r.id,
     );
-    expect(all).toHaveLength(50 + 9); // the nodes' sensors and the derived ones
+    expect(all).toHaveLength(65 + 9); // the nodes' sensors (with the applied outputs) and the derived ones
     // a whole day for every sensor: every hour of that UTC day queued, past the bulk threshold
     const day = Date.parse("2026-06-01T00:00:00Z");
     await write(db, series(all, day, day + DAY, MIN));

@@ -124,6 +124,39 @@ describe("schema migrations", () => {
     expect((await verifySchema(viaMigrations.pool)).ok).toBe(true);
   });
 
+  it("0006 adopts the checkpoint table an older legacy migration created itself: rows kept, columns added, same schema", async () => {
+    const db = await fresh();
+    const files = await loadMigrations();
+    const six = files.findIndex((f) => f.name === "migration_checkpoint");
+    expect(six).toBe(5);
+    await migrate(db.pool, files.slice(0, six));
+    // the table as the command created it on first use before it had aggregated and time_zone
+    await db.pool.query(`
+      CREATE TABLE migration_checkpoint (
+        source text NOT NULL, batch_start timestamptz NOT NULL, batch_end timestamptz NOT NULL,
+        legacy_rows bigint NOT NULL, values_seen bigint NOT NULL, keys_numeric bigint NOT NULL,
+        inserted bigint NOT NULL, stats jsonb NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (source, batch_end), CHECK (batch_end > batch_start));
+      INSERT INTO migration_checkpoint (source, batch_start, batch_end, legacy_rows, values_seen, keys_numeric, inserted, stats)
+      VALUES ('public.can_messages(timestamp,node_id,decoded_data)', '2024-01-01Z', '2024-01-02Z', 3, 5, 4, 4, '{"kinds": []}')`);
+    const r = await applySchema(db.pool);
+    expect(r.applied.map((m) => m.name)).toEqual(files.slice(six).map((f) => f.name));
+    const { rows } = await db.pool.query(
+      "SELECT source, legacy_rows::int AS n, aggregated, time_zone, ambiguous FROM migration_checkpoint",
+    );
+    expect(rows).toEqual([
+      {
+        source: "public.can_messages(timestamp,node_id,decoded_data)",
+        n: 3,
+        aggregated: false,
+        time_zone: null,
+        ambiguous: null,
+      },
+    ]);
+    await db.pool.query("TRUNCATE migration_checkpoint");
+    expect(await catalog(db)).toBe(await catalog(viaMigrations));
+  });
+
   it("applying again applies nothing; the file on top of the migrations changes nothing", async () => {
     const before = await catalog(viaMigrations);
     const jobIds = "SELECT array_agg(job_id ORDER BY job_id) AS ids FROM timescaledb_information.jobs";

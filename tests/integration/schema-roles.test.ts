@@ -61,7 +61,7 @@ describe("database roles", () => {
     await as("worker").query("SELECT cea_apply_retention()");
     const h = await db.pool.query("SELECT sample_count::int AS n FROM measurement_hourly WHERE sensor_id = 101");
     expect(h.rows).toEqual([{ n: 1 }]);
-    expect((await as("worker").query("SELECT count(*)::int AS n FROM sensor")).rows[0].n).toBe(50 + 9);
+    expect((await as("worker").query("SELECT count(*)::int AS n FROM sensor")).rows[0].n).toBe(65 + 9);
     await denied("worker", "DELETE FROM measurement");
     await denied("worker", "UPDATE measurement SET value = 0");
     await denied("worker", "UPDATE sensor SET calibration_offset = 1");

@@ -37,7 +37,7 @@ describe("sensor kinds in the schema and the site file", () => {
     const { rows } = await db.pool.query<{ name: string; kind: string; unit: string; expected_interval_s: number }>(
       "SELECT s.name, s.kind, s.unit, s.expected_interval_s FROM sensor s ORDER BY s.sensor_id",
     );
-    expect(rows).toHaveLength(50 + 9); // the nodes' sensors and the rooms' derived ones
+    expect(rows).toHaveLength(65 + 9); // the nodes' sensors (with the applied outputs) and the rooms' derived ones
     for (const r of rows) {
       expect(SENSOR_KINDS[r.kind as keyof typeof SENSOR_KINDS]?.unit, r.name).toBe(r.unit);
       // every message of ops/cea.kcd has interval="1000"
@@ -54,7 +54,7 @@ describe("sensor kinds in the schema and the site file", () => {
     const site = parseSite(siteText(), "site.json");
     const kcd = loadCanDb(projectPath("ops/cea.kcd"));
     const intervals = cycleIntervals(kcd, site);
-    expect(intervals.size).toBe(50); // the nodes' sensors (derived ones have no CAN message)
+    expect(intervals.size).toBe(65); // the nodes' sensors (derived ones have no CAN message)
     expect(intervals.get(101)).toBe(1);
     const slow = structuredClone(kcd);
     for (const m of slow.messages) if (m.name === "Air_N1") m.cycleTimeMs = 30_000;
@@ -159,7 +159,8 @@ describe("the sensor_kind migration on a database synced before kinds existed", 
     await db.pool.query(
       "INSERT INTO device (device_id, room_id, name, device_type, node_id) VALUES (1, 1, 'd', 'n', 1)",
     );
-    const sensors = site.devices.flatMap((d) => d.sensors);
+    // the actuator nodes' applied outputs (kind state) came later, with their kind from the site file
+    const sensors = site.devices.flatMap((d) => d.sensors).filter((s) => s.kind !== "state");
     for (const [i, s] of sensors.entries())
       await db.pool.query("INSERT INTO sensor (sensor_id, device_id, name, unit, channel) VALUES ($1, 1, $2, $3, $4)", [
         s.id,

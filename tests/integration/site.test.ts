@@ -8,7 +8,7 @@ import { createTestDatabase, type TestDatabase } from "../support/db.js";
 const siteText = () => readFile(projectPath("ops/site.json"), "utf8");
 
 describe("site file", () => {
-  it("describes the facility: five nodes, 50 sensors, legacy names", async () => {
+  it("describes the facility: five nodes, 65 sensors (15 of them the actuator nodes' applied outputs), legacy names", async () => {
     const site = parseSite(await siteText(), "ops/site.json");
     expect(site.facility.name).toBe("CEA Facility");
     const rooms = new Map(site.rooms.map((r) => [r.id, r]));
@@ -24,7 +24,7 @@ describe("site file", () => {
       [5, "Outside", "main"],
     ]);
     const names = site.devices.flatMap((d) => d.sensors.map((s) => s.name));
-    expect(names).toHaveLength(50);
+    expect(names).toHaveLength(65);
     expect(names).toEqual(expect.arrayContaining(["dry_bulb_b", "co2_f", "rh_v"]));
   });
 
@@ -171,7 +171,7 @@ describe("site sync", () => {
       const first = await snapshot();
       await syncSite(c, site);
       expect(await snapshot()).toEqual(first);
-      expect(first).toHaveLength(50 + 9); // the nodes' sensors and the derived ones
+      expect(first).toHaveLength(65 + 9); // the nodes' sensors (with the applied outputs) and the derived ones
       const counts = await c.query(
         "SELECT (SELECT count(*) FROM room)::int AS rooms, (SELECT count(*) FROM device)::int AS devices, (SELECT count(*) FROM facility)::int AS f",
       );

@@ -165,7 +165,8 @@ describe("binary COPY encoding (the writer's)", () => {
       for (const r of expectedRows(table, { ts: f.ts, id: f.id, data: Buffer.from(f.data).toString("hex") }))
         cols.push(i, r.sensor_id, parseIsoMicros(r.time), r.value, i % 3 === 0 ? statusCode("simulated") : 0);
     });
-    // per simulated second: 50 mapped signals, and 3 derived sensors in each of the 3 rooms with derived ones
+    // per simulated second: the 50 mapped signals of the sensor frames (the actuator nodes' status frames
+    // are the nodes' to send, not simulated seconds), and 3 derived sensors in each of the 3 rooms with derived ones
     expect(cols.count).toBe(4 * (50 + 3 * 3));
     const bin = encodeBinaryCopy(cols);
     const v = new DataView(bin.buffer, bin.byteOffset, bin.byteLength);

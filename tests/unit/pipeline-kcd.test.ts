@@ -30,14 +30,14 @@ describe("CAN database ops/cea.kcd", () => {
     for (let n = 1; n <= 4; n++) expect(ids[`Substrate_N${n}`]).toBe(0x300 + n);
     expect(ids.Weather_N5).toBe(0x405);
     const { table, unmapped } = buildDecodeTable(db, await loadSite(siteFile), siteFile);
-    // only the command and status messages of the actuator nodes carry no sensor
+    // only the command messages and the status frames' seq and safe carry no sensor
     expect(unmapped.filter((u) => !/^(Cmd|Status)_N[134]\./.test(u))).toEqual([]);
     for (const n of [1, 3, 4]) {
       expect(ids[`Cmd_N${n}`]).toBe(0x500 + n);
       expect(ids[`Status_N${n}`]).toBe(0x600 + n);
     }
     const mapped = Object.values(table.messages).reduce((n, m) => n + m.mapped, 0);
-    expect(mapped).toBe(50);
+    expect(mapped).toBe(65);
   });
 
   it("decodes known bytes of every message kind into physical values", async () => {
@@ -74,7 +74,9 @@ describe("CAN database ops/cea.kcd", () => {
   it("simulator frames round-trip: encode then decode gives back every value to the signal resolution", async () => {
     const { table } = await loadDecodeTable({ siteFile, canDbFile: kcdFile });
     const site = await loadSite(siteFile);
-    const opts = { table, site, startMs: Date.parse("2024-06-01T00:00:00Z"), speed: 1, iface: "sim0" };
+    // with the CAN database the actuator nodes' Status frames are the nodes' (Simulation), not sensor curves
+    const candb = loadCanDb(kcdFile);
+    const opts = { table, site, candb, startMs: Date.parse("2024-06-01T00:00:00Z"), speed: 1, iface: "sim0" };
     const seen = new Set<number>();
     for (const k of [0, 3600 * 6, 3600 * 14, 3600 * 22]) {
       const frames = simulatedSecond(opts, k);

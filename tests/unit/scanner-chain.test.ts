@@ -82,7 +82,7 @@ describe("the scanner chain", () => {
       (e: unknown) => e as Error,
     );
     expect(err.name).toBe("ConfigError");
-    expect(err.message).toMatch(/stage "can-ingest", option "liveEveryMs": .*>=\s*100/);
+    expect(err.message).toMatch(/stage "can-ingest", option "liveEveryMs": .*>=\s*10\b/);
     expect(err.message).toMatch(/stage "stream-append", option "buffer": .*>=\s*1/);
     expect(err.message).toMatch(/stage "stream-append", option "chunck": /);
     expect(source.touched).toBe(false);
