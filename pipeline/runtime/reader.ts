@@ -33,7 +33,9 @@ export class StreamReader {
   private claimCursor = "0-0";
   private nextClaimAt: number;
   private readonly claimEveryMs: number;
-  private readonly held = new Set<string>();
+  /** The id lists next() handed out and release() has not taken back: per batch, not per entry (no Set of 5 000 ids per batch). */
+  private readonly held = new Set<readonly string[]>();
+  private heldCount = 0;
   private readonly keeper: NodeJS.Timeout;
   private readonly blocking: Redis;
   claimed = 0;
@@ -56,11 +58,23 @@ export class StreamReader {
 
   /** Entries handed out and not yet released. */
   get holding(): number {
-    return this.held.size;
+    return this.heldCount;
   }
 
+  /** Release a batch: `ids` is the very array next() returned with it. */
   release(ids: readonly string[]): void {
-    for (const id of ids) this.held.delete(id);
+    if (this.held.delete(ids)) this.heldCount -= ids.length;
+  }
+
+  /** Whether an id is held, for a claim step (rare: only when this consumer's own entries are listed idle). */
+  private heldIds(): { has(id: string): boolean } {
+    let ids: Set<string> | null = null;
+    return {
+      has: (id) => {
+        ids ??= new Set([...this.held].flat());
+        return ids.has(id);
+      },
+    };
   }
 
   close(): void {
@@ -69,8 +83,8 @@ export class StreamReader {
   }
 
   private async keepFresh(): Promise<void> {
-    if (this.held.size === 0) return;
-    const ids = [...this.held];
+    if (this.heldCount === 0) return;
+    const ids = [...this.held].flat();
     try {
       for (let i = 0; i < ids.length; i += 1_000)
         await touch(this.redis, this.o.stream, this.o.group, this.o.consumer, ids.slice(i, i + 1_000));
@@ -91,7 +105,10 @@ export class StreamReader {
           attempt = -1;
           continue;
         }
-        for (const id of r.ids) this.held.add(id);
+        if (r.ids.length) {
+          this.held.add(r.ids);
+          this.heldCount += r.ids.length;
+        }
         return r;
       } catch (err) {
         if (isNoGroup(err)) {
@@ -120,7 +137,7 @@ export class StreamReader {
         o.claimIdleMs,
         this.claimCursor,
         o.batchSize,
-        this.held,
+        this.heldIds(),
       );
       this.claimCursor = r.next;
       if (r.next === "0-0") this.nextClaimAt = Date.now() + this.claimEveryMs;

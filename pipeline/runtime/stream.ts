@@ -68,7 +68,7 @@ export async function claimIdle(
   minIdleMs: number,
   cursor: string,
   count: number,
-  held: ReadonlySet<string>,
+  held: { has(id: string): boolean },
 ): Promise<{ next: string; entries: StreamEntries; deliveries: number[]; missed: number }> {
   const start = cursor === "0-0" ? "-" : `(${cursor}`;
   const pending = (await redis.call("XPENDING", stream, group, "IDLE", minIdleMs, start, "+", count)) as [
