@@ -126,7 +126,13 @@ function packOne(
     extended !== null && Number.isInteger(idNum) && idNum <= (extended ? 0x1fffffff : 0x7ff)
       ? messageKey(idNum, extended)
       : ID_BAD;
-  if (ts.length !== TS_LENGTH || buf.write(ts, L.ts + TS_LENGTH * i, TS_LENGTH, "latin1") !== TS_LENGTH) {
+  // latin1 keeps only the low byte of each UTF-16 unit ("\u0130" would land as "0"): the text must be ASCII,
+  // which its UTF-8 length equal to its unit count proves in one native call
+  if (
+    ts.length !== TS_LENGTH ||
+    Buffer.byteLength(ts, "utf8") !== TS_LENGTH ||
+    buf.write(ts, L.ts + TS_LENGTH * i, TS_LENGTH, "latin1") !== TS_LENGTH
+  ) {
     buf[L.lens + i] = LEN_BAD_TS;
     return;
   }

@@ -82,6 +82,16 @@ describe("decode", () => {
     expect(out.count).toBe(2);
   });
 
+  it("a ts with a character outside ASCII is a dead letter, even one whose low byte is a digit", async () => {
+    const { table } = await loadDecodeTable(files);
+    // U+0130 and U+FF10: their low bytes are "0" and the text still has 27 UTF-16 units
+    const bad = ["2024-02-29T23:59:5\u0130.999999Z", "2024-02-29T23:59:5\uff10.999999Z"];
+    const p = packFrames(bad.map((t) => ({ ts: t, id: 0x405, data: "D2049427" })));
+    const out = decodePacked({ buf: p.buf, n: p.n, table });
+    expect(out.dead).toEqual(bad.map((_, i) => [i, "ts is not ISO 8601 UTC with microseconds", null]));
+    expect(out.count).toBe(0);
+  });
+
   it("does not decode an entry that already has a verdict (skipped packing marks it missing)", async () => {
     const { table } = await loadDecodeTable(files);
     const fields = [["ts", ts, "id", String(0x405), "data", "D2049427"]];
