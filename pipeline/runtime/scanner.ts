@@ -1,7 +1,8 @@
 import { Health } from "./health.js";
 import type { Logger } from "./log.js";
 import { backoffDelay, sleep } from "./retry.js";
-import { type Chain, chainOptions, checkChain, type FailurePolicy, type StageInstance } from "./stage.js";
+import { type Chain, chainOptions, checkChain } from "./stage.js";
+import { type StartedStage, startParts } from "./start-parts.js";
 import type { Component } from "./worker-contract.js";
 
 // The scanner runtime: pumps a source's chunks through a declared chain of
@@ -72,11 +73,7 @@ export interface ScannerHandle {
   description: string;
 }
 
-interface Running {
-  name: string;
-  failure: FailurePolicy;
-  stage: StageInstance<unknown, unknown, SourceEnvelope>;
-}
+type Running = StartedStage<SourceEnvelope>;
 
 /** Validate and create the chain (a wrong option or link throws ConfigError naming it), then run it. */
 export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHandle> {
@@ -95,20 +92,10 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
     components.length = 0;
   };
   try {
-    for (const c of deps.components ?? []) {
-      await c.start({
-        log: log.child({ component: c.name }),
-        problem: (cause) => (cause === null ? health.recover(c.name) : health.degrade(c.name, cause)),
-      });
-      components.push(c);
-    }
-    for (const [i, u] of deps.chain.stages.entries()) {
-      const stage = await u.spec.create(
-        { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
-        options[i] ?? {},
-      );
-      instances.push({ name: u.spec.name, failure: u.spec.failure, stage });
-    }
+    await startParts(
+      { components: deps.components, stages: deps.chain.stages, options, log, health, signal: stopper.signal },
+      { components, stages: instances },
+    );
   } catch (err) {
     for (const s of instances) await s.stage.close?.();
     await stopComponents();
@@ -117,7 +104,7 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
 
   const counters = () => {
     const out: Record<string, Record<string, number>> = {};
-    for (const s of instances) if (s.stage.counters) out[s.name] = s.stage.counters();
+    for (const s of instances) if (s.stage.counters) out[s.spec.name] = s.stage.counters();
     return out;
   };
 
@@ -127,15 +114,15 @@ export async function startScanner<T>(deps: ScannerDeps<T>): Promise<ScannerHand
     for (let attempt = 0; ; attempt++) {
       try {
         const out = await s.stage.process(env, data);
-        if (cause) log.info({ stage: s.name, cause }, "recovered");
+        if (cause) log.info({ stage: s.spec.name, cause }, "recovered");
         return out;
       } catch (err) {
-        if (s.failure.classify(err) === "fatal" || stopper.signal.aborted) throw err;
-        const now = s.failure.describe(err);
+        if (s.spec.failure.classify(err) === "fatal" || stopper.signal.aborted) throw err;
+        const now = s.spec.failure.describe(err);
         if (now !== cause)
-          log.warn({ stage: s.name, cause: now, seq: env.seq }, "degraded: retrying until it recovers");
+          log.warn({ stage: s.spec.name, cause: now, seq: env.seq }, "degraded: retrying until it recovers");
         cause = now;
-        await sleep(backoffDelay(s.failure.backoff, attempt), stopper.signal);
+        await sleep(backoffDelay(s.spec.failure.backoff, attempt), stopper.signal);
         if (stopper.signal.aborted) throw err;
       }
     }

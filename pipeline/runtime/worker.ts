@@ -3,6 +3,7 @@ import { Lane } from "./lanes.js";
 import { type ReadBatch, StreamReader } from "./reader.js";
 import { Abandoned, type InFlight, type Running, runStage } from "./run-stage.js";
 import { type Batch, chainOptions, checkChain } from "./stage.js";
+import { startParts } from "./start-parts.js";
 import { ensureGroup, type StreamEntries } from "./stream.js";
 import { type Component, newWorkerStats, type WorkerDeps, type WorkerHandle } from "./worker-contract.js";
 
@@ -51,20 +52,10 @@ export async function startWorker(deps: WorkerDeps): Promise<WorkerHandle> {
     for (const c of components.reverse()) await c.stop();
   };
   try {
-    for (const c of deps.components ?? []) {
-      await c.start({
-        log: log.child({ component: c.name }),
-        problem: (cause) => (cause === null ? health.recover(c.name) : health.degrade(c.name, cause)),
-      });
-      components.push(c);
-    }
-    for (const [i, u] of deps.chain.stages.entries()) {
-      const stage = await u.spec.create(
-        { log: log.child({ stage: u.spec.name }), stopping: stopper.signal },
-        options[i] ?? {},
-      );
-      instances.push({ spec: u.spec, stage });
-    }
+    await startParts(
+      { components: deps.components, stages: deps.chain.stages, options, log, health, signal: stopper.signal },
+      { components, stages: instances },
+    );
     await ensureGroup(redis, o.stream, o.group);
   } catch (err) {
     await closeAll();
