@@ -1,9 +1,11 @@
+import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import { COMMAND_SEQ, decodeStatus, type StatusReport, statusMessageFor } from "../pipeline/can/commands.js";
 import type { CanFrame, OutgoingFrame } from "../pipeline/can/frame.js";
 import { type CanDb, type MessageDef, messageKey } from "../pipeline/can/model.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
 import { counterFrom, type Registry } from "../pipeline/runtime/metrics.js";
+import { projectPath } from "../pipeline/runtime/paths.js";
 import { atMost, backoffDelay, sleep } from "../pipeline/runtime/retry.js";
 import type { SourceEnvelope } from "../pipeline/runtime/scanner.js";
 import { noOptions, type StageSpec } from "../pipeline/runtime/stage.js";
@@ -19,8 +21,9 @@ import { CAN_FRAMES } from "./can-ingest.js";
 //   source's send side and matches the node's status frame that echoes the
 //   seq (Cmd_<x> → Status_<x>, pipeline/can/commands.ts) within ackMs,
 //   retransmitting up to `retries` times. The outcome of every entry goes to
-//   `can:cmd:ack` and the entry is acknowledged in the same MULTI, so an
-//   outcome is never lost and never written twice for one delivery; a Redis
+//   `can:cmd:ack` and the entry is acknowledged by one script, both or
+//   neither (stages/command-outcome.lua), so an outcome is never lost and
+//   never written twice; a Redis
 //   error there is an outage (retried with backoff, health degraded). An entry
 //   whose watchdog has run out when it is read (ts + watchdog_s < now) is not
 //   transmitted: the node is in its safe state already and a newer frame
@@ -330,13 +333,7 @@ export class CommandTransmitter implements Component {
     ];
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await redis
-          .multi()
-          .xadd(keys.cmdAck, "MAXLEN", "~", String(this.d.ackMaxLen ?? 10_000), "*", ...fields)
-          .xack(keys.cmd, CMD_GROUP, entry)
-          .exec();
-        const failed = res?.find(([e]) => e);
-        if (!res || failed) throw failed?.[0] ?? new Error("transaction discarded");
+        await publishOutcome(redis, keys, String(this.d.ackMaxLen ?? 10_000), entry, fields);
         this.problem(null, "publish");
         return;
       } catch (err) {
@@ -347,6 +344,24 @@ export class CommandTransmitter implements Component {
       }
     }
   }
+}
+
+let outcomeScript: string | undefined;
+
+/** Outcome published and entry acknowledged in one script (stages/command-outcome.lua, contract at its top). */
+async function publishOutcome(
+  redis: Redis,
+  keys: RedisKeys,
+  maxLen: string,
+  entry: string,
+  fields: string[],
+): Promise<void> {
+  const r = redis as Redis & { ceaCommandOutcome?: (...args: string[]) => Promise<number> };
+  if (!r.ceaCommandOutcome) {
+    outcomeScript ??= readFileSync(projectPath("stages/command-outcome.lua"), "utf8");
+    redis.defineCommand("ceaCommandOutcome", { numberOfKeys: 2, lua: outcomeScript });
+  }
+  await r.ceaCommandOutcome!(keys.cmd, keys.cmdAck, CMD_GROUP, maxLen, entry, ...fields);
 }
 
 const STOPPED = "stopped before an outcome";

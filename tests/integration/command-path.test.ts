@@ -10,6 +10,7 @@ import type { CanFrame, OutgoingFrame } from "../../pipeline/can/frame.js";
 import type { CanDb } from "../../pipeline/can/model.js";
 import { simulatorSource } from "../../pipeline/can/simulator.js";
 import { loadConfig } from "../../pipeline/runtime/config.js";
+import { Health } from "../../pipeline/runtime/health.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
@@ -62,7 +63,7 @@ describe("command path: can:cmd → transmitter → simulated nodes → Status �
   const log = createLogger("command-path", "silent");
   const buses: Bus[] = [];
 
-  async function startBus(consumer = "can-scanner-1"): Promise<Bus> {
+  async function startBus(consumer = "can-scanner-1", health?: Health): Promise<Bus> {
     const { table } = await loadDecodeTable({
       siteFile: projectPath("ops/site.json"),
       canDbFile: projectPath("ops/cea.kcd"),
@@ -89,6 +90,7 @@ describe("command path: can:cmd → transmitter → simulated nodes → Status �
       log,
       source: frameChunks(source),
       components: [tx],
+      ...(health ? { health } : {}),
       chain: chain<CanFrame[], SourceEnvelope>(CAN_FRAMES).pipe(use(commandStatusStage(tx), {})),
     });
     const bus = { scanner, tx, sent, silent };
@@ -288,6 +290,34 @@ describe("command path: can:cmd → transmitter → simulated nodes → Status �
       ["12", "acked"],
     ]);
     expect(JSON.parse(got[1]!.applied!)).toMatchObject({ heater: 1 });
+    expect(((await redis.xpending(keys.cmd, CMD_GROUP)) as [number])[0]).toBe(0);
+    await bus.scanner.stop();
+  });
+  it("Redis answers an error when the outcome is published (can:cmd:ack of the wrong type): the entry stays pending and the problem is in health; once the key is right the outcome is published and the entry acknowledged", async () => {
+    const health = new Health(log);
+    const bus = await startBus("can-scanner-1", health);
+    await redis.rename(keys.cmdAck, `${keys.cmdAck}:kept`);
+    await redis.set(keys.cmdAck, "not a stream");
+    const cm = commands.messages.get("Cmd_N3")!;
+    const frame = encodeCommand(cm, new Map([["veg_heater", true]]), 21, 30);
+    const entry = (await redis.xadd(
+      keys.cmd,
+      "*",
+      ...["ts", new Date().toISOString(), "id", String(frame.id), "data", frame.data],
+      ...["message", "Cmd_N3", "seq", "21", "watchdog_s", "30", "cmd_id", "test-wrongtype"],
+    ))!;
+    await waitFor("the publishing problem in health", async () => (health.degraded ? true : null));
+    expect(JSON.stringify(health.report())).toMatch(/WRONGTYPE/);
+    const pending = (await redis.xpending(keys.cmd, CMD_GROUP, "-", "+", 100)) as [string][];
+    expect(pending.map((p) => p[0])).toContain(entry);
+    await redis.del(keys.cmdAck);
+    await redis.rename(`${keys.cmdAck}:kept`, keys.cmdAck);
+    const o = await waitFor("the outcome after the key is right", async () =>
+      (await outcomes()).find((x) => x.cmd_entry === entry),
+    );
+    expect(o).toMatchObject({ outcome: "acked", cmd_id: "test-wrongtype" });
+    expect((await outcomes()).filter((x) => x.cmd_entry === entry)).toHaveLength(1);
+    await waitFor("health recovered", async () => (health.degraded ? null : true));
     expect(((await redis.xpending(keys.cmd, CMD_GROUP)) as [number])[0]).toBe(0);
     await bus.scanner.stop();
   });
