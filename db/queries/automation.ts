@@ -12,11 +12,14 @@ export interface SetpointRow {
   target: number;
   tolerance: number | null;
   effective_from: Date;
+  /** effective_from in UTC to the microsecond (a Date keeps milliseconds) */
+  effective_from_utc: string;
   created_by: string | null;
 }
 
+const UTC_TEXT = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 const SETPOINT_COLUMNS = `setpoint_id::float8 AS setpoint_id, room_id, quantity, period, target, tolerance,
-  effective_from, created_by`;
+  effective_from, ${UTC_TEXT("effective_from")} AS effective_from_utc, created_by`;
 
 /**
  * The setpoints that can be in force at `at` or later: per (room, quantity,
@@ -42,21 +45,73 @@ export interface NewSetpoint {
   period: "day" | "night" | "any";
   target: number;
   tolerance: number;
-  /** NULL = now (the database's clock). */
-  effective_from: Date | null;
+  /** NULL = now (the database's clock); a string keeps microseconds (RFC 3339). */
+  effective_from: Date | string | null;
   created_by: string | null;
 }
 
+/**
+ * A setpoint that cannot be stored: the room already has one for the same
+ * quantity, period and effective_from with another target or band. Setpoints
+ * are a history that events refer to, so a stored one is never rewritten.
+ * `existing` is null when another writer stored that key while this statement ran.
+ */
+export class SetpointClash extends Error {
+  constructor(readonly clashes: readonly { index: number; existing: SetpointRow | null }[]) {
+    super(`${clashes.length} setpoint(s) clash with stored ones`);
+    this.name = "SetpointClash";
+  }
+}
+
+/**
+ * Store setpoints as history, all or none, in one statement. One equal to a
+ * stored one (same key, target and band) is that row: repeating a request
+ * stores nothing twice. A different one at a stored key stores nothing and
+ * throws SetpointClash. Rows come back in input order.
+ */
 export async function insertSetpoints(db: Queryable, rows: readonly NewSetpoint[]): Promise<SetpointRow[]> {
-  const { rows: out } = await db.query<SetpointRow>(
-    `INSERT INTO setpoints (room_id, quantity, period, target, tolerance, effective_from, created_by)
-     SELECT x.room_id, x.quantity, x.period, x.target, x.tolerance, coalesce(x.effective_from, now()), x.created_by
-     FROM jsonb_to_recordset($1::jsonb) AS x(room_id int, quantity text, period text, target float8, tolerance float8,
-                                            effective_from timestamptz, created_by text)
-     RETURNING ${SETPOINT_COLUMNS}`,
-    [JSON.stringify(rows)],
+  const keys = new Set(rows.map((r) => `${r.room_id}|${r.quantity}|${r.period}|${r.effective_from?.valueOf() ?? ""}`));
+  if (keys.size !== rows.length) throw new Error("insertSetpoints: two setpoints with the same key in one call");
+  const { rows: out } = await db.query<SetpointRow & { i: number; how: "inserted" | "same" | "clash" }>(
+    `WITH x AS (
+       SELECT x.*, coalesce(x.effective_from, now()) AS ef
+       FROM jsonb_to_recordset($1::jsonb) AS x(i int, room_id int, quantity text, period text, target float8,
+                                               tolerance float8, effective_from timestamptz, created_by text)),
+     stored AS (
+       SELECT x.i, s.target = x.target AND s.tolerance IS NOT DISTINCT FROM x.tolerance AS same,
+              s.setpoint_id::float8 AS setpoint_id, s.room_id, s.quantity, s.period, s.target, s.tolerance,
+              s.effective_from, ${UTC_TEXT("s.effective_from")} AS effective_from_utc, s.created_by
+       FROM x JOIN setpoints s
+         ON (s.room_id, s.quantity, s.period, s.effective_from) = (x.room_id, x.quantity, x.period, x.ef)),
+     ins AS (
+       INSERT INTO setpoints (room_id, quantity, period, target, tolerance, effective_from, created_by)
+       SELECT room_id, quantity, period, target, tolerance, ef, created_by FROM x
+       WHERE NOT EXISTS (SELECT FROM stored WHERE NOT same)
+       ON CONFLICT (room_id, quantity, period, effective_from) DO NOTHING
+       RETURNING ${SETPOINT_COLUMNS})
+     SELECT x.i, 'inserted' AS how, ins.* FROM x
+       JOIN ins ON (ins.room_id, ins.quantity, ins.period, ins.effective_from) = (x.room_id, x.quantity, x.period, x.ef)
+     UNION ALL
+     SELECT i, CASE WHEN same THEN 'same' ELSE 'clash' END, setpoint_id, room_id, quantity, period, target, tolerance,
+            effective_from, effective_from_utc, created_by FROM stored
+     ORDER BY i`,
+    [JSON.stringify(rows.map((r, i) => ({ ...r, i })))],
   );
-  return out;
+  const byIndex = new Map(out.map((r) => [r.i, r]));
+  const clashes: { index: number; existing: SetpointRow | null }[] = out
+    .filter((r) => r.how === "clash")
+    .map((r) => ({ index: r.i, existing: strip(r) }));
+  // a key stored by another writer after this statement's snapshot: neither inserted nor seen
+  if (!clashes.length)
+    rows.forEach((_, i) => {
+      if (!byIndex.has(i)) clashes.push({ index: i, existing: null });
+    });
+  if (clashes.length) throw new SetpointClash(clashes);
+  return out.map(strip);
+}
+
+function strip({ i: _i, how: _how, ...row }: SetpointRow & { i: number; how: string }): SetpointRow {
+  return row;
 }
 
 export interface ActuatorEvent {

@@ -385,7 +385,27 @@ export const setpointIn = z
       });
   });
 export type SetpointIn = z.infer<typeof setpointIn>;
-export const setpointsBody = z.strictObject({ setpoints: z.array(setpointIn).min(1).max(32) });
+export const setpointsBody = z.strictObject({
+  setpoints: z
+    .array(setpointIn)
+    .min(1)
+    .max(32)
+    .superRefine((sps, ctx) => {
+      // two for one quantity, period and start contradict each other: which would be in force?
+      const first = new Map<string, number>();
+      sps.forEach((s, i) => {
+        const key = `${s.quantity}|${s.period}|${s.effective_from ?? "now"}`;
+        const j = first.get(key);
+        if (j === undefined) first.set(key, i);
+        else
+          ctx.addIssue({
+            code: "custom",
+            path: [i],
+            message: `same quantity, period and effective_from as setpoints.${j}; give one setpoint per quantity and period at a time`,
+          });
+      });
+    }),
+});
 
 export const setpointOut = z.object({
   setpoint_id: z.number().int(),

@@ -83,29 +83,99 @@ describe("setpoints API", () => {
     expect((await put(1, { setpoints: [{ quantity: "co2", target: 900, band: 100 }] }, {})).statusCode).toBe(401);
   });
 
+  it("refuses two setpoints for one quantity, period and start in one body, naming the second", async () => {
+    for (const effective_from of [undefined, "2026-03-01T06:00:00Z"]) {
+      const res = await put(1, {
+        setpoints: [
+          { quantity: "air_temperature", period: "day", target: 0, band: 1, effective_from },
+          { quantity: "co2", target: 900, band: 100, effective_from },
+          { quantity: "air_temperature", period: "day", target: 0, band: 1, effective_from },
+        ],
+      });
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().issues).toEqual([expect.objectContaining({ path: "setpoints.2" })]);
+      expect(res.json().issues[0].message).toContain("setpoints.0");
+    }
+  });
+
+  it("a repeated PUT is the stored setpoint; another value at a stored key is 409 and stores nothing of the body", async () => {
+    const at = "2026-04-01T06:00:00.000001+02:00";
+    const body = {
+      setpoints: [{ quantity: "relative_humidity", period: "night", target: 65, band: 5, effective_from: at }],
+    };
+    const first = await put(2, body);
+    expect(first.statusCode, first.body).toBe(200);
+    const again = await put(2, body);
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json().setpoints).toEqual(first.json().setpoints);
+    expect(again.json().setpoints[0].effective_from).toBe("2026-04-01T04:00:00.000001Z");
+    // one microsecond later is another key, not the same one (a Date would have merged them)
+    const later = await put(2, {
+      setpoints: [{ ...body.setpoints[0], effective_from: "2026-04-01T04:00:00.000002Z", target: 66 }],
+    });
+    expect(later.statusCode, later.body).toBe(200);
+    const clash = await put(2, {
+      setpoints: [
+        { quantity: "co2", target: 950, band: 100, effective_from: "2026-04-02T00:00:00Z" },
+        { ...body.setpoints[0], target: 70 },
+      ],
+    });
+    expect(clash.statusCode, clash.body).toBe(409);
+    expect(clash.json().issues).toEqual([
+      expect.objectContaining({ path: "setpoints.1.effective_from", message: expect.stringContaining("target 65") }),
+    ]);
+    const { rows } = await api.db.pool.query(
+      "SELECT quantity, target FROM setpoints WHERE room_id = 2 AND effective_from >= '2026-04-01T00:00:00Z' ORDER BY effective_from",
+    );
+    expect(rows).toEqual([
+      { quantity: "relative_humidity", target: 65 },
+      { quantity: "relative_humidity", target: 66 },
+    ]);
+  });
+
   it("bodies generated from the schema: never a 5xx; admitted and fit for the room's actuators → 200, else 400", async () => {
     const site = await loadSite(projectPath("ops/site.json"));
     const tally: Record<number, number> = {};
     await fc.assert(
       fc.asyncProperty(arbitraryOf(setpointsBody), fc.constantFrom(1, 2, 3), async (body, room) => {
+        const p = setpointsBody.safeParse(body);
+        const problems = p.success ? setpointProblems(site.actuators, room, p.data.setpoints) : [];
+        // an edge instant generated twice with another target meets the row an earlier case stored
+        const clashing = p.success && !problems.length ? await storedElsewise(room, p.data.setpoints) : [];
         const res = await put(room, body);
         tally[res.statusCode] = (tally[res.statusCode] ?? 0) + 1;
         const what = `${room} ${JSON.stringify(body).slice(0, 300)} → ${res.statusCode} ${res.body.slice(0, 300)}`;
-        const p = setpointsBody.safeParse(body);
         if (!p.success) {
           expect(res.statusCode, what).toBe(400);
           return;
         }
-        const problems = setpointProblems(site.actuators, room, p.data.setpoints);
-        expect(res.statusCode, what).toBe(problems.length ? 400 : 200);
-        if (problems.length)
-          expect(res.json().issues.map((i: { path: string }) => i.path)).toEqual(problems.map(([x]) => x));
+        expect(res.statusCode, what).toBe(problems.length ? 400 : clashing.length ? 409 : 200);
+        const paths = problems.length ? problems.map(([x]) => x) : clashing.map((i) => `setpoints.${i}.effective_from`);
+        if (paths.length) expect(res.json().issues.map((i: { path: string }) => i.path)).toEqual(paths);
       }),
       { numRuns: Number(process.env.PROPERTY_CASES ?? 400) },
     );
     expect(tally[400]).toBeGreaterThan(0);
   }, 120_000);
 });
+
+/** Indexes of the admitted setpoints whose key holds a stored row with another target or band. */
+async function storedElsewise(
+  room: number,
+  sps: readonly { quantity: string; period: string; target: number; band: number; effective_from?: string }[],
+): Promise<number[]> {
+  const out: number[] = [];
+  for (const [i, s] of sps.entries()) {
+    if (s.effective_from === undefined) continue;
+    const { rows } = await api.db.pool.query(
+      `SELECT 1 FROM setpoints WHERE room_id = $1 AND quantity = $2 AND period = $3 AND effective_from = $4
+         AND (target, tolerance) IS DISTINCT FROM ($5::float8, $6::float8)`,
+      [room, s.quantity, s.period, s.effective_from, s.target, s.band],
+    );
+    if (rows.length) out.push(i);
+  }
+  return out;
+}
 
 describe("actuator events API", () => {
   beforeAll(async () => {

@@ -3,6 +3,7 @@ import {
   type ActuatorEventRow,
   insertSetpoints,
   listActuatorEvents,
+  SetpointClash,
   type SetpointRow,
   setpointsInForce,
 } from "../../../db/queries/automation.js";
@@ -66,7 +67,7 @@ const setpointOut = (r: SetpointRow) => ({
   period: r.period,
   target: r.target,
   band: r.tolerance,
-  effective_from: utcOf(r.effective_from.getTime()),
+  effective_from: r.effective_from_utc,
   created_by: r.created_by,
 });
 
@@ -101,7 +102,7 @@ export const setpointReadRoutes: FastifyPluginAsyncZod<ApiContext> = async (app,
         tags: ["automation"],
         summary: "The room's setpoints: per quantity and period the one in force, then those scheduled later",
         params: idParams,
-        response: { 200: setpointsResponse, 400: errorBody, 404: errorBody, 503: errorBody },
+        response: { 200: setpointsResponse, 400: errorBody, 404: errorBody, 409: errorBody, 503: errorBody },
       },
     },
     async (req) => {
@@ -176,7 +177,7 @@ export const setpointWriteRoutes: FastifyPluginAsyncZod<ApiContext> = async (app
           "Each applies from effective_from (default now) at automation-service's next decision. 400 names the field: an unknown quantity, a band no wider than an actuator's hysteresis, a target outside an actuator's limits.",
         params: idParams,
         body: setpointsBody,
-        response: { 200: setpointsResponse, 400: errorBody, 404: errorBody, 503: errorBody },
+        response: { 200: setpointsResponse, 400: errorBody, 404: errorBody, 409: errorBody, 503: errorBody },
       },
     },
     async (req) => {
@@ -195,10 +196,20 @@ export const setpointWriteRoutes: FastifyPluginAsyncZod<ApiContext> = async (app
             period: s.period,
             target: s.target,
             tolerance: s.band,
-            effective_from: s.effective_from === undefined ? null : new Date(s.effective_from),
+            // the normalized RFC 3339 text, not a Date: a Date would drop the microseconds
+            effective_from: s.effective_from ?? null,
             created_by: "api",
           })),
-        ),
+        ).catch((err: unknown) => {
+          if (!(err instanceof SetpointClash)) throw err;
+          const issues = err.clashes.map(({ index, existing }) => ({
+            path: `setpoints.${index}.effective_from`,
+            message: existing
+              ? `room ${req.params.id} already has the ${existing.quantity} setpoint (${existing.period}) from ${existing.effective_from_utc} with target ${existing.target}, band ${existing.tolerance ?? "none"}; stored setpoints are history and are not rewritten: give another effective_from`
+              : "another request stored a setpoint with this key at the same time; repeat the request",
+          }));
+          throw new HttpError(409, "conflict", issues.map((i) => `${i.path}: ${i.message}`).join("; "), { issues });
+        }),
       );
       return { room_id: req.params.id, setpoints: rows.map(setpointOut) };
     },
