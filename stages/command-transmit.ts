@@ -36,7 +36,8 @@ import { CAN_FRAMES } from "./can-ingest.js";
 
 export const CMD_GROUP = "can-scanner";
 
-export type CommandOutcome = "acked" | "unacknowledged" | "expired" | "not_transmitted" | "no_ack_expected";
+export const COMMAND_OUTCOMES = ["acked", "unacknowledged", "expired", "not_transmitted", "no_ack_expected"] as const;
+export type CommandOutcome = (typeof COMMAND_OUTCOMES)[number];
 
 export interface CommandResult {
   outcome: CommandOutcome;

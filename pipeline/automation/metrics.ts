@@ -1,4 +1,5 @@
 import client from "prom-client";
+import { COMMAND_OUTCOMES } from "../../stages/command-transmit.js";
 import { counterFrom, gaugeFrom, type Registry } from "../runtime/metrics.js";
 import type { AutomationService } from "./service.js";
 
@@ -78,6 +79,31 @@ export function registerAutomationMetrics(registry: Registry, svc: () => Automat
     "Decisions never recorded (PostgreSQL unreachable past the buffer)",
     [],
     () => [[{}, svc()?.stats.eventsDropped ?? 0] as const],
+  );
+  counterFrom(
+    registry,
+    "cea_automation_command_outcomes_total",
+    "Command outcomes recorded from can:cmd:ack, by outcome",
+    ["outcome"],
+    () => {
+      const seen = svc()?.stats.outcomes ?? new Map<string, number>();
+      const known = COMMAND_OUTCOMES.map((o) => [{ outcome: o }, seen.get(o) ?? 0] as const);
+      // an outcome a newer scanner reports and this service does not know: counted, not dropped
+      let other = 0;
+      for (const [o, n] of seen) if (!(COMMAND_OUTCOMES as readonly string[]).includes(o)) other += n;
+      return [...known, [{ outcome: "other" }, other] as const];
+    },
+  );
+  gaugeFrom(
+    registry,
+    "cea_automation_command_unacknowledged",
+    "1 while the last command of this message went unacknowledged by its node (cleared by the next ack)",
+    ["message"],
+    () => {
+      const s = svc();
+      if (!s) return [];
+      return s.commandMessages.map((m) => [{ message: m }, s.unacknowledged.has(m) ? 1 : 0] as const);
+    },
   );
   gaugeFrom(registry, "cea_automation_events_pending", "Decisions waiting for PostgreSQL", [], () => [
     [{}, svc()?.pending.length ?? 0] as const,

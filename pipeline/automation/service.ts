@@ -119,6 +119,11 @@ export class AutomationService {
   private stopping = false;
   private readonly clock: () => number;
 
+  /** The command messages the site's actuators are driven by (CAN database names). */
+  get commandMessages(): string[] {
+    return [...this.d.commands.messages.keys()];
+  }
+
   constructor(private readonly d: AutomationDeps) {
     this.plan = controlPlan(d.site);
     this.clock = d.clock ?? Date.now;

@@ -3,6 +3,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { insertSetpoints } from "../../db/queries/automation.js";
 import { loadSite, type Site } from "../../db/site.js";
+import { registerAutomationMetrics } from "../../pipeline/automation/metrics.js";
 import { AutomationService } from "../../pipeline/automation/service.js";
 import { loadCanDb } from "../../pipeline/can/candb.js";
 import { buildCommandTable, type CommandTable, encodeCommand } from "../../pipeline/can/commands.js";
@@ -13,6 +14,7 @@ import { loadConfig } from "../../pipeline/runtime/config.js";
 import { Health } from "../../pipeline/runtime/health.js";
 import { redisKeys } from "../../pipeline/runtime/keys.js";
 import { createLogger } from "../../pipeline/runtime/log.js";
+import { createRegistry } from "../../pipeline/runtime/metrics.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { createRedis } from "../../pipeline/runtime/redis.js";
 import { type ScannerHandle, type SourceEnvelope, startScanner } from "../../pipeline/runtime/scanner.js";
@@ -207,6 +209,15 @@ describe("command path: can:cmd → transmitter → simulated nodes → Status �
     await liveRoom1(20);
     await svc.cycle();
     expect(svc.unacknowledged.get("Cmd_N1")).toMatch(/no Status_N1 echoing seq/);
+    // what Prometheus scrapes (the CeaCommandUnacknowledged rule reads the gauge)
+    const registry = createRegistry("automation-service", { processMetrics: false });
+    registerAutomationMetrics(registry, () => svc);
+    const scraped = async () => await registry.metrics();
+    const text = await scraped();
+    // the bus is silent for every node: each command message is unacknowledged
+    for (const m of ["Cmd_N1", "Cmd_N3", "Cmd_N4"])
+      expect(text).toContain(`cea_automation_command_unacknowledged{message="${m}"} 1`);
+    expect(text).toContain('cea_automation_command_outcomes_total{outcome="unacknowledged"} 3');
     const rows = await heaterRows();
     expect(rows.map((r) => [r.action, r.ack_status])).toEqual([
       ["on", "sent"],
@@ -238,6 +249,8 @@ describe("command path: can:cmd → transmitter → simulated nodes → Status �
     await liveRoom1(20);
     await svc.cycle();
     expect(svc.unacknowledged.size).toBe(0);
+    expect(await scraped()).toContain('cea_automation_command_unacknowledged{message="Cmd_N1"} 0');
+    expect(await scraped()).toMatch(/cea_automation_command_outcomes_total\{outcome="acked"\} [1-9]/);
     expect(JSON.parse((await redis.get(keys.health("automation-service")))!).status).toBe("ok");
     await waitFor("the alert cleared", async () => !(await redis.hexists(keys.alerts, alertId)));
     await bus.scanner.stop();
