@@ -26,6 +26,8 @@ export interface LoadedDecodeTable {
   warnings: string[];
   /** CAN database signals no sensor maps. */
   unmapped: string[];
+  /** Command and status-protocol signals: not readings by design (not unmapped). */
+  protocol: string[];
   /** The site file as parsed. */
   site: Site;
   /** Every sensor of the site file with its signal's full definition (value tables included). */
@@ -52,8 +54,8 @@ export async function loadDecodeTable(
   const { siteText, hash } = read ?? (await readSources(files));
   const site = parseSite(siteText, files.siteFile);
   const db = loadCanDb(files.canDbFile);
-  const { table, unmapped, sensors } = buildDecodeTable(db, site, files.siteFile);
-  const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped, site, sensors };
+  const { table, unmapped, protocol, sensors } = buildDecodeTable(db, site, files.siteFile);
+  const loaded = { table, hash, refused: db.refused, warnings: db.warnings, unmapped, protocol, site, sensors };
   if (log) reportLoad(log, files, loaded);
   return loaded;
 }
@@ -72,7 +74,12 @@ export function reportLoad(log: Logger, files: SensorMapFiles, loaded: LoadedDec
     );
   if (loaded.unmapped.length)
     log.warn(
-      { signals: loaded.unmapped.length, file: files.canDbFile },
+      { count: loaded.unmapped.length, signals: loaded.unmapped.slice(0, 50), file: files.canDbFile },
       "CAN signals without a sensor (not decoded, not stored)",
+    );
+  if (loaded.protocol.length)
+    log.debug(
+      { count: loaded.protocol.length, file: files.canDbFile },
+      "command and status-protocol signals (not readings, not stored)",
     );
 }

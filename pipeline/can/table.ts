@@ -1,6 +1,7 @@
 import type { Site } from "../../db/site.js";
 import { ConfigError } from "../runtime/errors.js";
 import { compileSignal, physicalValue, rawValue, type SignalCodec } from "./codec.js";
+import { COMMAND_SEQ, nodeStatusNames, STATUS_SAFE } from "./commands.js";
 import { type CanDb, type Label, messageKey, type SignalDef } from "./model.js";
 
 // The decode table: the CAN database joined with the site file and compiled.
@@ -92,6 +93,12 @@ export interface DecodeTableResult {
   table: DecodeTable;
   /** CAN database signals no sensor maps (not decoded, not stored). */
   unmapped: string[];
+  /**
+   * Signals that are not readings by design, so not unmapped: those of the
+   * site's command messages (the platform sends them) and the seq/safe fields
+   * of the nodes' status messages.
+   */
+  protocol: string[];
   /** Every mapped sensor with its full signal definition (value table included); kept out of `table`, which travels to decode threads. */
   sensors: SensorSignal[];
 }
@@ -140,6 +147,9 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
   if (problems.length) throw new ConfigError(`site file and CAN database disagree\n${problems.join("\n")}`);
   const messages: Record<number, TableMessage> = {};
   const unmapped: string[] = [];
+  const protocol: string[] = [];
+  const commandMessages = new Set(site.actuators.map((a) => a.command.slice(0, a.command.lastIndexOf("."))));
+  const statusMessages = nodeStatusNames(site);
   const sensors: SensorSignal[] = [];
   for (const m of db.messages) {
     const byName = new Map(m.signals.map((s) => [s.name, s]));
@@ -147,7 +157,10 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
     for (const s of m.signals) {
       const sensor = wanted.get(`${m.name}.${s.name}`);
       if (!sensor) {
-        unmapped.push(`${m.name}.${s.name}`);
+        const byDesign =
+          commandMessages.has(m.name) ||
+          (statusMessages.has(m.name) && (s.name === COMMAND_SEQ || s.name === STATUS_SAFE));
+        (byDesign ? protocol : unmapped).push(`${m.name}.${s.name}`);
         continue;
       }
       sensors.push({ sensorId: sensor.id, message: m.name, signal: s, calibration: sensor.calibration });
@@ -199,7 +212,7 @@ export function buildDecodeTable(db: CanDb, site: Site, siteFile: string): Decod
     if (r.id !== undefined && r.extended !== undefined) refused[messageKey(r.id, r.extended)] = r.text;
   const derived = derivedInputs(site);
   const version = JSON.stringify([[...wanted.entries()].sort(), derived]);
-  return { table: { messages, refused, version: hashString(version), derived }, unmapped, sensors };
+  return { table: { messages, refused, version: hashString(version), derived }, unmapped, protocol, sensors };
 }
 
 function hashString(s: string): string {

@@ -61,6 +61,18 @@ describe("CAN database ops/cea.kcd", () => {
     expect(v(0x405, "D2049427FFFF")).toEqual({ wind_speed: 12.34, pressure: 1013.2 });
   });
 
+  it("counts as unmapped only signals that could be readings: command signals and status seq/safe are protocol", async () => {
+    const { unmapped, protocol } = await loadDecodeTable({ siteFile, canDbFile: kcdFile });
+    for (const n of ["N1", "N3", "N4"]) {
+      expect(protocol).toEqual(expect.arrayContaining([`Cmd_${n}.seq`, `Status_${n}.seq`, `Status_${n}.safe`]));
+      expect(unmapped.filter((u) => u.startsWith(`Cmd_${n}.`) || u.startsWith(`Status_${n}.`))).toEqual([]);
+    }
+    expect(protocol).toContain("Cmd_N1.heater");
+    // the applied outputs are readings (state sensors), neither unmapped nor protocol
+    expect(protocol).not.toContain("Status_N1.heater");
+    expect(unmapped).not.toContain("Status_N1.heater");
+  });
+
   it("applies calibration_offset: stored = decoded + offset", async () => {
     const site = await loadSite(siteFile);
     site.devices[0]!.sensors[0]!.calibration_offset = -0.25; // dry_bulb_b on Climate_N1
