@@ -11,6 +11,21 @@ export function statusCode(status: ReadingStatus): number {
   return READING_STATUS.indexOf(status);
 }
 
+/** The smallest positive normal double. */
+export const MIN_NORMAL = 2.2250738585072014e-308;
+
+/**
+ * A nonzero value smaller in magnitude than any normal double. No sensor
+ * reads one, and the aggregates' scaled average cannot take it: PostgreSQL
+ * raises "value out of range: underflow", which would stop every aggregate
+ * refresh (both editions) and the hourly history (Community). Such a value is
+ * kept with status out_of_range, which the aggregates and control leave out;
+ * the API refuses it and the legacy migration counts it out_of_range.
+ */
+export const isSubnormal = (v: number): boolean => v !== 0 && v > -MIN_NORMAL && v < MIN_NORMAL;
+
+const OUT_OF_RANGE = statusCode("out_of_range");
+
 export class ReadingColumns {
   count = 0;
   entry: Uint32Array;
@@ -38,7 +53,7 @@ export class ReadingColumns {
     this.sensor[r] = sensor;
     this.timeUs[r] = timeUs;
     this.value[r] = value;
-    this.status[r] = status;
+    this.status[r] = isSubnormal(value) ? OUT_OF_RANGE : status;
   }
 
   /** The rows whose entry passes `keep`, as new columns. */

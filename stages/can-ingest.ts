@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import { z } from "zod";
+import { isSubnormal } from "../db/readings.js";
 import type { CanFrame, FrameSource, FrameSrc } from "../pipeline/can/frame.js";
 import type { DecodeTable } from "../pipeline/can/table.js";
 import type { RedisKeys } from "../pipeline/runtime/keys.js";
@@ -86,7 +87,8 @@ export function canIngestStage(
                 value: v.value,
                 time: f.ts,
                 name: v.signal.sensorName,
-                status: v.outOfRange ? "out_of_range" : null,
+                // as the worker stores it (db/readings.ts): control and the API read the live values
+                status: v.outOfRange || isSubnormal(v.value) ? "out_of_range" : null,
               }),
             );
         } catch {

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SENSOR_KIND_NAMES } from "../../db/kinds.js";
+import { isSubnormal, MIN_NORMAL } from "../../db/readings.js";
 import { type ControlledQuantity, controlledQuantitySchema } from "../../db/site.js";
 import type { Config } from "../runtime/config.js";
 import { INSTANT_MAX, INSTANT_MIN, toUtc, utcMillis, utcOf } from "./time.js";
@@ -69,7 +70,10 @@ export function writeSchemas(config: Pick<Config, "CEA_TIME_FLOOR" | "CEA_FUTURE
     .strictObject({
       time: time.describe("RFC 3339 with an offset, e.g. 2024-01-15T10:30:00Z; stored in UTC to the microsecond"),
       sensor_id: id.describe("an existing sensor's id"),
-      value: z.number().describe("a finite number"),
+      value: z
+        .number()
+        .refine((v) => !isSubnormal(v), `a subnormal number (0 < |value| < ${MIN_NORMAL}) is no reading`)
+        .describe("a finite number, 0 or of magnitude at least 2.2250738585072014e-308"),
       status: cleanText(STATUS_MAX).nullable().optional(),
     })
     .describe("one reading");

@@ -86,6 +86,9 @@ describe("POST /api/v1/measurement", () => {
     ["unknown sensor_id", { ...valid, sensor_id: 999 }, 422, "sensor_id"],
     ["value 1e309 (Infinity after JSON.parse)", "1e309", 400, "value"],
     ["value -1e309", "-1e309", 400, "value"],
+    // a subnormal stored would stop every aggregate refresh ("underflow" in the average)
+    ["value 5e-324 (subnormal)", "5e-324", 400, "value"],
+    ["value -2.2e-308 (subnormal)", "-2.2e-308", 400, "value"],
     ["value as a string", { ...valid, value: "23.5" }, 400, "value"],
     ["value NaN as a string", { ...valid, value: "NaN" }, 400, "value"],
     ["value as a boolean", { ...valid, value: true }, 400, "value"],

@@ -33,6 +33,8 @@ const LOG = [
   `(1717200000.000800) can0 18FF5003##1${FD_PAYLOAD}`,
   "(1717200001.000400) can0 620#00FFFFA2FE0000FF",
   "(1717200001.000600) can0 501#032C7FFF40370000",
+  // the smallest subnormal double: kept, but as out_of_range (the aggregates cannot average it)
+  "(1717200001.000700) can0 18FF2002#0000000000000001",
   "(1717200001.000900) can0 702#0000000000000000",
 ];
 
@@ -68,6 +70,7 @@ const EXPECTED: [string, string, number, string | null][] = [
   ["dimmer_gh", `${T1}600Z`, 70, null],
   ["leaf_temp_gh", `${T1}600Z`, 327.67, "out_of_range"],
   ["pressure_gh", `${T1}600Z`, 1013.5, null],
+  ["flow_total_gh", `${T1}700Z`, 5e-324, "out_of_range"],
 ];
 
 let db: TestDatabase;
@@ -141,6 +144,7 @@ describe.each([
       [String(0x18ff5003), "1", "1", 64],
       ["1568", "-", "-", 8],
       ["1281", "-", "-", 8],
+      [String(0x18ff2002), "1", "-", 8],
       ["1794", "-", "-", 8],
     ]);
     // live values: the newest reading of each sensor, out of range ones marked
@@ -153,6 +157,7 @@ describe.each([
     );
     expect(liveByName.leaf_temp_gh).toEqual([327.67, "out_of_range"]);
     expect(liveByName.air_temp_gh).toEqual([21.5, null]);
+    expect(liveByName.flow_total_gh).toEqual([5e-324, "out_of_range"]);
 
     const worker = await startTestWorker(
       testConfig(db.url, prefix, {
@@ -183,6 +188,12 @@ describe.each([
     expect(rows.map((r) => [r.name, r.t, r.value, r.status])).toEqual(
       EXPECTED.map(([n, t, v, st]) => [n, t, v, st ?? "replayed"]),
     );
+    // the subnormal reading does not stop the aggregates (PostgreSQL's "underflow" in the average)
+    await db.pool.query("SELECT cea_refresh_aggregates()");
+    const hourly = await db.pool.query<{ n: string }>(
+      `SELECT sample_count AS n FROM measurement_hourly JOIN sensor s USING (sensor_id) WHERE s.name = 'flow_total_gh'`,
+    );
+    expect(hourly.rows.map((r) => Number(r.n))).toEqual([1]);
     const dead = await redis.xrange(keys.dead, "-", "+");
     const reason = dead[0]?.[1][dead[0][1].indexOf("reason") + 1];
     expect(reason).toMatch(/message refused by the CAN database: .*HalfFloat_Bad.*Temp16/);
