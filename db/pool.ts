@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import pg from "pg";
 import type { Config } from "../pipeline/runtime/config.js";
 
@@ -60,13 +61,34 @@ export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
     idleTimeoutMillis: 30_000,
     ...(opts.statementTimeoutMs === undefined ? {} : { statement_timeout: opts.statementTimeoutMs }),
     ...(opts.lockTimeoutMs === undefined ? {} : { lock_timeout: opts.lockTimeoutMs }),
-    ...(opts.queryTimeoutMs === undefined ? {} : { query_timeout: opts.queryTimeoutMs }),
     ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: opts.keepAliveIdleMs ?? 10_000 } : {}),
   });
   const onError = opts.onError ?? (() => undefined);
   pool.on("error", onError);
   pool.on("connect", (client) => client.on("error", onError));
+  if (opts.queryTimeoutMs) dropSilentConnections(pool, opts.queryTimeoutMs);
   return pool;
+}
+
+/**
+ * queryTimeoutMs: a checked-out connection on which nothing arrives for `ms`
+ * is destroyed, which fails its query (an outage to classifyDbError: no
+ * SQLSTATE) and keeps the connection out of the pool. The socket's own
+ * inactivity timer, armed while checked out, instead of pg's query_timeout:
+ * with that option set, pg wraps every query's callback in a closure that
+ * keeps the query's rows alive past young-generation collections (measured on
+ * raw history: 4× the promoted bytes, 2–3× the GC time, 15–40 % fewer
+ * requests/s). A statement the server is still working on is the server's
+ * statement_timeout to end.
+ */
+function dropSilentConnections(pool: pg.Pool, ms: number): void {
+  const socket = (client: pg.PoolClient) => (client as unknown as pg.Client).connection.stream as Socket;
+  pool.on("connect", (client) => {
+    const s = socket(client);
+    s.on("timeout", () => s.destroy(new Error(`no answer from the database within ${ms} ms`)));
+  });
+  pool.on("acquire", (client) => socket(client).setTimeout(ms));
+  pool.on("release", (_err, client) => socket(client).setTimeout(0));
 }
 
 export type Queryable = Pick<pg.PoolClient, "query">;
