@@ -27,7 +27,9 @@ import { type Bench, type BenchRow, percentile } from "./lib.js";
 // for a sensor without a value table and, on a second server, the same
 // sensor with one that names every stored value (a label on every point),
 // plus, when CEA_BENCH_BASELINE_DIST names the dist/ of an earlier build
-// (e.g. the commit before value labels), the same request on that build. Every first write carries keys no other request used
+// (e.g. the commit before value labels), the same request on that build, and
+// the first-write batches on it too, rounds alternating with this build's.
+// Every first write carries keys no other request used
 // and lands in the day after the data set, which is dropped afterwards, so the
 // data set stays as loaded. The load generator (autocannon) runs on this
 // process's main thread: on a 2-core machine the servers, PostgreSQL and the
@@ -235,6 +237,20 @@ const bench: Bench = async (ctx) => {
     const apiBase = `http://127.0.0.1:${apiPort}`;
     const bareBase = `http://127.0.0.1:${barePort}`;
     const soloBase = `http://127.0.0.1:${soloPort}`;
+    // the earlier build, when given, on the same database: the batch and raw-history cases run on both, alternating
+    const baselineDist = process.env.CEA_BENCH_BASELINE_DIST;
+    let beforeBase: string | undefined;
+    if (baselineDist) {
+      const beforePort = await freePort();
+      const before = startProcess([join(baselineDist, "pipeline/cea-backend.js")], {
+        ...apiEnv,
+        CEA_HTTP_PORT: String(beforePort),
+      });
+      procs.push(before.proc);
+      beforeBase = `http://127.0.0.1:${beforePort}`;
+      await waitForHttp(`${beforeBase}/api/v1/health`, before.proc, before.out);
+      params.baseline_dist = baselineDist;
+    }
     await waitForHttp(`${apiBase}/api/v1/health`, api.proc, api.out);
     await waitForHttp(`${soloBase}/api/v1/health`, solo.proc, solo.out);
     await waitForHttp(bareBase, bare.proc, bare.out);
@@ -340,16 +356,22 @@ const bench: Bench = async (ctx) => {
     });
 
     /** A batch run: `batchAt(k)` gives the first instant (ms) of the k-th batch; 50 sensors × 20 s each. */
-    const batchRun = async (what: string, batchAt: (k: number) => number, value: (s: number, t: number) => number) => {
+    const batchRun = async (
+      what: string,
+      base: string,
+      runDuration: number,
+      batchAt: (k: number) => number,
+      value: (s: number, t: number) => number,
+    ) => {
       let b = 0;
       const statuses: Record<number, number> = {};
       let inserted = 0;
       const r = checked(
         what,
         await autocannon({
-          url: `${apiBase}/api/v1/measurements`,
+          url: `${base}/api/v1/measurements`,
           connections: 4,
-          duration,
+          duration: runDuration,
           requests: [
             {
               method: "POST",
@@ -372,23 +394,74 @@ const bench: Bench = async (ctx) => {
           ],
         }),
       );
-      return { r, statuses, inserted, perSecond: (r["2xx"] * BATCH_SIZE) / r.duration };
+      return { r, statuses, inserted, sent: b, perSecond: (r["2xx"] * BATCH_SIZE) / r.duration };
     };
 
     // whole seconds: the data set holds readings on whole seconds only (59 sensors do not divide 1 000)
     const perBatchS = Math.ceil(BATCH_SIZE / sensors.length);
-    ctx.log(`batch POST of ${BATCH_SIZE} new readings (first writes), 4 connections, ${duration} s`);
-    const first = await batchRun(
-      "batch POST",
-      (k) => writeDay + 12 * H + k * perBatchS * 1000,
-      (s, t) => datasetValue(s, t),
-    );
-    params.batch_rows_written = await written(writeDay + 12 * H, writeDay + 24 * H);
-    params.batch_statuses = first.statuses;
-    if (first.inserted !== first.r["2xx"] * BATCH_SIZE || (params.batch_rows_written as number) < first.inserted)
-      throw new Error(
-        `batch POST: ${first.r["2xx"]} batches answered 2xx, ${first.inserted} readings inserted, ${params.batch_rows_written} rows stored`,
+    // first writes: batches numbered across every run (of either build), so no key is sent twice; with an
+    // earlier build given, 3 rounds alternating between the builds, each round its own new keys
+    const firstFrom = writeDay + 12 * H;
+    let nextBatch = 0;
+    const firstRun = async (base: string, runDuration: number) => {
+      const from = nextBatch;
+      const res = await batchRun(
+        "batch POST",
+        base,
+        runDuration,
+        (k) => firstFrom + (from + k) * perBatchS * 1000,
+        (s, t) => datasetValue(s, t),
       );
+      nextBatch = from + res.sent;
+      if (firstFrom + nextBatch * perBatchS * 1000 > writeDay + 24 * H)
+        throw new Error("batch POST: the first writes ran past the day after the data set; lower --scale");
+      return res;
+    };
+    const compare = beforeBase !== undefined;
+    const batchDuration = compare ? Math.max(5, duration) : duration;
+    const batchRounds = compare ? 3 : 1;
+    ctx.log(
+      `batch POST of ${BATCH_SIZE} new readings (first writes), 4 connections, ${batchDuration} s` +
+        (compare ? ` × ${batchRounds} rounds, alternating with the baseline build` : ""),
+    );
+    const firstRuns: Awaited<ReturnType<typeof batchRun>>[] = [];
+    const beforeRuns: Awaited<ReturnType<typeof batchRun>>[] = [];
+    for (let round = 0; round < batchRounds; round++) {
+      // alternate which build goes first in a round, so neither always runs on a warmer table
+      const order: [string, typeof firstRuns][] = [[apiBase, firstRuns]];
+      if (beforeBase !== undefined) order.splice(round % 2, 0, [beforeBase, beforeRuns]);
+      for (const [base, runs] of order) runs.push(await firstRun(base, batchDuration));
+    }
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    const pooled = (runs: typeof firstRuns) => {
+      const ok = sum(runs.map((x) => x.r["2xx"]));
+      return {
+        ok,
+        inserted: sum(runs.map((x) => x.inserted)),
+        perSecond: (ok * BATCH_SIZE) / sum(runs.map((x) => x.r.duration)),
+        rounds: runs.map((x) => Math.round(x.perSecond)).join(", "),
+      };
+    };
+    const first = { ...pooled(firstRuns), r: firstRuns[0]!.r };
+    const firstBefore = pooled(beforeRuns);
+    params.batch_rows_written = await written(firstFrom, writeDay + 24 * H);
+    params.batch_statuses = firstRuns.map((x) => x.statuses);
+    if (
+      first.inserted !== first.ok * BATCH_SIZE ||
+      firstBefore.inserted !== firstBefore.ok * BATCH_SIZE ||
+      (params.batch_rows_written as number) < first.inserted + firstBefore.inserted
+    )
+      throw new Error(
+        `batch POST: ${first.ok} + ${firstBefore.ok} (baseline) batches answered 2xx, ${first.inserted} + ${firstBefore.inserted} readings inserted, ${params.batch_rows_written} rows stored`,
+      );
+    const roundsNote = compare ? `; ${batchDuration} s × ${batchRounds} rounds alternating: ${first.rounds}` : "";
+    if (beforeBase !== undefined)
+      rows.push({
+        case: `batch POST measurements (first writes), baseline build (${baselineDist})`,
+        value: firstBefore.perSecond,
+        unit: "measurements/s",
+        note: `${BATCH_SIZE} per request, 4 connections, ${batchDuration} s × ${batchRounds} rounds alternating: ${firstBefore.rounds}`,
+      });
     rows.push({
       case: "batch POST measurements (first writes)",
       value: first.perSecond,
@@ -397,8 +470,19 @@ const bench: Bench = async (ctx) => {
       ratio: first.perSecond / ceiling.requests.average,
       target: ">= 100000 measurements/s",
       met: first.perSecond >= 100_000,
-      note: `${BATCH_SIZE} per request, p50 ${first.r.latency.p50} ms, p99 ${first.r.latency.p99} ms; ratio = measurements/s over ceiling req/s`,
+      note: `${BATCH_SIZE} per request, p50 ${first.r.latency.p50} ms, p99 ${first.r.latency.p99} ms (first round); ratio = measurements/s over ceiling req/s${roundsNote}`,
     });
+    if (beforeBase !== undefined)
+      rows.push({
+        case: "batch POST measurements (first writes) vs baseline build",
+        value: first.perSecond / firstBefore.perSecond,
+        unit: "x",
+        baseline: `batch POST measurements (first writes), baseline build (${baselineDist})`,
+        ratio: first.perSecond / firstBefore.perSecond,
+        target: ">= 0.90",
+        met: first.perSecond / firstBefore.perSecond >= 0.9,
+        note: "same database, data set and run; rounds alternating",
+      });
 
     // a retry after a timeout: readings already stored, resent exactly; batches spread over
     // the whole data set in an order that jumps between days (a stride prime to the slot count)
@@ -407,6 +491,8 @@ const bench: Bench = async (ctx) => {
     ctx.log(`batch POST of ${BATCH_SIZE} stored readings (replay over ${days} days), 4 connections, ${duration} s`);
     const replay = await batchRun(
       "batch replay",
+      apiBase,
+      duration,
       (k) => start.getTime() + ((k * stride) % slots) * perBatchS * 1000,
       (s, t) => datasetValue(s, t),
     );
@@ -426,36 +512,49 @@ const bench: Bench = async (ctx) => {
       note: `every batch answered 200, nothing inserted; p50 ${replay.r.latency.p50} ms, p99 ${replay.r.latency.p99} ms`,
     });
 
-    // what validating a batch body costs in the schema (every body goes through it: no hand-written quick path)
-    const { batchIn } = writeSchemas({
+    // what validating a batch body costs: the schema's parse, and the route's quick path derived from it
+    // (pipeline/backend/batch-quick.ts) on the worst case for it (every instant distinct) and on readings
+    // of every sensor at shared instants (as the batch POST cases above send them)
+    const { batchIn, batchQuick } = writeSchemas({
       CEA_TIME_FLOOR: "2000-01-01T00:00:00Z",
       CEA_FUTURE_TOLERANCE_S: 300,
       CEA_BATCH_MAX: BATCH_SIZE,
     });
-    const bodies = Array.from({ length: 20 }, (_, k) =>
-      JSON.parse(
-        JSON.stringify(
-          Array.from({ length: BATCH_SIZE }, (_, j) => ({
-            time: new Date(writeDay + (k * BATCH_SIZE + j) * 1000).toISOString().replace("Z", "+02:00"),
-            sensor_id: sensors[j % sensors.length],
-            value: j / 10,
-            status: j % 2 ? "ok" : null,
-          })),
+    const bodiesOf = (instant: (k: number, j: number) => number) =>
+      Array.from({ length: 20 }, (_, k) =>
+        JSON.parse(
+          JSON.stringify(
+            Array.from({ length: BATCH_SIZE }, (_, j) => ({
+              time: new Date(writeDay + instant(k, j) * 1000).toISOString().replace("Z", "+02:00"),
+              sensor_id: sensors[j % sensors.length],
+              value: j / 10,
+              status: j % 2 ? "ok" : null,
+            })),
+          ),
         ),
-      ),
-    );
-    for (const b of bodies) batchIn.parse(b);
-    const v0 = performance.now();
-    for (let r = 0; r < 5; r++) for (const b of bodies) batchIn.parse(b);
-    const parseMs = (performance.now() - v0) / (5 * bodies.length);
-    rows.push({
-      case: `batch body validation (zod schema, ${BATCH_SIZE} items)`,
-      value: parseMs,
-      unit: "ms",
-      baseline: "batch POST measurements (first writes)",
-      ratio: parseMs / first.r.latency.p50,
-      note: "ratio = validation time / first-write batch latency p50; times with an offset, converted to UTC by the schema",
-    });
+      );
+    const distinct = bodiesOf((k, j) => k * BATCH_SIZE + j);
+    const shared = bodiesOf((k, j) => k * BATCH_SIZE + Math.floor(j / sensors.length));
+    const msPerBody = (bodies: unknown[], parse: (b: unknown) => unknown) => {
+      for (const b of bodies) if (parse(b) === undefined) throw new Error("batch validation: a body was not taken");
+      const v0 = performance.now();
+      for (let r = 0; r < 5; r++) for (const b of bodies) parse(b);
+      return (performance.now() - v0) / (5 * bodies.length);
+    };
+    const validation: [string, number][] = [
+      ["zod schema", msPerBody(distinct, (b) => batchIn.parse(b))],
+      ["quick path, every instant distinct", msPerBody(distinct, batchQuick)],
+      [`quick path, ${sensors.length} sensors per instant`, msPerBody(shared, batchQuick)],
+    ];
+    for (const [how, ms] of validation)
+      rows.push({
+        case: `batch body validation (${how}, ${BATCH_SIZE} items)`,
+        value: ms,
+        unit: "ms",
+        baseline: "batch POST measurements (first writes)",
+        ratio: ms / first.r.latency.p50,
+        note: "ratio = validation time / first-write batch latency p50; times with an offset, converted to UTC by the schema",
+      });
 
     ctx.log(`history: ${days} days hourly, ${historyRequests} sequential requests`);
     const q = `start=${start.toISOString()}&end=${end.toISOString()}&resolution=hourly`;
@@ -495,18 +594,7 @@ const bench: Bench = async (ctx) => {
       { name: "this build, value table (label on every point)", base: `http://127.0.0.1:${labelledPort}` },
     ];
     await waitForHttp(`${servers[1]!.base}/api/v1/health`, labelled.proc, labelled.out);
-    const baselineDist = process.env.CEA_BENCH_BASELINE_DIST;
-    if (baselineDist) {
-      const beforePort = await freePort();
-      const before = startProcess([join(baselineDist, "pipeline/cea-backend.js")], {
-        ...apiEnv,
-        CEA_HTTP_PORT: String(beforePort),
-      });
-      procs.push(before.proc);
-      await waitForHttp(`http://127.0.0.1:${beforePort}/api/v1/health`, before.proc, before.out);
-      servers.unshift({ name: `baseline build (${baselineDist})`, base: `http://127.0.0.1:${beforePort}` });
-      params.baseline_dist = baselineDist;
-    }
+    if (beforeBase !== undefined) servers.unshift({ name: `baseline build (${baselineDist})`, base: beforeBase });
     const probe = await fetch(`${servers.at(-1)!.base}/api/v1/sensors/101/history?${rawQ}`, { headers: auth });
     const probed = (await probe.json()) as { points: { label?: string | null }[] };
     if (probed.points.length === 0 || probed.points.some((p) => typeof p.label !== "string"))

@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import pg from "pg";
 import type { Config } from "../pipeline/runtime/config.js";
 
@@ -12,9 +13,11 @@ export interface PoolOptions {
   /** Server side: waiting longer for a lock fails the statement (55P03). Unset = the server's setting; 0 = none. */
   lockTimeoutMs?: number;
   /**
-   * Client side: a query without an answer for this long fails and its
-   * connection is dropped. The only limit that holds when the server itself
-   * does not answer (a frozen host or disk). Unset = none.
+   * Client side: when nothing arrives on a checked-out connection for this
+   * long, its query fails and the connection is dropped. The only limit that
+   * holds when the server itself does not answer (a frozen host or disk); a
+   * statement still at work looks the same from here, so statementTimeoutMs
+   * is set no longer. Unset = none.
    */
   queryTimeoutMs?: number;
   /** TCP keepalive, so a connection to a host that vanished is noticed. */
@@ -60,13 +63,33 @@ export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
     idleTimeoutMillis: 30_000,
     ...(opts.statementTimeoutMs === undefined ? {} : { statement_timeout: opts.statementTimeoutMs }),
     ...(opts.lockTimeoutMs === undefined ? {} : { lock_timeout: opts.lockTimeoutMs }),
-    ...(opts.queryTimeoutMs === undefined ? {} : { query_timeout: opts.queryTimeoutMs }),
     ...(opts.keepAlive ? { keepAlive: true, keepAliveInitialDelayMillis: opts.keepAliveIdleMs ?? 10_000 } : {}),
   });
   const onError = opts.onError ?? (() => undefined);
   pool.on("error", onError);
   pool.on("connect", (client) => client.on("error", onError));
+  if (opts.queryTimeoutMs) dropSilentConnections(pool, opts.queryTimeoutMs);
   return pool;
+}
+
+/**
+ * queryTimeoutMs: a checked-out connection on which nothing arrives for `ms`
+ * is destroyed, which fails its query (an outage to classifyDbError: no
+ * SQLSTATE) and keeps the connection out of the pool. The socket's own
+ * inactivity timer, armed while checked out, instead of pg's query_timeout:
+ * with that option set, pg (8.23) wraps every query's callback in a closure
+ * that keeps the query's rows alive past young-generation collections
+ * (measured on the API's raw history, 3 600 rows: 4× the promoted bytes, 3×
+ * the scavenge time, a fifth to a third fewer requests/s).
+ */
+function dropSilentConnections(pool: pg.Pool, ms: number): void {
+  const socket = (client: pg.PoolClient) => (client as unknown as pg.Client).connection.stream as Socket;
+  pool.on("connect", (client) => {
+    const s = socket(client);
+    s.on("timeout", () => s.destroy(new Error(`no answer from the database within ${ms} ms`)));
+  });
+  pool.on("acquire", (client) => socket(client).setTimeout(ms));
+  pool.on("release", (_err, client) => socket(client).setTimeout(0));
 }
 
 export type Queryable = Pick<pg.PoolClient, "query">;

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { classifyDbError } from "../../db/pg-errors.js";
 import { createPool, poolSettings } from "../../db/pool.js";
 import { loadConfig } from "../../pipeline/runtime/config.js";
 import { waitFor } from "./pipeline-helpers.js";
@@ -31,6 +32,30 @@ describe("the connection pool", () => {
       expect((await watched.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
     } finally {
       await watched.end();
+    }
+  });
+
+  it("queryTimeoutMs: a query without an answer that long fails as an outage and its connection goes; an idle one stays", async () => {
+    const p = createPool(inject("databaseUrl"), { max: 1, queryTimeoutMs: 300 });
+    const pidOf = async () => (await p.query<{ p: number }>("SELECT pg_backend_pid() AS p")).rows[0]?.p;
+    try {
+      const first = await pidOf();
+      // idle in the pool past the limit: the same connection serves the next query
+      await new Promise((r) => setTimeout(r, 600));
+      expect(await pidOf()).toBe(first);
+      // nothing arrives for longer than the limit (a server at work or frozen looks the same from here)
+      const err = await p.query("SELECT pg_sleep(5)").then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toBe("no answer from the database within 300 ms");
+      expect(classifyDbError(err).kind).toBe("outage");
+      // that connection is not handed out again
+      expect(await pidOf()).not.toBe(first);
+      await killer.query("SELECT pg_cancel_backend($1)", [first]);
+    } finally {
+      await p.end();
     }
   });
 
