@@ -25,6 +25,8 @@ export function batchQuickPath<S extends z.ZodObject>(
   item: S,
   limits: { min: number; max: number },
 ): (data: unknown) => Parsed<S> | undefined {
+  // a rule over the whole item (a refinement of the object) is not the fields' rules: never quick then
+  if (item._zod.def.checks?.length) return () => undefined;
   const fields = Object.entries(item.shape as Record<string, z.ZodType>).map(([key, schema]) => ({
     key,
     column: z.array(schema),

@@ -1,5 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { batchQuickPath } from "../../pipeline/backend/batch-quick.js";
 import { writeSchemas } from "../../pipeline/backend/schemas.js";
 import { arbitraryOf } from "../support/zod-arbitrary.js";
 
@@ -63,11 +65,21 @@ describe("batch quick path", () => {
       [item, { ...item, value: "1.5" }],
       [item, { ...item, time: "2024-01-15T10:30:00.1234567Z" }],
       [item, { ...item, status: "a\u0000b" }],
+      [item, { ...item, value: 5e-324 }],
       [item, null],
       [item, [item]],
       [],
     ])
       agrees(body);
+  });
+
+  it("never answers for an item schema with a rule over the whole item (its fields alone do not decide)", () => {
+    const item = z
+      .strictObject({ lo: z.number(), hi: z.number() })
+      .refine((r) => r.lo <= r.hi, { message: "lo above hi", path: ["lo"] });
+    const quick = batchQuickPath(item, { min: 1, max: 10 });
+    expect(quick([{ lo: 2, hi: 1 }])).toBeUndefined();
+    expect(quick([{ lo: 1, hi: 2 }])).toBeUndefined();
   });
 
   it("takes an ordinary batch: many sensors at a few instants, with and without status", () => {
