@@ -2,6 +2,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../pipeline/runtime/log.js";
 import { projectPath } from "../../pipeline/runtime/paths.js";
 import { SensorMap } from "../../stages/sensor-map.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
@@ -14,7 +15,7 @@ let db: TestDatabase;
 let dir: string;
 const problems: (string | null)[] = [];
 const ctx = {
-  log: { info: () => undefined, warn: () => undefined, error: () => undefined } as never,
+  log: createLogger("sensor-map-reload", "silent"),
   problem: (c: string | null) => void problems.push(c),
 };
 
